@@ -1,0 +1,315 @@
+"""FACS action-unit vocabulary, face-template regions, and the AU-string parser.
+
+The parser implements the rules in ``docs/datasets.md`` (from the CASME II and SAMM coding sheets):
+an AU token reduces to its number (side ``L``/``R``, asymmetry ``A``, lip ``T``/``B`` prefixes and
+intensity ``A``-``E`` suffixes are dropped), ``ref(x)`` is selectable, alternatives (``a or b``,
+``a/b``) are resolved by a selectable rule, ``?`` marks the AU labels as unknown and free text is
+reported. Digits of two AUs are never joined: every AU number comes from one run of digits.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+# --------------------------------------------------------------------------------------------
+# Vocabulary
+# --------------------------------------------------------------------------------------------
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in [0, 1] on the aligned face
+
+
+@dataclass(frozen=True)
+class ActionUnit:
+    number: int
+    name: str
+    description: str  # short phrase used in CLIP text prompts
+    regions: tuple[Box, ...]  # where the AU moves the face, on the aligned-face template
+
+
+def _pair(x0: float, y0: float, x1: float, y1: float) -> tuple[Box, Box]:
+    """A left/right symmetric pair of boxes (x given for the image-left side)."""
+    return (x0, y0, x1, y1), (1.0 - x1, y0, 1.0 - x0, y1)
+
+
+# Regions are boxes on the aligned-face template (``suite.data.template``): brows near y≈0.27,
+# eyes y≈0.38, nose tip y≈0.60, mouth y≈0.76, chin y≈0.95. Boxes are generous because real
+# alignment is imperfect; the synthetic generator's landmark motion is checked to fall inside.
+ACTION_UNITS: dict[int, ActionUnit] = {
+    au.number: au
+    for au in [
+        ActionUnit(1, "inner brow raiser", "raised inner eyebrows", ((0.30, 0.12, 0.70, 0.38),)),
+        ActionUnit(2, "outer brow raiser", "raised outer eyebrows", _pair(0.08, 0.10, 0.42, 0.38)),
+        ActionUnit(4, "brow lowerer", "lowered and drawn together eyebrows", ((0.20, 0.14, 0.80, 0.42),)),
+        ActionUnit(5, "upper lid raiser", "widened eyes with raised upper lids", _pair(0.15, 0.28, 0.45, 0.48)),
+        ActionUnit(6, "cheek raiser", "raised cheeks", _pair(0.08, 0.42, 0.42, 0.68)),
+        ActionUnit(7, "lid tightener", "tightened eyelids", _pair(0.15, 0.30, 0.45, 0.50)),
+        ActionUnit(9, "nose wrinkler", "wrinkled nose", ((0.32, 0.36, 0.68, 0.66),)),
+        ActionUnit(10, "upper lip raiser", "raised upper lip", ((0.28, 0.60, 0.72, 0.80),)),
+        ActionUnit(12, "lip corner puller", "lip corners pulled up", _pair(0.18, 0.64, 0.44, 0.88)),
+        ActionUnit(14, "dimpler", "dimpled lip corners", _pair(0.16, 0.66, 0.42, 0.88)),
+        ActionUnit(15, "lip corner depressor", "lip corners pulled down", _pair(0.18, 0.70, 0.44, 0.94)),
+        ActionUnit(17, "chin raiser", "raised chin", ((0.32, 0.80, 0.68, 1.00),)),
+        ActionUnit(18, "lip pucker", "puckered lips", ((0.30, 0.66, 0.70, 0.88),)),
+        ActionUnit(20, "lip stretcher", "horizontally stretched lips", _pair(0.15, 0.66, 0.42, 0.90)),
+        ActionUnit(23, "lip tightener", "tightened lips", ((0.30, 0.66, 0.70, 0.88),)),
+        ActionUnit(24, "lip pressor", "pressed lips", ((0.30, 0.66, 0.70, 0.88),)),
+        ActionUnit(25, "lips part", "parted lips", ((0.30, 0.66, 0.70, 0.90),)),
+        ActionUnit(26, "jaw drop", "dropped jaw", ((0.25, 0.70, 0.75, 1.00),)),
+        ActionUnit(38, "nostril dilator", "dilated nostrils", ((0.35, 0.50, 0.65, 0.68),)),
+        ActionUnit(39, "nostril compressor", "compressed nostrils", ((0.35, 0.50, 0.65, 0.68),)),
+        ActionUnit(43, "eyes closed", "closed eyes", _pair(0.15, 0.28, 0.45, 0.50)),
+        ActionUnit(45, "blink", "blinking eyes", _pair(0.15, 0.28, 0.45, 0.50)),
+        ActionUnit(61, "eyes turn left", "eyes turned left", _pair(0.15, 0.30, 0.45, 0.48)),
+        ActionUnit(62, "eyes turn right", "eyes turned right", _pair(0.15, 0.30, 0.45, 0.48)),
+        ActionUnit(63, "eyes up", "eyes turned up", _pair(0.15, 0.28, 0.45, 0.48)),
+        ActionUnit(64, "eyes down", "eyes turned down", _pair(0.15, 0.30, 0.45, 0.50)),
+    ]
+}
+
+# Evaluated AU sets (DATASETS.md), left/right merged.
+DATASET_AUS: dict[str, tuple[int, ...]] = {
+    "casme2": (1, 2, 4, 7, 12, 14, 15, 17),
+    "samm": (2, 4, 7, 12),
+}
+
+
+def au_name(number: int) -> str:
+    return f"AU{number}"
+
+
+def au_prompt(number: int, present: bool) -> str:
+    """CLIP text prompt for an AU's present / absent state."""
+    au = ACTION_UNITS[number]
+    if present:
+        return f"a face with AU{number} {au.name}: {au.description}"
+    return f"a face without AU{number} {au.name}: no {au.description}"
+
+
+# --------------------------------------------------------------------------------------------
+# Parser
+# --------------------------------------------------------------------------------------------
+
+RefRule = Literal["present", "drop"]
+AlternativeRule = Literal["intersection", "union", "first"]
+REF_RULES: tuple[str, ...] = ("present", "drop")
+ALTERNATIVE_RULES: tuple[str, ...] = ("intersection", "union", "first")
+
+
+@dataclass(frozen=True)
+class AURules:
+    """How ambiguous AU cells are resolved; both are user options (``docs/datasets.md``).
+
+    ``alternatives``: ``intersection`` (default) counts only AUs present in every alternative
+    (``4D or 4E`` → {4}; ``L12 or L14`` → {}), ``union`` counts every alternative's AUs,
+    ``first`` takes the first alternative as written.
+    """
+
+    ref: RefRule = "present"
+    alternatives: AlternativeRule = "intersection"
+
+    def __post_init__(self):
+        if self.ref not in REF_RULES:
+            raise ValueError(f"unknown ref rule {self.ref!r}; choose one of {REF_RULES}")
+        if self.alternatives not in ALTERNATIVE_RULES:
+            raise ValueError(
+                f"unknown alternatives rule {self.alternatives!r}; choose one of {ALTERNATIVE_RULES}"
+            )
+
+
+@dataclass(frozen=True)
+class ParsedAUs:
+    aus: frozenset[int]
+    raw: str
+    unknown: bool = False  # '?' cell: AU labels unknown, exclude from AU detection
+    alternatives: tuple[str, ...] = ()  # alternative groups resolved by the rule, as written
+    refs: tuple[int, ...] = ()  # AUs written as ref(x)
+    ignored: tuple[str, ...] = ()  # free text and tokens that are not AUs
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def problems(self) -> list[tuple[str, str]]:
+        """(problem, action) pairs worth reporting for this cell."""
+        out = []
+        if self.unknown:
+            out.append(("AU cell is '?' (AUs unknown)", "excluded from AU detection, kept for emotion recognition"))
+        if not self.aus and not self.unknown and not self.raw.strip():
+            out.append(("AU cell is empty", "treated as no AU present"))
+        for alt in self.alternatives:
+            out.append((f"alternative AUs {alt!r}", "resolved by the alternatives rule"))
+        for ig in self.ignored:
+            out.append((f"text {ig!r} in AU cell is not an AU", "ignored"))
+        for note in self.notes:
+            out.append((note, "ignored"))
+        return out
+
+
+# One AU token: optional prefix letters (L, R, A, T, B; 'A/L' style alternatives), the AU number,
+# optional intensity letters ('A'..'E', 'A/B' style). The look-ahead forbids a digit right after,
+# so digits are never split or joined across tokens.
+_AU_TOKEN = re.compile(
+    r"(?P<prefix>(?:[LRATB]/)*[LRATB])?(?P<num>\d+)(?P<intensity>[A-E](?:/[A-E])*)?(?![0-9])",
+    re.IGNORECASE,
+)
+_OR_WORD = re.compile(r"or(?![A-Za-z0-9])", re.IGNORECASE)
+_REF_OPEN = re.compile(r"ref\s*\(", re.IGNORECASE)
+
+
+def cell_to_text(cell) -> str:
+    """A spreadsheet cell as text: numbers as integers where whole (12.0 → '12'), NaN → ''."""
+    if cell is None:
+        return ""
+    if isinstance(cell, bool):
+        return str(cell)
+    if isinstance(cell, float):
+        if math.isnan(cell):
+            return ""
+        if cell.is_integer():
+            return str(int(cell))
+    return str(cell)
+
+
+class _Parser:
+    """Recursive-descent parser over: expr := alt ('+' alt)*; alt := atom (('or'|'/') atom)*;
+    atom := AU | 'ref(' expr ')' | '(' expr ')' | '?' | free text."""
+
+    def __init__(self, text: str, rules: AURules):
+        self.s = text
+        self.i = 0
+        self.rules = rules
+        self.unknown = False
+        self.alternatives: list[str] = []
+        self.refs: list[int] = []
+        self.ignored: list[str] = []
+        self.notes: list[str] = []
+
+    def _skip_ws(self):
+        while self.i < len(self.s) and self.s[self.i].isspace():
+            self.i += 1
+
+    def _peek(self) -> str:
+        self._skip_ws()
+        return self.s[self.i] if self.i < len(self.s) else ""
+
+    def parse(self) -> frozenset[int]:
+        result: set[int] = set()
+        while self.i < len(self.s):
+            result |= self._expr(in_ref=False)
+            if self._peek() == ")":  # unbalanced closing parenthesis at top level
+                self.notes.append("unbalanced ')' in AU cell")
+                self.i += 1
+        return frozenset(result)
+
+    def _expr(self, in_ref: bool) -> set[int]:
+        out = set(self._alt(in_ref))
+        while self._peek() == "+":
+            self.i += 1
+            out |= self._alt(in_ref)
+        return out
+
+    def _at_or(self) -> bool:
+        c = self._peek()
+        if c == "/":
+            return True
+        return bool(_OR_WORD.match(self.s, self.i))
+
+    def _alt(self, in_ref: bool) -> set[int]:
+        start = self.i
+        options = [self._atom(in_ref)]
+        while self._at_or():
+            self.i += 1 if self.s[self.i] == "/" else 2
+            options.append(self._atom(in_ref))
+        options = [o for o in options if o is not None]
+        if not options:
+            return set()
+        if len(options) == 1:
+            return options[0]
+        self.alternatives.append(self.s[start:self.i].strip())
+        if self.rules.alternatives == "union":
+            return set().union(*options)
+        if self.rules.alternatives == "first":
+            return options[0]
+        return set.intersection(*options)
+
+    def _atom(self, in_ref: bool) -> set[int] | None:
+        """One operand; None when it carries no AU information (free text, nothing)."""
+        c = self._peek()
+        if not c or c in "+/)":
+            return None
+        if c == "?":
+            self.i += 1
+            self.unknown = True
+            return None
+        ref = _REF_OPEN.match(self.s, self.i)
+        if ref:
+            self.i = ref.end()
+            inner = self._expr(in_ref=True)
+            self._close()
+            self.refs.extend(sorted(inner))
+            return inner if self.rules.ref == "present" else set()
+        if c == "(":
+            self.i += 1
+            inner = self._expr(in_ref)
+            self._close()
+            return inner
+        tok = _AU_TOKEN.match(self.s, self.i)
+        if tok and not _glued_to_letters(self.s, tok):
+            self.i = tok.end()
+            return {int(tok.group("num"))}
+        return self._free_text()
+
+    def _close(self):
+        if self._peek() == ")":
+            self.i += 1
+        else:
+            self.notes.append("missing ')' in AU cell")
+
+    def _free_text(self) -> None:
+        """Consume a run of words up to the next operator; report it as ignored text.
+
+        Digits inside free text are swallowed with it so that e.g. 'x612' is never read as AU 612
+        and two digit runs are never joined."""
+        start = self.i
+        while self.i < len(self.s):
+            ch = self.s[self.i]
+            if ch in "+/()?":
+                break
+            if ch.isspace():
+                j = self.i
+                while j < len(self.s) and self.s[j].isspace():
+                    j += 1
+                if j >= len(self.s) or _OR_WORD.match(self.s, j) or _AU_TOKEN.match(self.s, j):
+                    break
+            self.i += 1
+        if self.i == start:  # cannot happen for valid input; guarantees progress
+            self.i += 1
+        text = self.s[start:self.i].strip()
+        if text:
+            self.ignored.append(text)
+        return None
+
+
+def _glued_to_letters(s: str, tok: re.Match) -> bool:
+    """True when an AU-looking match is really part of a word (e.g. 'focus2x', 'ab12')."""
+    end = tok.end()
+    return end < len(s) and (s[end].isalpha() or s[end] == "_")
+
+
+def parse_au_string(cell, rules: AURules = AURules()) -> ParsedAUs:
+    """Parse one 'Action Units' cell. Never raises; anything odd is reported on the result."""
+    text = cell_to_text(cell)
+    parser = _Parser(text, rules)
+    try:
+        aus = parser.parse()
+    except RecursionError:  # pathological nesting; report instead of crashing
+        return ParsedAUs(frozenset(), text, notes=("AU cell nested too deeply to parse",))
+    return ParsedAUs(
+        aus=aus,
+        raw=text,
+        unknown=parser.unknown,
+        alternatives=tuple(parser.alternatives),
+        refs=tuple(parser.refs),
+        ignored=tuple(parser.ignored),
+        notes=tuple(parser.notes),
+    )

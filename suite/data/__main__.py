@@ -1,0 +1,111 @@
+"""``python -m suite.data generate | validate | build`` — see ``docs/datasets.md``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+from ..aus import ALTERNATIVE_RULES, DATASET_AUS, REF_RULES, AURules, au_name
+from ..paths import cache_dir, results_dir
+from . import DATASETS, DataError, build_cache, read_release
+from .release import check_frames_decode
+
+
+def _reader_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True, choices=DATASETS)
+    p.add_argument("--root", required=True, type=Path, help="the release folder (holds the coding spreadsheet)")
+    p.add_argument("--frames", default="cropped", choices=["cropped", "raw_selected", "raw"], help="CASME II frame folders")
+    p.add_argument("--boxes", type=Path, help="SAMM: CSV clip,x,y,w,h of face boxes, instead of face detection")
+    p.add_argument("--ref", default="present", choices=REF_RULES, help="how ref(x) AU tokens count")
+    p.add_argument("--alternatives", default="intersection", choices=ALTERNATIVE_RULES, help="how 'a or b' AU cells resolve")
+
+
+def _release(args, annotations_only=False):
+    return read_release(args.dataset, args.root, AURules(args.ref, args.alternatives), annotations_only=annotations_only,
+                        frames=args.frames, boxes=args.boxes)
+
+
+def cmd_generate(args) -> int:
+    from .synthetic import SyntheticSpec, generate
+
+    spec = SyntheticSpec.preset(args.scale, raw=args.raw, casme2_sheet=args.casme2_sheet)
+    roots = generate(args.out, args.seed, spec)
+    for name, root in roots.items():
+        print(f"{name}: {root}")
+    print(f"truth (labels, landmarks): {Path(args.out) / 'truth'}")
+    return 0
+
+
+def validation_summary(release) -> dict:
+    aus = DATASET_AUS[release.dataset]
+    known = [s for s in release.samples if s.au_known]
+    counts = Counter(a for s in known for a in s.aus)
+    return {
+        "dataset": release.dataset,
+        "root": str(release.root),
+        "sheet": str(release.sheet),
+        "samples": len(release.samples),
+        "subjects": len({s.subject for s in release.samples}),
+        "samples_with_known_aus": len(known),
+        "au_counts": {au_name(a): counts.get(a, 0) for a in aus},
+        "emotions": dict(Counter(s.emotion for s in release.samples)),
+        "problems": [p.as_dict() for p in release.problems],
+        "fatal": len(release.fatal),
+    }
+
+
+def cmd_validate(args) -> int:
+    release = _release(args, args.annotations_only)
+    if not args.annotations_only:
+        release.problems += check_frames_decode(release.samples)
+    summary = validation_summary(release)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{summary['dataset']}: {summary['sheet']}")
+        print(f"  samples kept: {summary['samples']} ({summary['samples_with_known_aus']} with known AUs), subjects: {summary['subjects']}")
+        print("  AU positives: " + ", ".join(f"{k} {v}" for k, v in summary["au_counts"].items()))
+        print(f"  problems: {len(release.problems)} ({summary['fatal']} fatal)")
+        for p in release.problems:
+            print(f"    {p}")
+        print("OK: ready to build" if not summary["fatal"] else "NOT READY: fix the ERROR lines above")
+    return 1 if summary["fatal"] else 0
+
+
+def cmd_build(args) -> int:
+    release = _release(args)
+    result = build_cache(release, args.cache_dir or cache_dir(results_dir()), image_size=args.image_size, flow=args.flow)
+    print(f"{'cache hit' if result.hit else 'built'}: {result.path} ({len(release.samples)} samples, fingerprint {result.fingerprint[:16]})")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m suite.data", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    g = sub.add_parser("generate", help="write synthetic CASME II and SAMM release folders")
+    g.add_argument("--out", required=True, type=Path)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--scale", default="small", choices=["small", "full"])
+    g.add_argument("--raw", action="store_true", help="also write the CASME II raw frame folders")
+    g.add_argument("--casme2-sheet", default="20140508", choices=["20140508", "20190701"])
+    v = sub.add_parser("validate", help="check a release installation and list every problem")
+    _reader_args(v)
+    v.add_argument("--annotations-only", action="store_true", help="read only the coding spreadsheet")
+    v.add_argument("--json", action="store_true")
+    b = sub.add_parser("build", help="preprocess a release into the Arrow cache")
+    _reader_args(b)
+    b.add_argument("--image-size", type=int, default=112)
+    b.add_argument("--flow", action="store_true", help="also compute onset→apex optical flow")
+    b.add_argument("--cache-dir", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        return {"generate": cmd_generate, "validate": cmd_validate, "build": cmd_build}[args.cmd](args)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
