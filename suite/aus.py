@@ -39,18 +39,18 @@ def _pair(x0: float, y0: float, x1: float, y1: float) -> tuple[Box, Box]:
 ACTION_UNITS: dict[int, ActionUnit] = {
     au.number: au
     for au in [
-        ActionUnit(1, "inner brow raiser", "raised inner eyebrows", ((0.30, 0.12, 0.70, 0.38),)),
+        ActionUnit(1, "inner brow raiser", "raised inner eyebrows", ((0.26, 0.12, 0.74, 0.38),)),
         ActionUnit(2, "outer brow raiser", "raised outer eyebrows", _pair(0.08, 0.10, 0.42, 0.38)),
-        ActionUnit(4, "brow lowerer", "lowered and drawn together eyebrows", ((0.20, 0.14, 0.80, 0.42),)),
+        ActionUnit(4, "brow lowerer", "lowered and drawn together eyebrows", ((0.12, 0.14, 0.88, 0.42),)),
         ActionUnit(5, "upper lid raiser", "widened eyes with raised upper lids", _pair(0.15, 0.28, 0.45, 0.48)),
-        ActionUnit(6, "cheek raiser", "raised cheeks", _pair(0.08, 0.42, 0.42, 0.68)),
+        ActionUnit(6, "cheek raiser", "raised cheeks", _pair(0.08, 0.36, 0.42, 0.80)),
         ActionUnit(7, "lid tightener", "tightened eyelids", _pair(0.15, 0.30, 0.45, 0.50)),
         ActionUnit(9, "nose wrinkler", "wrinkled nose", ((0.32, 0.36, 0.68, 0.66),)),
         ActionUnit(10, "upper lip raiser", "raised upper lip", ((0.28, 0.60, 0.72, 0.80),)),
         ActionUnit(12, "lip corner puller", "lip corners pulled up", _pair(0.18, 0.64, 0.44, 0.88)),
         ActionUnit(14, "dimpler", "dimpled lip corners", _pair(0.16, 0.66, 0.42, 0.88)),
         ActionUnit(15, "lip corner depressor", "lip corners pulled down", _pair(0.18, 0.70, 0.44, 0.94)),
-        ActionUnit(17, "chin raiser", "raised chin", ((0.32, 0.80, 0.68, 1.00),)),
+        ActionUnit(17, "chin raiser", "raised chin", ((0.32, 0.74, 0.68, 1.00),)),
         ActionUnit(18, "lip pucker", "puckered lips", ((0.30, 0.66, 0.70, 0.88),)),
         ActionUnit(20, "lip stretcher", "horizontally stretched lips", _pair(0.15, 0.66, 0.42, 0.90)),
         ActionUnit(23, "lip tightener", "tightened lips", ((0.30, 0.66, 0.70, 0.88),)),
@@ -136,6 +136,8 @@ class ParsedAUs:
             out.append(("AU cell is '?' (AUs unknown)", "excluded from AU detection, kept for emotion recognition"))
         if not self.aus and not self.unknown and not self.raw.strip():
             out.append(("AU cell is empty", "treated as no AU present"))
+        for ref in self.refs:
+            out.append((f"ref({ref}) in AU cell", "counted as present" if ref in self.aus else "dropped (ref rule 'drop')"))
         for alt in self.alternatives:
             out.append((f"alternative AUs {alt!r}", "resolved by the alternatives rule"))
         for ig in self.ignored:

@@ -9,13 +9,13 @@ from pathlib import Path
 
 from ..aus import ALTERNATIVE_RULES, DATASET_AUS, REF_RULES, AURules, au_name
 from ..paths import cache_dir, results_dir
-from . import DATASETS, DataError, build_cache, read_release
+from . import DATASETS, DataError, build_cache, read_release, synthetic_root
 from .release import check_frames_decode
 
 
 def _reader_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, choices=DATASETS)
-    p.add_argument("--root", required=True, type=Path, help="the release folder (holds the coding spreadsheet)")
+    p.add_argument("--root", type=Path, help="the release folder (holds the coding spreadsheet); default: the synthetic release under results/")
     p.add_argument("--frames", default="cropped", choices=["cropped", "raw_selected", "raw"], help="CASME II frame folders")
     p.add_argument("--boxes", type=Path, help="SAMM: CSV clip,x,y,w,h of face boxes, instead of face detection")
     p.add_argument("--ref", default="present", choices=REF_RULES, help="how ref(x) AU tokens count")
@@ -23,6 +23,9 @@ def _reader_args(p: argparse.ArgumentParser) -> None:
 
 
 def _release(args, annotations_only=False):
+    if args.root is None:
+        args.root = synthetic_root(args.dataset, results_dir())
+        print(f"no --root: using the synthetic {args.dataset} release at {args.root}", file=sys.stderr)
     return read_release(args.dataset, args.root, AURules(args.ref, args.alternatives), annotations_only=annotations_only,
                         frames=args.frames, boxes=args.boxes)
 
