@@ -1,0 +1,198 @@
+"""Method-agnostic LOSO training and evaluation with Accelerate.
+
+The preprocessed dataset is loaded once and kept on the device; the model is built once and
+re-initialised from its stored initial state at every fold; the optimizer is created once and its
+state reset per fold. A method whose input encoder is frozen (``encoder_frozen``) has its
+``encode`` run once for the whole dataset, so folds train only what is trainable.
+
+The only Accelerate-aware lines are ``Accelerator(...)``, ``prepare`` and ``backward``.
+Importable without ray or optuna (GPU checks run the engine directly).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from .metrics import f1_per_au
+from .protocol import Fold, verify_fold
+from .registry import MethodSpec
+
+THRESHOLD_GRID = np.linspace(0.05, 0.95, 19)
+
+_ACCELERATOR: Accelerator | None = None
+
+
+def get_accelerator(cpu: bool | None = None) -> Accelerator:
+    """One Accelerator per process (AcceleratorState is a singleton): bf16 on GPU, fp32 on CPU."""
+    global _ACCELERATOR
+    if _ACCELERATOR is None:
+        use_cpu = (not torch.cuda.is_available()) if cpu is None else cpu
+        _ACCELERATOR = Accelerator(cpu=use_cpu, mixed_precision="no" if use_cpu else "bf16")
+    return _ACCELERATOR
+
+
+@dataclass
+class DatasetTensors:
+    """A cached dataset, resident on one device, with labels for the evaluated AUs."""
+
+    sample_id: np.ndarray
+    subject: np.ndarray
+    emotion: np.ndarray
+    objective_class: np.ndarray
+    au_known: np.ndarray  # bool [N]
+    labels: np.ndarray  # int [N, K]
+    frames: dict[str, torch.Tensor]  # "onset"/"apex" uint8 [N, H, W, 3], optional "flow"
+
+    @classmethod
+    def from_cache(cls, arrays: dict, aus: tuple[int, ...], device) -> "DatasetTensors":
+        labels = np.array([[a in set(row) for a in aus] for row in arrays["aus"]], dtype=np.int64)
+        frames = {k: torch.from_numpy(np.ascontiguousarray(arrays[k])).to(device) for k in ("onset", "apex", "flow") if k in arrays}
+        return cls(np.asarray(arrays["sample_id"]), np.asarray(arrays["subject"]), np.asarray(arrays["emotion"]),
+                   np.asarray(arrays["objective_class"]), np.asarray(arrays["au_known"], bool), labels, frames)
+
+    def __len__(self) -> int:
+        return len(self.sample_id)
+
+
+@dataclass
+class FoldOutput:
+    fold: int
+    test: np.ndarray  # sample indices
+    prob: np.ndarray  # [n_test, K]
+    threshold: np.ndarray  # [K]
+    epochs: int
+    inner_f1: float | None = None  # F1 on the inner-validation subjects (search objective)
+    history: list = field(default_factory=list)
+
+
+def choose_thresholds(y: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    """Per-AU threshold maximising F1 on (inner-validation) predictions; 0.5 when no positives."""
+    out = np.full(y.shape[1], 0.5)
+    for k in range(y.shape[1]):
+        if y[:, k].sum() == 0:
+            continue
+        scores = [f1_per_au(y[:, [k]], prob[:, [k]] >= t)[0] for t in THRESHOLD_GRID]
+        out[k] = THRESHOLD_GRID[int(np.argmax(scores))]
+    return out
+
+
+class Engine:
+    def __init__(self, spec: MethodSpec, hparams: dict, data: DatasetTensors, aus: tuple[int, ...], seed: int = 0,
+                 accelerator: Accelerator | None = None):
+        self.spec, self.hp, self.data, self.aus, self.seed = spec, hparams, data, tuple(aus), seed
+        self.acc = accelerator or get_accelerator()
+        set_seed(seed)
+        model = spec.build(hparams, self.aus, {"n_samples": len(data)})
+        self.model = self.acc.prepare_model(model)
+        self.device = self.acc.device
+        self.y = torch.as_tensor(data.labels, dtype=torch.float32, device=self.device)
+        self.features = self._encode_frozen() if getattr(model, "encoder_frozen", False) else None
+        self.initial_state = copy.deepcopy(self.model.state_dict())
+        params = model.param_groups(hparams["lr"], hparams["weight_decay"]) if hasattr(model, "param_groups") else \
+            [{"params": [p for p in model.parameters() if p.requires_grad]}]
+        self.trainable = any(p.requires_grad for g in params for p in g["params"])
+        self.optimizer = self.acc.prepare_optimizer(torch.optim.AdamW(params, lr=hparams["lr"], weight_decay=hparams["weight_decay"])) \
+            if self.trainable else None
+
+    # --- data ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def _encode_frozen(self, chunk: int = 128) -> torch.Tensor:
+        self.model.eval()
+        out = []
+        for start in range(0, len(self.data), chunk):
+            idx = torch.arange(start, min(start + chunk, len(self.data)), device=self.device)
+            with self.acc.autocast():
+                out.append(self.model.encode(self._frames(idx)).float())
+        return torch.cat(out)
+
+    def _frames(self, idx: torch.Tensor) -> dict:
+        return {k: v[idx] for k, v in self.data.frames.items()}
+
+    def batch(self, idx: np.ndarray, with_labels: bool) -> dict:
+        t = torch.as_tensor(idx, device=self.device)
+        b = self._frames(t)
+        if self.features is not None:
+            b["features"] = self.features[t]
+        if with_labels:
+            b["au"] = self.y[t]
+        return b
+
+    # --- training -----------------------------------------------------------------------
+    def reset(self, fold_seed: int, train_idx: np.ndarray) -> None:
+        """Back to the initial weights, fresh optimizer state, fold statistics from train only."""
+        self.model.load_state_dict(self.initial_state)
+        set_seed(fold_seed)
+        if self.optimizer is not None:
+            self.optimizer.optimizer.state.clear()
+        if hasattr(self.model, "on_fold_start"):
+            self.model.on_fold_start(self.data.labels[train_idx])
+
+    def train(self, train_idx: np.ndarray, epochs: int, fold_seed: int, val_idx: np.ndarray | None = None):
+        """Train on ``train_idx`` (samples with known AUs only). With ``val_idx``, score every
+        epoch on it and return (best epoch, its validation probabilities, history)."""
+        train_idx = train_idx[self.data.au_known[train_idx]]
+        self.reset(fold_seed, train_idx)
+        gen = torch.Generator().manual_seed(fold_seed)
+        history, best = [], (0, None, -1.0)
+        bs = self.hp["batch_size"]
+        for epoch in range(1, epochs + 1 if self.trainable else 1):
+            self.model.train()
+            order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
+            losses = []
+            for start in range(0, len(order), bs):
+                batch = self.batch(order[start:start + bs], with_labels=True)
+                with self.acc.autocast():
+                    loss = self.model(batch)["loss"]
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch}")
+                self.optimizer.zero_grad(set_to_none=True)
+                self.acc.backward(loss)
+                self.optimizer.step()
+                losses.append(loss.item())
+            entry = {"epoch": epoch, "loss": float(np.mean(losses))}
+            if val_idx is not None:
+                prob = self.predict(val_idx)
+                entry["val_f1"] = float(f1_per_au(self.data.labels[val_idx], prob >= 0.5).mean())
+                if entry["val_f1"] > best[2]:
+                    best = (epoch, prob, entry["val_f1"])
+            history.append(entry)
+        if val_idx is not None and best[1] is None:  # nothing trainable: score the initial model
+            best = (0, self.predict(val_idx), 0.0)
+        return best[0], best[1], history
+
+    @torch.no_grad()
+    def predict(self, idx: np.ndarray, chunk: int = 256) -> np.ndarray:
+        self.model.eval()
+        out = []
+        for start in range(0, len(idx), chunk):
+            with self.acc.autocast():
+                logits = self.model(self.batch(idx[start:start + chunk], with_labels=False))["logits"]
+            out.append(torch.sigmoid(logits.float()).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.aus)))
+
+    # --- protocol -----------------------------------------------------------------------
+    def run_fold(self, fold: Fold, selection: str | None = None) -> FoldOutput:
+        """One outer fold. ``fixed``: fixed epochs and threshold 0.5, trained on the whole outer
+        train. ``inner``: a model on inner-train picks the epoch count and per-AU thresholds on
+        the inner-validation subjects; a model on the whole outer train with that epoch count
+        predicts the test subject. The test subject never influences a choice."""
+        verify_fold(self.data.subject, fold)
+        selection = selection or self.hp["selection"]
+        fold_seed = self.seed * 100_003 + fold.index
+        epochs = self.hp["epochs"]
+        if selection == "fixed":
+            self.train(fold.train, epochs, fold_seed)
+            return FoldOutput(fold.index, fold.test, self.predict(fold.test), np.full(len(self.aus), 0.5), epochs)
+        if selection != "inner":
+            raise ValueError(f"selection {selection!r}: choose 'fixed' or 'inner'")
+        val = fold.inner_val[self.data.au_known[fold.inner_val]]
+        best_epoch, val_prob, history = self.train(fold.inner_train, epochs, fold_seed, val_idx=val)
+        threshold = choose_thresholds(self.data.labels[val], val_prob)
+        inner_f1 = float(f1_per_au(self.data.labels[val], val_prob >= threshold).mean())
+        self.train(fold.train, max(best_epoch, 1), fold_seed)
+        return FoldOutput(fold.index, fold.test, self.predict(fold.test), threshold, best_epoch, inner_f1, history)

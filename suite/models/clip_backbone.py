@@ -1,0 +1,88 @@
+"""open_clip image tower as a patch-token encoder, plus CLIP text embeddings for prompts.
+
+Any open_clip model name works; ``tiny`` is the embedded default (random init, sized for CPU:
+112 px, patch 8 → 14×14 tokens, width 128, 4 layers). ``pretrained`` is a local weights file
+(or, for users with hub access, an open_clip tag). Patch tokens come from open_clip's own
+``forward_intermediates``; they are mapped into the joint embedding space with the tower's own
+``ln_post`` and ``proj``, so AU features and text embeddings share one space.
+"""
+from __future__ import annotations
+
+import logging
+
+import open_clip
+import torch
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from torch import nn
+
+BACKBONE_MODES = ("frozen", "last_n", "full")
+
+
+def tiny_config(image_size: int = 112) -> dict:
+    return {
+        "embed_dim": 64,
+        "vision_cfg": {"image_size": image_size, "layers": 4, "width": 128, "head_width": 32, "patch_size": 8, "mlp_ratio": 4.0},
+        "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 2},
+    }
+
+
+def create_clip(name: str, pretrained: str | None, image_size: int):
+    """(open_clip model, tokenizer). ``name='tiny'`` builds the small random-init default."""
+    logging.getLogger("root").setLevel(logging.ERROR)  # open_clip warns on every random init
+    if name == "tiny":
+        model = open_clip.create_model("ViT-S-16", pretrained=pretrained, **tiny_config(image_size))
+        return model, open_clip.get_tokenizer("ViT-S-16")
+    kwargs = {"force_image_size": image_size} if image_size else {}
+    model = open_clip.create_model(name, pretrained=pretrained, **kwargs)
+    return model, open_clip.get_tokenizer(name)
+
+
+class ClipTokenEncoder(nn.Module):
+    """The image tower (trainable as ``backbone_mode`` allows) and fixed prompt embeddings."""
+
+    def __init__(self, name: str, pretrained: str | None, image_size: int, mode: str, last_n: int,
+                 token_layer: int, prompts: list[str]):
+        super().__init__()
+        if mode not in BACKBONE_MODES:
+            raise ValueError(f"backbone_mode {mode!r}: choose one of {BACKBONE_MODES}")
+        clip, tokenizer = create_clip(name, pretrained, image_size)
+        self.visual = clip.visual
+        self.mode = mode
+        n_blocks = len(self.visual.transformer.resblocks)
+        self.token_index = token_layer % n_blocks
+        self.grid = tuple(self.visual.grid_size)
+        self.width = self.visual.transformer.width
+        self.embed_dim = self.visual.proj.shape[1]
+        if mode == "frozen":
+            self.visual.lock(unlocked_groups=0)
+        elif mode == "last_n":
+            # open_clip's groups end with [last block, ln_post] and proj: n blocks → n + 1 groups.
+            self.visual.lock(unlocked_groups=min(last_n, n_blocks) + 1)
+        with torch.no_grad():  # the text tower is frozen: prompts are encoded once, then dropped
+            text = clip.encode_text(tokenizer(prompts, context_length=clip.context_length))
+        self.register_buffer("text_features", nn.functional.normalize(text.float(), dim=-1))
+        self.register_buffer("mean", torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1))
+
+    @property
+    def frozen(self) -> bool:
+        return self.mode == "frozen"
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, H, W, 3] (or float in [0, 1]) → normalised float [B, 3, H, W]."""
+        x = images.permute(0, 3, 1, 2).float()
+        if images.dtype == torch.uint8:
+            x = x / 255.0
+        return (x - self.mean) / self.std
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch tokens [B, N, width] of block ``token_layer`` (no class token)."""
+        out = self.visual.forward_intermediates(x, indices=[self.token_index], output_fmt="NLC", intermediates_only=True)
+        return out["image_intermediates"][0]
+
+    def project(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Patch tokens → the joint image-text embedding space [B, N, embed_dim]."""
+        return self.visual.ln_post(tokens) @ self.visual.proj
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return self.project(self.tokens(self.normalize(images)))

@@ -1,0 +1,282 @@
+"""Micro-AU CLIP (Wei, Guo, Li, Chen, Lu, Zhao, "Micro-AU CLIP", arXiv 2603.16302, 2026).
+
+Only the paper's abstract is available to us. What the abstract states: CLIP patch tokens; LSI
+(local semantic independence) through per-AU Patch Token Attention; GSD (global semantic
+dependency) through Global Dependency Attention and a GDLoss; a micro-AU contrastive loss
+(MiAUCL) aligning AU features with text; emotion-label-free recognition from predicted AUs.
+Everything else here is **our reading**, each choice a hyper-parameter (``DEFAULTS``) and
+documented in ``docs/method.md``:
+
+* motion input: apex − onset difference of projected patch tokens (``motion``);
+* PTA: per-AU learnable multi-head query attending *only* over the tokens of that AU's
+  face-template region (a hard mask), output projected in the joint embedding space;
+* GDA: pre-norm self-attention across the K AU features with a temperature ``tau_gd``;
+* GDLoss: KL from the training fold's conditional co-occurrence matrix P(AU j | AU i)
+  (row-normalised) to GDA's head-averaged K×K attention;
+* MiAUCL: cross-entropy of each AU feature against all 2K prompts (every AU present/absent),
+  the correct one being its own AU in its true state; temperature ``tau_cl``;
+* detection: scaled cosine difference to the AU's present vs absent prompt (``head='text'``) or
+  a per-AU linear head; BCE with the training fold's per-AU ``pos_weight``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..aus import ACTION_UNITS, au_prompt
+from ..registry import register, register_variant
+from .clip_backbone import ClipTokenEncoder
+
+MOTION_MODES = ("token_diff", "apex", "diff_image", "concat")
+
+DEFAULTS = {
+    # backbone
+    "clip_model": "tiny",
+    "pretrained": None,
+    "image_size": 112,
+    "backbone_mode": "frozen",
+    "last_n": 1,
+    "token_layer": -1,
+    "backbone_lr_scale": 0.1,
+    "motion": "token_diff",
+    # LSI: Patch Token Attention
+    "use_pta": True,
+    "pta_heads": 2,
+    "region_dilation": 0,
+    # GSD: Global Dependency Attention + GDLoss
+    "use_gda": True,
+    "gda_layers": 1,
+    "gda_heads": 1,
+    "tau_gd": 1.0,
+    "use_gdloss": True,
+    "lambda_gd": 0.1,
+    # MiAUCL
+    "use_miaucl": True,
+    "lambda_cl": 0.1,
+    "tau_cl": 0.07,
+    # detection
+    "head": "text",
+    "pos_weight": True,
+    "dropout": 0.1,
+    # training
+    "epochs": 40,
+    "lr": 2e-3,
+}
+
+
+def region_masks(aus, grid: tuple[int, int], dilation: int) -> torch.Tensor:
+    """[K, N] bool: which patches lie in each AU's face-template region (dilated by whole patches)."""
+    gh, gw = grid
+    ys, xs = np.meshgrid((np.arange(gh) + 0.5) / gh, (np.arange(gw) + 0.5) / gw, indexing="ij")
+    masks = []
+    for au in aus:
+        m = np.zeros((gh, gw), bool)
+        for x0, y0, x1, y1 in ACTION_UNITS[au].regions:
+            m |= (xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1)
+        t = torch.from_numpy(m).float()[None, None]
+        if dilation > 0:
+            t = F.max_pool2d(t, 2 * dilation + 1, stride=1, padding=dilation)
+        masks.append(t.flatten() > 0)
+    return torch.stack(masks)
+
+
+class PatchTokenAttention(nn.Module):
+    """Per-AU query attending only over its region's tokens (LSI)."""
+
+    def __init__(self, n_aus: int, dim: int, heads: int, masks: torch.Tensor):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"pta_heads={heads} must divide the embedding width {dim}")
+        self.heads, self.dh = heads, dim // heads
+        self.query = nn.Parameter(torch.randn(n_aus, heads, self.dh) * 0.02)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.register_buffer("masks", masks)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        b, n, d = tokens.shape
+        k, v = self.kv(tokens).view(b, n, 2, self.heads, self.dh).unbind(2)
+        logits = torch.einsum("bnhd,khd->bkhn", k, self.query) / math.sqrt(self.dh)
+        logits = logits.masked_fill(~self.masks[None, :, None, :], float("-inf"))
+        attn = logits.softmax(-1)
+        pooled = torch.einsum("bkhn,bnhd->bkhd", attn, v).reshape(b, -1, d)
+        return self.out(pooled)
+
+
+class GlobalPooling(nn.Module):
+    """Ablation 'no PTA': every AU feature from the mean of all tokens, one projection per AU."""
+
+    def __init__(self, n_aus: int, dim: int):
+        super().__init__()
+        self.proj = nn.Parameter(torch.randn(n_aus, dim, dim) / math.sqrt(dim))
+        self.bias = nn.Parameter(torch.zeros(n_aus, dim))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bd,kde->bke", tokens.mean(1), self.proj) + self.bias
+
+
+class GlobalDependencyAttention(nn.Module):
+    """Self-attention across the K AU features with temperature; returns the K×K attention."""
+
+    def __init__(self, dim: int, heads: int, tau: float, dropout: float):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"gda_heads={heads} must divide the embedding width {dim}")
+        self.heads, self.dh, self.tau = heads, dim // heads, tau
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim))
+
+    def forward(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, k, d = f.shape
+        q, kk, v = self.qkv(self.norm1(f)).view(b, k, 3, self.heads, self.dh).permute(2, 0, 3, 1, 4)
+        attn = (q @ kk.transpose(-1, -2) / (math.sqrt(self.dh) * self.tau)).softmax(-1)  # [B, H, K, K]
+        f = f + self.out((attn @ v).transpose(1, 2).reshape(b, k, d))
+        f = f + self.mlp(self.norm2(f))
+        return f, attn.mean(1)
+
+
+def dependency_matrix(labels: np.ndarray) -> np.ndarray:
+    """Row-normalised P(AU j | AU i) from training labels [N, K]; uniform rows for absent AUs."""
+    y = np.asarray(labels, float)
+    co = y.T @ y
+    count = np.diag(co).copy()
+    cond = np.divide(co, count[:, None], out=np.zeros_like(co), where=count[:, None] > 0)
+    rows = cond.sum(1, keepdims=True)
+    k = y.shape[1]
+    return np.where(rows > 0, cond / np.where(rows > 0, rows, 1), 1.0 / k)
+
+
+def gd_loss(attention: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over samples and rows of KL(target row ‖ attention row); 0 iff they are equal."""
+    t = target.unsqueeze(0).expand_as(attention)
+    kl = (t * (torch.log(t.clamp_min(1e-12)) - torch.log(attention.clamp_min(1e-12)))).sum(-1)
+    return kl.mean()
+
+
+def miau_contrastive_loss(features: torch.Tensor, text: torch.Tensor, labels: torch.Tensor, tau: float) -> torch.Tensor:
+    """features [B, K, E]; text [2K, E] (K present prompts, then K absent); labels [B, K] in {0, 1}."""
+    k = features.shape[1]
+    logits = F.normalize(features, dim=-1) @ text.T / tau  # [B, K, 2K]
+    target = torch.arange(k, device=features.device)[None, :] + k * (1 - labels.long())
+    return F.cross_entropy(logits.reshape(-1, 2 * k), target.reshape(-1))
+
+
+class MicroAUCLIP(nn.Module):
+    def __init__(self, hp: dict, aus: tuple[int, ...]):
+        super().__init__()
+        if hp["motion"] not in MOTION_MODES:
+            raise ValueError(f"motion {hp['motion']!r}: choose one of {MOTION_MODES}")
+        if hp["head"] not in ("text", "linear"):
+            raise ValueError(f"head {hp['head']!r}: choose 'text' or 'linear'")
+        self.hp, self.aus = hp, tuple(aus)
+        k = len(aus)
+        prompts = [au_prompt(a, True) for a in aus] + [au_prompt(a, False) for a in aus]
+        self.encoder = ClipTokenEncoder(hp["clip_model"], hp["pretrained"], hp["image_size"], hp["backbone_mode"],
+                                        hp["last_n"], hp["token_layer"], prompts)
+        d = self.encoder.embed_dim
+        self.fuse = nn.Linear(2 * d, d) if hp["motion"] == "concat" else None
+        masks = region_masks(aus, self.encoder.grid, hp["region_dilation"])
+        self.local = PatchTokenAttention(k, d, hp["pta_heads"], masks) if hp["use_pta"] else GlobalPooling(k, d)
+        self.drop = nn.Dropout(hp["dropout"])
+        self.gda = nn.ModuleList([GlobalDependencyAttention(d, hp["gda_heads"], hp["tau_gd"], hp["dropout"])
+                                  for _ in range(hp["gda_layers"])]) if hp["use_gda"] else nn.ModuleList()
+        if hp["head"] == "text":
+            self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+            self.head_weight = None
+        else:
+            self.head_weight = nn.Parameter(torch.randn(k, d) / math.sqrt(d))
+        self.head_bias = nn.Parameter(torch.zeros(k))
+        self.register_buffer("pos_weight", torch.ones(k))
+        self.register_buffer("dependency", torch.full((k, k), 1.0 / k))
+
+    # --- engine hooks -------------------------------------------------------------------
+    @property
+    def encoder_frozen(self) -> bool:
+        """The engine computes ``encode`` once per dataset and passes ``features`` instead."""
+        return self.encoder.frozen and self.fuse is None
+
+    def on_fold_start(self, train_labels: np.ndarray) -> None:
+        """Fold statistics from the training subjects only."""
+        y = np.asarray(train_labels, float)
+        pos = y.sum(0)
+        pw = np.clip((len(y) - pos) / np.maximum(pos, 1), 1.0, 20.0) if self.hp["pos_weight"] else np.ones(len(pos))
+        self.pos_weight.copy_(torch.as_tensor(pw, dtype=torch.float32))
+        self.dependency.copy_(torch.as_tensor(dependency_matrix(y), dtype=torch.float32))
+
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
+        backbone = [p for p in self.encoder.parameters() if p.requires_grad]
+        ids = {id(p) for p in backbone}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
+        groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay}]
+        if backbone:
+            groups.append({"params": backbone, "lr": lr * self.hp["backbone_lr_scale"], "weight_decay": weight_decay})
+        return groups
+
+    # --- forward ------------------------------------------------------------------------
+    def encode(self, batch: dict) -> torch.Tensor:
+        """Motion token features [B, N, E] from the onset/apex frames."""
+        enc, mode = self.encoder, self.hp["motion"]
+        if mode == "diff_image":
+            diff = (batch["apex"].float() - batch["onset"].float()) / 255.0
+            return enc.embed((0.5 + 2.0 * diff).clamp(0, 1))
+        apex = enc.embed(batch["apex"])
+        if mode == "apex":
+            return apex
+        motion = apex - enc.embed(batch["onset"])
+        if mode == "token_diff":
+            return motion
+        return self.fuse(torch.cat([apex, motion], dim=-1))
+
+    def au_features(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        f = self.drop(self.local(tokens))
+        attention = None
+        for layer in self.gda:
+            f, attention = layer(f)
+        return f, attention
+
+    def forward(self, batch: dict) -> dict:
+        tokens = batch["features"] if "features" in batch else self.encode(batch)
+        f, attention = self.au_features(tokens.float())
+        text = self.encoder.text_features
+        k = len(self.aus)
+        if self.head_weight is None:
+            fn = F.normalize(f, dim=-1)
+            logits = self.logit_scale.exp() * ((fn * text[:k]).sum(-1) - (fn * text[k:]).sum(-1)) + self.head_bias
+        else:
+            logits = (f * self.head_weight).sum(-1) + self.head_bias
+        out = {"logits": logits, "au_features": f, "gda_attention": attention}
+        if "au" in batch:
+            y = batch["au"].float()
+            bce = F.binary_cross_entropy_with_logits(logits, y, pos_weight=self.pos_weight)
+            loss = bce
+            out["bce"] = bce.detach()
+            if attention is not None and self.hp["use_gdloss"]:
+                out["gdloss"] = gd_loss(attention, self.dependency)
+                loss = loss + self.hp["lambda_gd"] * out["gdloss"]
+            if self.hp["use_miaucl"]:
+                out["miaucl"] = miau_contrastive_loss(f, text, y, self.hp["tau_cl"])
+                loss = loss + self.hp["lambda_cl"] * out["miaucl"]
+            out["loss"] = loss
+        return out
+
+
+@register("micro_au_clip", DEFAULTS, "Micro-AU CLIP: per-AU patch attention (LSI), dependency attention + GDLoss (GSD), MiAUCL")
+def build_micro_au_clip(hp: dict, aus, data_info: dict | None = None) -> MicroAUCLIP:
+    return MicroAUCLIP(hp, aus)
+
+
+ABLATIONS = {
+    "micro_au_clip_no_pta": ({"use_pta": False}, "ablation: global token pooling instead of Patch Token Attention"),
+    "micro_au_clip_no_gda": ({"use_gda": False}, "ablation: no Global Dependency Attention (and so no GDLoss)"),
+    "micro_au_clip_no_gdloss": ({"use_gdloss": False}, "ablation: GDA without GDLoss"),
+    "micro_au_clip_no_miaucl": ({"use_miaucl": False}, "ablation: no MiAUCL"),
+    "micro_au_clip_single_frame": ({"motion": "apex", "use_pta": False}, "ablation: apex frame only, global pooling"),
+}
+for _name, (_overrides, _description) in ABLATIONS.items():
+    register_variant(_name, "micro_au_clip", _overrides, _description)

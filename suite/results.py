@@ -1,0 +1,106 @@
+"""Run records and prediction files: schema, atomic writes, recomputation from predictions.
+
+One JSON record per (method, dataset, config, seed, protocol); next to it a Parquet file of
+every test prediction with its sample id and fold, so every number is recomputable."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .metrics import detection_metrics, recognition_metrics
+
+RECORD_KEYS = ("method", "dataset", "aus", "hparams", "seed", "protocol", "selection", "f1_avg", "f1_fold_mean",
+               "per_au_f1", "per_au_auc", "mer", "n_samples", "duration_s", "device", "versions", "git_commit",
+               "data_fingerprint", "source", "predictions", "command")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    write_atomic(path, (json.dumps(obj, indent=2, default=_jsonable) + "\n").encode())
+
+
+def write_predictions(path: Path, frame: pd.DataFrame) -> None:
+    import io
+
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    write_atomic(path, buf.getvalue())
+
+
+def _jsonable(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (np.ndarray,)):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "open_clip_torch", "accelerate", "datasets", "timm", "ray", "optuna", "micro-au-suite"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def config_id(method: str, dataset: str, hparams: dict, fingerprint: str) -> str:
+    blob = json.dumps([method, dataset, hparams, fingerprint], sort_keys=True, default=str).encode()
+    return hashlib.sha1(blob).hexdigest()[:10]
+
+
+def metrics_from_predictions(frame: pd.DataFrame, dataset: str, aus) -> dict:
+    """Every record metric, recomputed from a predictions table (the record's source of truth)."""
+    known = frame["au_known"].to_numpy(bool)
+    cols = [f"AU{a}" for a in aus]
+    y = frame[[f"true_{c}" for c in cols]].to_numpy()[known]
+    prob = frame[[f"prob_{c}" for c in cols]].to_numpy()[known]
+    pred = frame[[f"pred_{c}" for c in cols]].to_numpy()[known]
+    out = detection_metrics(y, prob, pred, frame["fold"].to_numpy()[known], aus)
+    pred_sets = [{a for a, v in zip(aus, row) if v} for row in frame[[f"pred_{c}" for c in cols]].to_numpy()]
+    out["mer"] = recognition_metrics(dataset, pred_sets, frame["emotion"].tolist(), frame["objective_class"].tolist())
+    out["n_samples"] = int(known.sum())
+    return out
+
+
+def load_record(path: Path) -> dict:
+    record = json.loads(Path(path).read_text())
+    missing = [k for k in RECORD_KEYS if k not in record]
+    if missing:
+        raise ValueError(f"{path}: not a run record, missing {missing}")
+    return record

@@ -1,0 +1,144 @@
+"""``python -m suite.train``: train and evaluate one method on one dataset under the LOSO protocol.
+
+Prints a per-AU table and the pooled average, writes one JSON record per seed and its
+predictions file under ``--out`` (default ``results/runs``); the last line printed is the path
+of the last record written."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .aus import DATASET_AUS
+from .data import DATASETS, DataError, load_cache, prepare
+from .engine import DatasetTensors, Engine, FoldOutput, get_accelerator
+from .paths import results_dir
+from .protocol import loso_folds
+from .registry import get_method, methods, resolve_hparams
+from .results import config_id, git_commit, metrics_from_predictions, versions, write_json, write_predictions
+
+PROTOCOL = "loso"
+
+
+def predictions_frame(data: DatasetTensors, outputs: list[FoldOutput], aus) -> pd.DataFrame:
+    rows = []
+    for out in outputs:
+        for j, i in enumerate(out.test):
+            row = {"sample_id": data.sample_id[i], "subject": data.subject[i], "fold": out.fold,
+                   "au_known": bool(data.au_known[i]), "emotion": data.emotion[i], "objective_class": int(data.objective_class[i])}
+            for k, a in enumerate(aus):
+                row[f"prob_AU{a}"] = float(out.prob[j, k])
+                row[f"pred_AU{a}"] = int(out.prob[j, k] >= out.threshold[k])
+                row[f"true_AU{a}"] = int(data.labels[i, k])
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def run(method: str, dataset: str, data_root: Path | None = None, overrides: dict | None = None, seeds: int = 1,
+        out: Path | None = None, results: Path | None = None, log=print) -> list[Path]:
+    """Train ``method`` with every seed; return the record paths."""
+    spec = get_method(method)
+    hp = resolve_hparams(spec, overrides)
+    aus = DATASET_AUS[dataset]
+    cache = prepare(dataset, data_root, results, image_size=hp.get("image_size", 112), flow=spec.needs_flow)
+    log(f"data: {dataset} {'(synthetic default)' if data_root is None else data_root} — cache {'hit' if cache.hit else 'built'}: {cache.path}")
+    arrays, meta = load_cache(cache.path)
+    acc = get_accelerator()
+    data = DatasetTensors.from_cache(arrays, aus, acc.device)
+    out_dir = Path(out) if out else results_dir(results) / "runs"
+    cid = config_id(method, dataset, hp, cache.fingerprint)
+    paths = []
+    for seed in range(seeds):
+        start = time.time()
+        engine = Engine(spec, hp, data, aus, seed, acc)
+        folds = loso_folds(data.subject, hp["inner_val_fraction"], seed)
+        outputs = []
+        for fold in folds:
+            outputs.append(engine.run_fold(fold))
+        frame = predictions_frame(data, outputs, aus)
+        metrics = metrics_from_predictions(frame, dataset, aus)
+        stem = out_dir / dataset / method / cid / f"seed{seed}"
+        pred_path = stem.with_name(stem.name + ".predictions.parquet")
+        write_predictions(pred_path, frame)
+        record = {
+            "method": method, "dataset": dataset, "aus": [f"AU{a}" for a in aus], "hparams": hp, "seed": seed,
+            "protocol": PROTOCOL,
+            "selection": "fixed_epochs" if hp["selection"] == "fixed" else "inner_validation",
+            **{k: metrics[k] for k in ("f1_avg", "f1_fold_mean", "per_au_f1", "per_au_auc", "mer", "n_samples")},
+            "n_folds": len(folds),
+            "inner_f1": float(np.mean([o.inner_f1 for o in outputs])) if hp["selection"] == "inner" else None,
+            "duration_s": round(time.time() - start, 3),
+            "device": _device_name(acc.device),
+            "versions": versions(), "git_commit": git_commit(), "data_fingerprint": cache.fingerprint,
+            "data_root": str(data_root) if data_root else "synthetic:seed0-small",
+            "source": "measured", "predictions": pred_path.name,
+            "command": "python -m suite.train " + shlex.join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("train.py") else None,
+        }
+        path = stem.with_suffix(".json")
+        write_json(path, record)
+        log(au_table(record))
+        paths.append(path)
+    return paths
+
+
+def _device_name(device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def au_table(record: dict) -> str:
+    lines = [f"{record['method']} on {record['dataset']} (seed {record['seed']}, {record['n_samples']} clips, {record['duration_s']:.1f} s)",
+             f"{'AU':>6}  {'F1':>6}  {'AUC':>6}"]
+    for au, f1 in record["per_au_f1"].items():
+        auc = record["per_au_auc"][au]
+        lines.append(f"{au:>6}  {f1:6.3f}  {auc:6.3f}")
+    lines.append(f"{'pooled':>6}  {record['f1_avg']:6.3f}   (per-fold mean {record['f1_fold_mean']:.3f})")
+    for name, m in record["mer"].items():
+        lines.append(f"{name}: UF1 {m['uf1']:.3f}  UAR {m['uar']:.3f}  WF1 {m['wf1']:.3f}  acc {m['accuracy']:.3f}  (n={m['n']})")
+    return "\n".join(lines)
+
+
+def parse_sets(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected key=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m suite.train", description=__doc__)
+    p.add_argument("--method", default="micro_au_clip")
+    p.add_argument("--dataset", default="casme2", choices=DATASETS)
+    p.add_argument("--data-root", type=Path, help="release folder; default: the synthetic release")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyper-parameter (repeatable)")
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--out", type=Path, help="records folder (default results/runs)")
+    p.add_argument("--results", type=Path, help="results folder (default ./results or $MICRO_AU_RESULTS)")
+    p.add_argument("--list-methods", action="store_true")
+    args = p.parse_args(argv)
+    if args.list_methods:
+        for name, spec in methods().items():
+            print(f"{name:28s} {spec.description}")
+        return 0
+    try:
+        paths = run(args.method, args.dataset, args.data_root, parse_sets(args.set), args.seeds, args.out, args.results)
+    except (KeyError, ValueError, DataError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""The engine and `suite.train`: records, recomputation from predictions, determinism, errors."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from suite.results import RECORD_KEYS, load_record, metrics_from_predictions
+from suite.train import main as train_cli
+from suite.train import run
+
+FAST = {"epochs": "3", "batch_size": "8"}
+
+
+@pytest.fixture
+def train(synthetic, tmp_path):
+    def go(method="micro_au_clip", dataset="casme2", seed_count=1, **overrides):
+        root = synthetic / {"casme2": "CASME2", "samm": "SAMM"}[dataset]
+        return run(method, dataset, root, {**FAST, **overrides}, seed_count, results=tmp_path, log=lambda *_: None)
+    return go
+
+
+def test_record_is_complete_and_recomputable_from_predictions(train):
+    [path] = train()
+    record = load_record(path)
+    assert set(RECORD_KEYS) <= set(record)
+    assert record["source"] == "measured" and record["protocol"] == "loso" and record["selection"] == "fixed_epochs"
+    assert record["aus"] == ["AU1", "AU2", "AU4", "AU7", "AU12", "AU14", "AU15", "AU17"]
+    frame = pd.read_parquet(path.with_name(record["predictions"]))
+    assert frame["sample_id"].is_unique and len(frame) == 24  # every clip predicted once, as a test sample
+    assert frame.groupby("fold")["subject"].nunique().eq(1).all()
+    again = metrics_from_predictions(frame, "casme2", (1, 2, 4, 7, 12, 14, 15, 17))
+    assert again["f1_avg"] == pytest.approx(record["f1_avg"])
+    assert again["per_au_f1"] == pytest.approx(record["per_au_f1"])
+    assert again["f1_fold_mean"] == pytest.approx(record["f1_fold_mean"])
+    assert again["mer"]["emotion5"]["uf1"] == pytest.approx(record["mer"]["emotion5"]["uf1"])
+    assert record["n_samples"] == int(frame["au_known"].sum()) == 22  # the two '?' clips are not scored
+    assert record["f1_avg"] == pytest.approx(np.mean(list(record["per_au_f1"].values())))
+
+
+def test_same_seed_same_result_on_cpu(train):
+    a, b = train(), train()
+    ra, rb = load_record(a[0]), load_record(b[0])
+    assert ra["f1_avg"] == rb["f1_avg"] and ra["per_au_auc"] == rb["per_au_auc"]
+    pa = pd.read_parquet(a[0].with_name(ra["predictions"]))
+    pb = pd.read_parquet(b[0].with_name(rb["predictions"]))
+    assert np.array_equal(pa.filter(like="prob_").to_numpy(), pb.filter(like="prob_").to_numpy())
+
+
+def test_inner_selection_and_samm(train):
+    [path] = train(dataset="samm", selection="inner")
+    record = load_record(path)
+    assert record["selection"] == "inner_validation" and 0 <= record["inner_f1"] <= 1
+    assert record["aus"] == ["AU2", "AU4", "AU7", "AU12"] and "objective" in record["mer"]
+
+
+def test_constant_floor_equals_prevalence_formula(train):
+    [path] = train(method="constant")
+    record = load_record(path)
+    frame = pd.read_parquet(path.with_name(record["predictions"]))
+    known = frame[frame["au_known"]]
+    for au, f1 in record["per_au_f1"].items():
+        p = known[f"true_{au}"].mean()
+        assert f1 == pytest.approx(2 * p / (1 + p))
+
+
+def test_cli_prints_table_and_record_path_last(synthetic, tmp_path, capsys):
+    code = train_cli(["--method", "micro_au_clip", "--dataset", "casme2", "--data-root", str(synthetic / "CASME2"),
+                      "--set", "epochs=1", "--seeds", "2", "--results", str(tmp_path)])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 0
+    assert any(line.strip().startswith("pooled") for line in out)
+    assert out[-1].endswith("seed1.json") and json.loads(open(out[-1]).read())["seed"] == 1
+
+
+def test_cli_errors(synthetic, tmp_path, capsys):
+    assert train_cli(["--method", "nope", "--results", str(tmp_path)]) == 2
+    assert "registered methods" in capsys.readouterr().err
+    assert train_cli(["--set", "bogus=1", "--data-root", str(synthetic / "CASME2"), "--results", str(tmp_path)]) == 2
+    assert "valid:" in capsys.readouterr().err
+    assert train_cli(["--list-methods"]) == 0
+    listed = capsys.readouterr().out
+    assert "micro_au_clip_no_pta" in listed and "constant" in listed
+
+
+@pytest.mark.slow
+def test_micro_au_clip_beats_floor_and_single_frame_on_default_casme2(tmp_path):
+    """The issue's acceptance check, on the embedded default (synthetic CASME II, tiny CLIP)."""
+    results = {m: load_record(run(m, "casme2", None, None, 1, results=tmp_path, log=lambda *_: None)[0])["f1_avg"]
+               for m in ("constant", "micro_au_clip", "micro_au_clip_single_frame")}
+    assert results["micro_au_clip"] > results["constant"] + 0.15
+    assert results["micro_au_clip"] > results["micro_au_clip_single_frame"] + 0.15

@@ -1,0 +1,128 @@
+"""Micro-AU CLIP invariants: shapes, PTA locality, GDLoss, MiAUCL, backbone modes, weights."""
+import numpy as np
+import open_clip
+import pytest
+import torch
+
+from suite.aus import DATASET_AUS
+from suite.models.clip_backbone import tiny_config
+from suite.models.micro_au_clip import (
+    DEFAULTS, MicroAUCLIP, dependency_matrix, gd_loss, miau_contrastive_loss, region_masks,
+)
+from suite.registry import get_method, resolve_hparams
+
+AUS = DATASET_AUS["casme2"]
+
+
+def _model(**overrides):
+    torch.manual_seed(0)
+    return MicroAUCLIP(resolve_hparams(get_method("micro_au_clip"), overrides), AUS)
+
+
+def _batch(b=3, size=112, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    onset = torch.randint(0, 256, (b, size, size, 3), generator=g, dtype=torch.uint8)
+    apex = onset.clone()
+    apex[:, 20:40, 30:60] = torch.randint(0, 256, (b, 20, 30, 3), generator=g, dtype=torch.uint8)
+    return {"onset": onset, "apex": apex, "au": torch.randint(0, 2, (b, len(AUS)), generator=g).float()}
+
+
+@pytest.mark.parametrize("motion", ["token_diff", "apex", "diff_image", "concat"])
+def test_shapes_and_losses(motion):
+    model = _model(motion=motion)
+    out = model(_batch())
+    assert out["logits"].shape == (3, len(AUS))
+    assert out["au_features"].shape == (3, len(AUS), model.encoder.embed_dim)
+    assert out["gda_attention"].shape == (3, len(AUS), len(AUS))
+    assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
+    assert {"bce", "gdloss", "miaucl"} <= set(out)
+
+
+def test_pta_is_local():
+    """Changing tokens outside AU k's region leaves AU k's PTA output unchanged."""
+    model = _model().eval()
+    n = model.encoder.grid[0] * model.encoder.grid[1]
+    tokens = torch.randn(2, n, model.encoder.embed_dim)
+    masks = model.local.masks
+    k = AUS.index(17)  # chin: a small region
+    outside = ~masks[k]
+    assert outside.any() and masks[k].any()
+    changed = tokens.clone()
+    changed[:, outside] += torch.randn_like(changed[:, outside]) * 5
+    a, b = model.local(tokens), model.local(changed)
+    assert torch.allclose(a[:, k], b[:, k], atol=1e-5)
+    other = AUS.index(1)  # brows: region disjoint from the chin
+    assert not torch.allclose(a[:, other], b[:, other], atol=1e-3)
+
+
+def test_region_masks_match_template_and_dilation_grows_them():
+    m0, m1 = region_masks(AUS, (14, 14), 0), region_masks(AUS, (14, 14), 1)
+    assert m0.shape == (len(AUS), 196) and (m0.sum(1) > 0).all()
+    assert ((m1.int() - m0.int()) >= 0).all() and (m1.sum() > m0.sum())
+    brow = m0[AUS.index(1)].view(14, 14)
+    chin = m0[AUS.index(17)].view(14, 14)
+    assert brow[:6].any() and not brow[10:].any() and chin[10:].any() and not chin[:6].any()
+
+
+def test_gdloss_zero_at_target_positive_otherwise():
+    y = np.array([[1, 1, 0], [1, 0, 0], [0, 1, 1], [1, 1, 1]])
+    target = torch.tensor(dependency_matrix(y), dtype=torch.float32)
+    assert torch.allclose(target.sum(1), torch.ones(3))
+    assert target[0, 1] == pytest.approx((2 / 3) / (1 + 2 / 3 + 1 / 3))  # P(AU2|AU1)=2/3, row-normalised
+    same = target.unsqueeze(0).repeat(4, 1, 1)
+    assert gd_loss(same, target).item() == pytest.approx(0.0, abs=1e-6)
+    other = torch.softmax(torch.randn(4, 3, 3), -1)
+    assert gd_loss(other, target).item() > 1e-3
+
+
+def test_miaucl_falls_as_features_approach_correct_prompt():
+    torch.manual_seed(1)
+    k, e = 4, 16
+    text = torch.nn.functional.normalize(torch.randn(2 * k, e), dim=-1)
+    labels = torch.tensor([[1, 0, 1, 0]])
+    correct = torch.stack([text[j] if labels[0, j] else text[k + j] for j in range(k)])[None]
+    start = torch.randn(1, k, e)
+    losses = [miau_contrastive_loss((1 - t) * start + t * correct, text, labels, 0.07).item() for t in np.linspace(0, 1, 6)]
+    assert all(b < a for a, b in zip(losses, losses[1:]))
+
+
+@pytest.mark.parametrize("mode, last_n", [("frozen", 1), ("last_n", 1), ("last_n", 2), ("full", 1)])
+def test_gradients_reach_exactly_what_the_mode_allows(mode, last_n):
+    model = _model(backbone_mode=mode, last_n=last_n)
+    model(_batch())["loss"].backward()
+    visual = model.encoder.visual
+    blocks = visual.transformer.resblocks
+    got = {n for n, p in visual.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    allowed = {n for n, p in visual.named_parameters() if p.requires_grad}
+    assert got <= allowed
+    if mode == "frozen":
+        assert not allowed
+    elif mode == "last_n":
+        trained_blocks = {int(n.split(".")[2]) for n in allowed if n.startswith("transformer.resblocks.")}
+        assert trained_blocks == set(range(len(blocks) - last_n, len(blocks)))
+        assert "proj" in allowed and not any(n.startswith("conv1") for n in allowed)
+    else:
+        assert "conv1.weight" in got and "proj" in got
+    heads = [n for n, p in model.named_parameters() if not n.startswith("encoder.")]
+    assert all(dict(model.named_parameters())[n].grad is not None for n in heads if "fuse" not in n)
+
+
+def test_unknown_hyperparameter_lists_valid_ones():
+    with pytest.raises(KeyError) as e:
+        resolve_hparams(get_method("micro_au_clip"), {"lamda_gd": "0.1"})
+    assert "lamda_gd" in str(e.value) and "lambda_gd" in str(e.value)
+    hp = resolve_hparams(get_method("micro_au_clip"), {"lambda_gd": "0.5", "use_pta": "false", "epochs": "3"})
+    assert hp["lambda_gd"] == 0.5 and hp["use_pta"] is False and hp["epochs"] == 3
+    assert set(DEFAULTS) <= set(hp)
+
+
+def test_local_pretrained_weights_load(tmp_path):
+    torch.manual_seed(123)
+    source = open_clip.create_model("ViT-S-16", pretrained=None, **tiny_config(112))
+    path = tmp_path / "tiny_clip.pt"
+    torch.save(source.state_dict(), path)
+    model = _model(pretrained=str(path))
+    for name, p in source.visual.state_dict().items():
+        assert torch.equal(model.encoder.visual.state_dict()[name], p), name
+    random = _model()
+    assert not torch.equal(random.encoder.visual.conv1.weight, source.visual.conv1.weight)
