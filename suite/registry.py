@@ -10,7 +10,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 # Modules that register methods when imported (Micro-AU CLIP and every baseline).
-METHOD_MODULES = ("suite.models.micro_au_clip", "baselines.constant")
+METHOD_MODULES = (
+    "suite.models.micro_au_clip",
+    "baselines.constant",
+    "baselines.prior",
+    "baselines.clip_global",
+    "baselines.resnet_flow",
+    "baselines.sssnet",
+    "baselines.off_apexnet",
+    "baselines.sca",
+)
 
 # Training knobs every method shares; a method's own defaults may override them.
 TRAINING_DEFAULTS = {

@@ -59,7 +59,7 @@ class ClipTokenEncoder(nn.Module):
             # open_clip's groups end with [last block, ln_post] and proj: n blocks → n + 1 groups.
             self.visual.lock(unlocked_groups=min(last_n, n_blocks) + 1)
         with torch.no_grad():  # the text tower is frozen: prompts are encoded once, then dropped
-            text = clip.encode_text(tokenizer(prompts, context_length=clip.context_length))
+            text = clip.encode_text(tokenizer(prompts, context_length=clip.context_length)) if prompts else torch.zeros(0, self.embed_dim)
         self.register_buffer("text_features", nn.functional.normalize(text.float(), dim=-1))
         self.register_buffer("mean", torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1))
@@ -85,4 +85,9 @@ class ClipTokenEncoder(nn.Module):
         return self.visual.ln_post(tokens) @ self.visual.proj
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Projected patch tokens of uint8 frames [B, N, embed_dim]."""
         return self.project(self.tokens(self.normalize(images)))
+
+    def image_embedding(self, images: torch.Tensor) -> torch.Tensor:
+        """CLIP's global image embedding [B, embed_dim] (the tower's own pooling)."""
+        return self.visual(self.normalize(images))

@@ -30,6 +30,7 @@ from torch import nn
 from ..aus import ACTION_UNITS, au_prompt
 from ..registry import register, register_variant
 from .clip_backbone import ClipTokenEncoder
+from .losses import pos_weight_from_labels
 
 MOTION_MODES = ("token_diff", "apex", "diff_image", "concat")
 
@@ -204,9 +205,7 @@ class MicroAUCLIP(nn.Module):
     def on_fold_start(self, train_labels: np.ndarray) -> None:
         """Fold statistics from the training subjects only."""
         y = np.asarray(train_labels, float)
-        pos = y.sum(0)
-        pw = np.clip((len(y) - pos) / np.maximum(pos, 1), 1.0, 20.0) if self.hp["pos_weight"] else np.ones(len(pos))
-        self.pos_weight.copy_(torch.as_tensor(pw, dtype=torch.float32))
+        self.pos_weight.copy_(pos_weight_from_labels(y, self.hp["pos_weight"]))
         self.dependency.copy_(torch.as_tensor(dependency_matrix(y), dtype=torch.float32))
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict]:

@@ -1,0 +1,33 @@
+"""Floor: each AU predicted present at random with its training-fold prevalence.
+
+Its expected pooled F1 per AU equals the prevalence p (vs 2p/(1+p) for ``constant``). Draws are
+seeded per fold, so a run is reproducible."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from suite.models.losses import MultiLabelDetector
+from suite.registry import register
+
+
+class PriorDetector(MultiLabelDetector):
+    def __init__(self, n_aus: int):
+        super().__init__(n_aus)
+        self.register_buffer("prevalence", torch.full((n_aus,), 0.5))
+        self.generator = torch.Generator()
+
+    def on_fold_start(self, train_labels: np.ndarray) -> None:
+        super().on_fold_start(train_labels)
+        self.prevalence.copy_(torch.as_tensor(np.asarray(train_labels, float).mean(0), dtype=torch.float32))
+        self.generator.manual_seed(int(torch.initial_seed() % 2**31))
+
+    def forward(self, batch: dict) -> dict:
+        n = batch["apex"].shape[0]
+        draw = torch.rand(n, len(self.prevalence), generator=self.generator).to(self.prevalence.device) < self.prevalence
+        return {"logits": torch.where(draw, 20.0, -20.0)}
+
+
+@register("prior", {"epochs": 0}, "floor: each AU present at random with its training-fold prevalence")
+def build_prior(hp: dict, aus, data_info: dict | None = None) -> PriorDetector:
+    return PriorDetector(len(aus))

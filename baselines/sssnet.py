@@ -1,0 +1,36 @@
+"""SSSNet, the shallow single-stream network of Varanka, Peng & Zhao ("Micro-expression
+recognition with noisy labels", IS&T Electronic Imaging 2021), used by the MEB library as its
+strongest cross-dataset AU detector (46.3 F1 on CASME II held out, REFERENCE_RESULTS.md).
+
+Our reading (layer sizes follow our recollection of MEB's implementation; unverified here):
+input u, v, |flow| at 64×64; conv 5×5 (32) → BN → ReLU → max-pool 3; conv 5×5 (64) → BN → ReLU →
+max-pool 3; dropout; FC 256 → ReLU → dropout → FC K."""
+from __future__ import annotations
+
+from torch import nn
+
+from suite.models.losses import MultiLabelDetector
+from suite.registry import register
+
+from .flow_input import flow_input
+
+
+class SSSNet(MultiLabelDetector):
+    def __init__(self, hp: dict, aus):
+        super().__init__(len(aus))
+        h1, h2, h3 = hp["h1"], hp["h2"], hp["h3"]
+        self.net = nn.Sequential(
+            nn.Conv2d(3, h1, 5), nn.BatchNorm2d(h1), nn.ReLU(), nn.MaxPool2d(3),
+            nn.Conv2d(h1, h2, 5), nn.BatchNorm2d(h2), nn.ReLU(), nn.MaxPool2d(3),
+            nn.Flatten(), nn.Dropout(hp["dropout"]), nn.Linear(h2 * 5 * 5, h3), nn.ReLU(), nn.Dropout(hp["dropout"]),
+            nn.Linear(h3, len(aus)),
+        )  # 64 → conv 60 → pool 20 → conv 16 → pool 5
+
+    def forward(self, batch: dict) -> dict:
+        return self.outputs(self.net(flow_input(batch, 64)), batch)
+
+
+@register("sssnet", {"h1": 32, "h2": 64, "h3": 256, "dropout": 0.5, "epochs": 60, "lr": 1e-3},
+          "SSSNet: shallow single-stream CNN on optical flow, 64 px", needs_flow=True)
+def build_sssnet(hp: dict, aus, data_info: dict | None = None) -> SSSNet:
+    return SSSNet(hp, aus)
