@@ -98,6 +98,43 @@ def metrics_from_predictions(frame: pd.DataFrame, dataset: str, aus) -> dict:
     return out
 
 
+def predictions_frame(data, outputs, aus) -> pd.DataFrame:
+    """One row per test prediction: ids, fold, labels for recognition, and per AU the
+    probability, the thresholded prediction and the true label. ``data`` is an
+    ``engine.DatasetTensors``; ``outputs`` are ``engine.FoldOutput``s."""
+    rows = []
+    for out in outputs:
+        for j, i in enumerate(out.test):
+            row = {"sample_id": data.sample_id[i], "subject": data.subject[i], "fold": out.fold,
+                   "au_known": bool(data.au_known[i]), "emotion": data.emotion[i], "objective_class": int(data.objective_class[i])}
+            for k, a in enumerate(aus):
+                row[f"prob_AU{a}"] = float(out.prob[j, k])
+                row[f"pred_AU{a}"] = int(out.prob[j, k] >= out.threshold[k])
+                row[f"true_AU{a}"] = int(data.labels[i, k])
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_run(stem: Path, frame: pd.DataFrame, *, method: str, dataset: str, aus, hparams: dict, seed: int,
+              selection: str, fingerprint: str, device: str, duration_s: float, extra: dict | None = None) -> Path:
+    """Write ``<stem>.predictions.parquet`` and the record ``<stem>.json`` (metrics recomputed
+    from the predictions, so the two can never disagree). Returns the record path."""
+    metrics = metrics_from_predictions(frame, dataset, aus)
+    pred_path = stem.with_name(stem.name + ".predictions.parquet")
+    write_predictions(pred_path, frame)
+    record = {
+        "method": method, "dataset": dataset, "aus": [f"AU{a}" for a in aus], "hparams": hparams, "seed": seed,
+        "protocol": "loso", "selection": selection,
+        **{k: metrics[k] for k in ("f1_avg", "f1_fold_mean", "per_au_f1", "per_au_auc", "mer", "n_samples")},
+        "n_folds": int(frame["fold"].nunique()), "duration_s": round(duration_s, 3), "device": device,
+        "versions": versions(), "git_commit": git_commit(), "data_fingerprint": fingerprint,
+        "source": "measured", "predictions": pred_path.name, "command": None, **(extra or {}),
+    }
+    path = stem.with_name(stem.name + ".json")
+    write_json(path, record)
+    return path
+
+
 def load_record(path: Path) -> dict:
     record = json.loads(Path(path).read_text())
     missing = [k for k in RECORD_KEYS if k not in record]

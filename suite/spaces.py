@@ -53,6 +53,11 @@ class SearchSpace:
     fixed: dict
     description: str = ""
 
+    def suggest(self, trial) -> None:
+        """Optuna define-by-run space (a bound method, so Ray can pickle the searcher)."""
+        for p in self.params:
+            p.suggest(trial)
+
 
 def available() -> list[str]:
     return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))

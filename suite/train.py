@@ -6,38 +6,24 @@ of the last record written."""
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from .aus import DATASET_AUS
 from .data import DATASETS, DataError, load_cache, prepare
-from .engine import DatasetTensors, Engine, FoldOutput, get_accelerator
+from .engine import DatasetTensors, Engine, get_accelerator
 from .paths import results_dir
 from .protocol import loso_folds
 from .registry import get_method, methods, resolve_hparams
-from .results import config_id, git_commit, metrics_from_predictions, versions, write_json, write_predictions
+from .results import config_id, predictions_frame, write_run
 
 PROTOCOL = "loso"
-
-
-def predictions_frame(data: DatasetTensors, outputs: list[FoldOutput], aus) -> pd.DataFrame:
-    rows = []
-    for out in outputs:
-        for j, i in enumerate(out.test):
-            row = {"sample_id": data.sample_id[i], "subject": data.subject[i], "fold": out.fold,
-                   "au_known": bool(data.au_known[i]), "emotion": data.emotion[i], "objective_class": int(data.objective_class[i])}
-            for k, a in enumerate(aus):
-                row[f"prob_AU{a}"] = float(out.prob[j, k])
-                row[f"pred_AU{a}"] = int(out.prob[j, k] >= out.threshold[k])
-                row[f"true_AU{a}"] = int(data.labels[i, k])
-            rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def run(method: str, dataset: str, data_root: Path | None = None, overrides: dict | None = None, seeds: int = 1,
@@ -61,33 +47,22 @@ def run(method: str, dataset: str, data_root: Path | None = None, overrides: dic
         outputs = []
         for fold in folds:
             outputs.append(engine.run_fold(fold))
-        frame = predictions_frame(data, outputs, aus)
-        metrics = metrics_from_predictions(frame, dataset, aus)
-        stem = out_dir / dataset / method / cid / f"seed{seed}"
-        pred_path = stem.with_name(stem.name + ".predictions.parquet")
-        write_predictions(pred_path, frame)
-        record = {
-            "method": method, "dataset": dataset, "aus": [f"AU{a}" for a in aus], "hparams": hp, "seed": seed,
-            "protocol": PROTOCOL,
-            "selection": "fixed_epochs" if hp["selection"] == "fixed" else "inner_validation",
-            **{k: metrics[k] for k in ("f1_avg", "f1_fold_mean", "per_au_f1", "per_au_auc", "mer", "n_samples")},
-            "n_folds": len(folds),
+        selection = "fixed_epochs" if hp["selection"] == "fixed" else "inner_validation"
+        extra = {
             "inner_f1": float(np.mean([o.inner_f1 for o in outputs])) if hp["selection"] == "inner" else None,
-            "duration_s": round(time.time() - start, 3),
-            "device": _device_name(acc.device),
-            "versions": versions(), "git_commit": git_commit(), "data_fingerprint": cache.fingerprint,
             "data_root": str(data_root) if data_root else "synthetic:seed0-small",
-            "source": "measured", "predictions": pred_path.name,
             "command": "python -m suite.train " + shlex.join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("train.py") else None,
         }
-        path = stem.with_suffix(".json")
-        write_json(path, record)
+        path = write_run(out_dir / dataset / method / cid / f"seed{seed}", predictions_frame(data, outputs, aus), method=method,
+                         dataset=dataset, aus=aus, hparams=hp, seed=seed, selection=selection, fingerprint=cache.fingerprint,
+                         device=device_name(acc.device), duration_s=time.time() - start, extra=extra)
+        record = json.loads(path.read_text())
         log(au_table(record))
         paths.append(path)
     return paths
 
 
-def _device_name(device) -> str:
+def device_name(device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({torch.get_num_threads()} threads)"

@@ -1,0 +1,196 @@
+"""`suite.search` end to end (Ray Tune + Optuna on CPU): nested F1 recomputed from stored trial
+outputs, resume after kill -9, failing trials, pre-flight errors, the cluster configs, and a
+two-node local Ray cluster."""
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from suite.metrics import f1_per_au
+from suite.search import main as search_main
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+pytestmark = pytest.mark.slow
+
+
+def _space(tmp_path, text, name="tiny"):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+TINY = "method: micro_au_clip\nparams:\n  lambda_gd: {float: [0.01, 1.0], log: true}\n  tau_gd: {float: [0.1, 3.0], log: true}\nfixed: {epochs: 3}\n"
+
+
+def _search(args, timeout=600, **kw):
+    return subprocess.run([sys.executable, "-m", "suite.search", *map(str, args)], cwd=ROOT, env=ENV, capture_output=True,
+                          text=True, timeout=timeout, **kw)
+
+
+def _study(results: Path, name: str, dataset: str = "casme2"):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(results / "searches" / name / "optuna.journal")))
+    return optuna.load_study(study_name=f"{name}-{dataset}", storage=storage)
+
+
+def test_tiny_search_end_to_end(synthetic, tmp_path):
+    results = tmp_path / "results"
+    proc = _search(["--space", _space(tmp_path, TINY), "--data-root", synthetic / "CASME2", "--trials", 3, "--final-seeds", 2,
+                    "--results", results, "--name", "e2e", "--baselines", "constant"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "nested F1" in proc.stdout
+    study = _study(results, "e2e")
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 3 and all(set(t.params) == {"lambda_gd", "tau_gd"} for t in complete)
+    summary = json.loads((results / "searches" / "e2e" / "summary.json").read_text())
+    [ds] = summary["datasets"]
+    assert ds["trials_finished"] == 3 and not ds["trials_failed"] and len(ds["final_seeds_f1"]) == 2
+    # Optuna was told each trial's inner-validation objective, never a test score.
+    trial_docs = [json.loads(p.read_text()) for p in (results / "searches" / "e2e" / "casme2" / "trials").glob("*.json")]
+    assert len(trial_docs) == 3
+    objectives = sorted(round(np.mean([f["inner_f1"] for f in d["folds"]]), 6) for d in trial_docs)
+    assert sorted(round(t.value, 6) for t in complete) == objectives
+    # Recompute the nested F1 from the stored trial outputs: per fold the best inner score.
+    by_fold = {}
+    for d in sorted(trial_docs, key=lambda d: d["trial_id"]):
+        for f in d["folds"]:
+            if f["fold"] not in by_fold or f["inner_f1"] > by_fold[f["fold"]]["inner_f1"]:
+                by_fold[f["fold"]] = f
+    truth = {s: None for f in by_fold.values() for s in f["sample_ids"]}
+    nested = json.loads(Path(ds["records"]["nested"]).read_text())
+    frame = pd.read_parquet(Path(ds["records"]["nested"]).with_name(nested["predictions"])).set_index("sample_id")
+    pred, true = [], []
+    for f in by_fold.values():
+        for sid, prob in zip(f["sample_ids"], f["prob"]):
+            if frame.loc[sid, "au_known"]:
+                pred.append(np.array(prob) >= np.array(f["threshold"]))
+                true.append(frame.loc[sid, [c for c in frame.columns if c.startswith("true_")]].to_numpy(int))
+    assert len(truth) == 24
+    assert nested["f1_avg"] == pytest.approx(float(f1_per_au(np.array(true), np.array(pred)).mean()))
+    assert nested["selection"] == "nested" and nested["n_trials"] == 3
+    on_test = json.loads(Path(ds["records"]["selected_on_test_folds"]).read_text())
+    true_cols = [c for c in frame.columns if c.startswith("true_")]
+
+    def pooled_outer(doc):
+        pairs = [(np.array(p) >= np.array(f["threshold"]), frame.loc[s, true_cols].to_numpy(int))
+                 for f in doc["folds"] for s, p in zip(f["sample_ids"], f["prob"]) if frame.loc[s, "au_known"]]
+        return float(f1_per_au(np.array([t for _, t in pairs]), np.array([p for p, _ in pairs])).mean())
+
+    assert on_test["selection"] == "selected_on_test_folds"
+    assert on_test["f1_avg"] == pytest.approx(max(pooled_outer(d) for d in trial_docs))
+    assert Path(ds["records"]["constant"]).exists()
+
+
+def test_resume_after_kill_gives_exact_trial_count(synthetic, tmp_path):
+    results = tmp_path / "results"
+    args = ["--space", _space(tmp_path, TINY), "--data-root", synthetic / "CASME2", "--trials", 4, "--concurrency", 1,
+            "--final-seeds", 0, "--baselines", "", "--results", results, "--name", "resume"]
+    proc = subprocess.Popen([sys.executable, "-m", "suite.search", *map(str, args)], cwd=ROOT, env=ENV, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trials_dir = results / "searches" / "resume" / "casme2" / "trials"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(trials_dir.glob("*.json"))) < 1:
+        time.sleep(0.5)
+    time.sleep(2)  # let the next trial start and checkpoint a fold
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray cluster it started
+    proc.wait()
+    finished_before = len(list(trials_dir.glob("*.json")))
+    assert 1 <= finished_before < 4
+    again = _search(args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming" in again.stdout
+    assert len(list(trials_dir.glob("*.json"))) == 4
+    complete = [t for t in _study(results, "resume").trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 4
+    assert len({json.dumps(t.params, sort_keys=True) for t in complete}) == 4  # none duplicated
+    summary = json.loads((results / "searches" / "resume" / "summary.json").read_text())
+    assert summary["datasets"][0]["trials_finished"] == 4
+
+
+def test_failing_trial_is_retried_then_recorded(synthetic, tmp_path):
+    results = tmp_path / "results"
+    space = _space(tmp_path, "method: micro_au_clip\nparams:\n  lr: {categorical: [0.002, 1.0e+30]}\nfixed: {epochs: 2}\n", "boom")
+    proc = _search(["--space", space, "--data-root", synthetic / "CASME2", "--trials", 3, "--concurrency", 1, "--sampler", "random",
+                    "--seed", 6, "--final-seeds", 0, "--baselines", "", "--results", results, "--name", "boom"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [ds] = json.loads((results / "searches" / "boom" / "summary.json").read_text())["datasets"]
+    assert ds["trials_finished"] == 2 and len(ds["trials_failed"]) == 1
+    failure = ds["trials_failed"][0]
+    assert failure["config"]["lr"] == 1e30 and "non-finite loss" in failure["reason"]
+    assert "failed trial" in proc.stdout
+    states = [t.state.name for t in _study(results, "boom").trials]
+    assert states.count("COMPLETE") == 2 and states.count("FAIL") == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--space", "nope"], "unknown search space 'nope'"),
+    (["--space", "gsd", "--datasets", "casme3"], "unknown dataset"),
+    (["--space", "gsd", "--data-root", "/nonexistent/CASME2"], "is not a folder"),
+])
+def test_errors_before_any_work(tmp_path, capsys, args, message):
+    assert search_main([*args, "--results", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "ray").exists()
+
+
+def test_bad_yaml_and_resources_that_do_not_fit(synthetic, tmp_path):
+    bad = _space(tmp_path, "method: micro_au_clip\nparams: [\n", "bad")
+    proc = _search(["--space", bad, "--results", tmp_path])
+    assert proc.returncode == 2 and "not valid YAML" in proc.stderr
+    proc = _search(["--space", _space(tmp_path, TINY), "--data-root", synthetic / "CASME2", "--cpus-per-trial", 64,
+                    "--results", tmp_path])
+    assert proc.returncode == 2 and "does not fit" in proc.stderr
+
+
+@pytest.mark.parametrize("path", ["cluster.yaml", "docs/cluster/cluster-onprem.yaml"])
+def test_cluster_configs_validate_against_rays_schema(path):
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    cfg = yaml.safe_load((ROOT / path).read_text())
+    validate_config(prepare_config(copy.deepcopy(cfg)))
+    assert any("RAY_AUTH_MODE=disabled" in c for c in cfg["head_start_ray_commands"])
+    assert any("RAY_AUTH_MODE=disabled" in c for c in cfg["worker_start_ray_commands"])
+    assert "~/micro-au-suite" in cfg["file_mounts"]
+    broken = copy.deepcopy(cfg)
+    broken["max_workerz"] = 1
+    with pytest.raises(Exception, match="max_workerz"):
+        validate_config(prepare_config(broken))
+
+
+def test_search_on_two_node_cluster_uses_both_nodes(synthetic, tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        cluster.add_node(num_cpus=1, num_gpus=1)  # a fake-GPU worker node
+        cluster.wait_for_nodes()
+        results = tmp_path / "results"
+        proc = _search(["--space", _space(tmp_path, TINY), "--data-root", synthetic / "CASME2", "--trials", 2, "--concurrency", 2,
+                        "--gpus-per-trial", 0, "--final-seeds", 0, "--baselines", "", "--results", results, "--name", "multi",
+                        "--address", cluster.address])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        docs = [json.loads(p.read_text()) for p in (results / "searches" / "multi" / "casme2" / "trials").glob("*.json")]
+        assert len(docs) == 2 and len({d["node_id"] for d in docs}) == 2
+    finally:
+        cluster.shutdown()
+
+
+def test_launcher_runs_suite_search_with_cluster_defaults(tmp_path):
+    env = {**ENV, "MICRO_AU_PROJECT": str(ROOT), "MICRO_AU_RESULTS": str(tmp_path)}
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "ray_search.py"), "--space", "nope"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "unknown search space 'nope'" in proc.stderr
