@@ -200,7 +200,7 @@ def parse_args(argv):
     p.add_argument("--space", default="gsd", help="a space name in search_spaces/ or a path to a YAML file")
     p.add_argument("--datasets", default="casme2")
     p.add_argument("--data-root")
-    p.add_argument("--trials", type=int, default=8)
+    p.add_argument("--trials", type=int, default=6)
     p.add_argument("--concurrency", type=int)
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--gpus-per-trial", type=float)
