@@ -109,9 +109,10 @@ def run_tune(space: SearchSpace, dataset: str, ctx: dict, args, results: Path, s
             param_space={CONTEXT_KEY: ctx},
             tune_config=tune.TuneConfig(search_alg=searcher, num_samples=args.trials, max_concurrent_trials=args.concurrency,
                                         reuse_actors=False),
+            # Checkpoints are a few KB of fold outputs: keep them all (num_to_keep would force an
+            # experiment snapshot after every fold report).
             run_config=tune.RunConfig(name=exp_name, storage_path=str(storage_path), verbose=1,
-                                      failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
-                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+                                      failure_config=tune.FailureConfig(max_failures=MAX_FAILURES)),
         )
     return tuner.fit()
 
@@ -279,7 +280,11 @@ def main(argv=None) -> int:
     text = format_summary(summary)
     (search_dir / "summary.txt").write_text(text + "\n")
     print(text)
+    from .leaderboard import render
+
+    board = render(results)
     print(f"summary: {search_dir / 'summary.txt'}  (optuna-dashboard {search_dir / 'optuna.journal'})")
+    print(f"leaderboard: {board}")
     return 0
 
 

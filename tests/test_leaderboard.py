@@ -1,0 +1,169 @@
+"""The leaderboard page: every number recomputed from the records, escaping, fingerprint flags,
+the empty page, and a headless Chromium render (no console errors, a non-blank table)."""
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from suite.leaderboard import render
+from suite.results import write_json
+
+EVIL = "<script>alert(1)</script>"
+
+
+def _record(method, dataset, seed, f1, fold_mean, fingerprint="fp-a", config="cfg1", selection="fixed_epochs"):
+    aus = ["AU1", "AU2", "AU4", "AU7", "AU12", "AU14", "AU15", "AU17"] if dataset == "casme2" else ["AU2", "AU4", "AU7", "AU12"]
+    return {"method": method, "dataset": dataset, "aus": aus, "hparams": {"lr": 0.001, "note": EVIL}, "seed": seed,
+            "protocol": "loso", "selection": selection, "f1_avg": f1, "f1_fold_mean": fold_mean,
+            "per_au_f1": {a: f1 for a in aus}, "per_au_auc": {a: 0.5 for a in aus},
+            "mer": {"objective": {"uf1": f1 / 2, "uar": 0.3, "wf1": 0.4, "accuracy": 0.5, "n": 10}},
+            "n_samples": 10, "duration_s": 1.0, "device": "cpu (2 threads)", "versions": {"torch": "x"}, "git_commit": "abc",
+            "data_fingerprint": fingerprint, "source": "measured", "predictions": "none", "command": f"python -m suite.train --method {method}"}
+
+
+@pytest.fixture
+def results(tmp_path):
+    recs = [
+        ("micro_au_clip", "casme2", 0, 0.50, 0.40), ("micro_au_clip", "casme2", 1, 0.60, 0.44), ("micro_au_clip", "samm", 0, 0.55, 0.50),
+        ("constant", "casme2", 0, 0.29, 0.27), ("constant", "samm", 0, 0.42, 0.41),
+        (EVIL, "casme2", 0, 0.10, 0.10),
+        ("micro_au_clip_no_pta", "casme2", 0, 0.33, 0.30),
+    ]
+    for method, dataset, seed, f1, fm in recs:
+        write_json(tmp_path / "runs" / dataset / method.replace("/", "_") / "cfg1" / f"seed{seed}.json",
+                   _record(method, dataset, seed, f1, fm))
+    # Same dataset, other data: must be flagged, not averaged.
+    write_json(tmp_path / "runs" / "casme2" / "micro_au_clip" / "cfg9" / "seed0.json",
+               _record("micro_au_clip", "casme2", 0, 0.99, 0.99, fingerprint="fp-other", config="cfg9"))
+    return tmp_path
+
+
+class Tables(HTMLParser):
+    """Collects table rows as lists of (text, attrs) per cell, by table id."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.current, self.row, self.cell, self.scripts, self._in_script = {}, None, None, None, [], False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table":
+            self.current = attrs.get("id", f"t{len(self.tables)}")
+            self.tables[self.current] = []
+        elif tag == "tr" and self.current:
+            self.row = {"class": attrs.get("class", ""), "cells": []}
+            self.tables[self.current].append(self.row)
+        elif tag in ("td", "th") and self.row is not None:
+            self.cell = [attrs, ""]
+            self.row["cells"].append(self.cell)
+        elif tag == "script":
+            self._in_script = True
+            self.scripts.append([attrs, ""])
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self.cell = None
+        elif tag == "table":
+            self.current = None
+        elif tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data):
+        if self._in_script:
+            self.scripts[-1][1] += data
+        elif self.cell is not None:
+            self.cell[1] += data
+
+
+def _parse(path):
+    p = Tables()
+    p.feed(Path(path).read_text())
+    return p
+
+
+def test_numbers_equal_recomputation_from_records(results):
+    page = _parse(render(results))
+    rows = [r for r in page.tables["detection"] if r["class"] == "measured"]
+    by_method = {r["cells"][0][1].strip(): r for r in rows}
+    for method in ("micro_au_clip", "constant", EVIL):
+        recs = [json.loads(p.read_text()) for p in (results / "runs").glob(f"*/{method.replace('/', '_')}/cfg1/seed*.json")]
+        assert recs
+        cells = by_method[method]["cells"]
+        for col, dataset in ((3, "casme2"), (6, "samm")):
+            vals = np.array([r["f1_avg"] for r in recs if r["dataset"] == dataset]) * 100
+            if len(vals):
+                assert cells[col][1].strip() == f"{vals.mean():.1f} ± {vals.std():.1f}"
+                assert cells[col + 1][1].strip() == str(len(vals))
+                fold = np.mean([r["f1_fold_mean"] for r in recs if r["dataset"] == dataset]) * 100
+                assert cells[col + 2][1].strip() == f"{fold:.1f}"
+            else:
+                assert cells[col][1].strip() == "–"
+    # micro_au_clip: average of the two dataset means; best in both columns, bold.
+    mac = by_method["micro_au_clip"]["cells"]
+    assert mac[9][1].strip() == f"{np.mean([55.0, 55.0]):.1f}"
+    assert mac[3][0]["class"] == "best" and by_method["constant"]["cells"][6][0]["class"] == "second"
+    assert mac[10][1].strip() == "1.0" and by_method["micro_au_clip"] is rows[0]  # pre-sorted by rank
+    # the flagged record (0.99) is not averaged in
+    assert "99.0" not in mac[3][1]
+
+
+def test_text_from_records_is_escaped_and_json_embedded(results):
+    html = render(results).read_text()
+    assert EVIL not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    page = _parse(results / "leaderboard.html")
+    [data] = [text for attrs, text in page.scripts if attrs.get("id") == "leaderboard-data"]
+    payload = json.loads(data)
+    assert {row["method"] for row in payload["detection"]} >= {"micro_au_clip", "constant", EVIL}
+    assert any(r["method"] == "Micro-AU CLIP" and r["value"] == 78.2 for r in payload["reported"])
+
+
+def test_reported_rows_flags_and_sections(results):
+    html = render(results).read_text()
+    page = _parse(results / "leaderboard.html")
+    reported = [r for r in page.tables["detection"] if r["class"] == "reported"]
+    assert any("78.2" in c[1] for r in reported for c in r["cells"]) and any("Wei et al." in c[1] for r in reported for c in r["cells"])
+    assert "Flagged records" in html and "fp-other"[:16] in html and "cfg9" in html
+    assert "Micro-AU CLIP ablations" in html and "micro_au_clip_no_pta" in html
+    assert "Emotion-label-free recognition" in html and "python -m suite.train --method micro_au_clip" in html
+
+
+def test_empty_results_explain_how_to_produce_records(tmp_path):
+    html = render(tmp_path).read_text()
+    assert "No records yet" in html and "python -m suite.search --space gsd" in html
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--enable-logging=stderr", "--v=0"]
+
+
+def _chromium(page: Path, tmp_path: Path, shot: Path):
+    return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1300,1600",
+                           f"--screenshot={shot}", page.as_uri()], capture_output=True, text=True, timeout=120)
+
+
+def _console_errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "CONSOLE" in line and ("Uncaught" in line or "Error" in line)]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed (.ci/run installs it)")
+def test_chromium_renders_table_without_console_errors(results, tmp_path):
+    import cv2
+
+    # The detector must see a real console error, or its silence means nothing.
+    broken = tmp_path / "broken.html"
+    broken.write_text("<html><body><script>undefinedFunction();</script></body></html>")
+    assert _console_errors(_chromium(broken, tmp_path, tmp_path / "broken.png").stderr)
+    page = render(results)
+    shot = tmp_path / "page.png"
+    proc = _chromium(page, tmp_path, shot)
+    assert shot.exists(), proc.stderr[-2000:]
+    assert not _console_errors(proc.stderr)
+    img = cv2.imread(str(shot))
+    table_area = img[150:600, 30:1200]  # the detection table sits below the title
+    assert (table_area < 200).any(axis=2).mean() > 0.02  # text and borders, not a blank page
