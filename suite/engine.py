@@ -96,7 +96,8 @@ class Engine:
         params = model.param_groups(hparams["lr"], hparams["weight_decay"]) if hasattr(model, "param_groups") else \
             [{"params": [p for p in model.parameters() if p.requires_grad]}]
         self.trainable = any(p.requires_grad for g in params for p in g["params"])
-        self.optimizer = self.acc.prepare_optimizer(torch.optim.AdamW(params, lr=hparams["lr"], weight_decay=hparams["weight_decay"])) \
+        # fused: one kernel for all parameters (many small tensors here), on CPU and GPU
+        self.optimizer = self.acc.prepare_optimizer(torch.optim.AdamW(params, lr=hparams["lr"], weight_decay=hparams["weight_decay"], fused=True)) \
             if self.trainable else None
 
     # --- data ---------------------------------------------------------------------------

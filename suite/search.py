@@ -158,9 +158,11 @@ def summarise_dataset(space: SearchSpace, dataset: str, root, cache, trials: lis
                           hparams=best_test.hparams, selection="selected_on_test_folds",
                           extra={**extra, "chosen_trials": best_test.trial_id}, **common)
     best = best_by_inner(trials)
-    overrides = {k: v for k, v in best.hparams.items()}
-    final = train.run(space.method, dataset, root, overrides, args.final_seeds, results=results, log=lambda *_: None) if args.final_seeds else []
-    baselines = ensure_baselines(dataset, root, cache.fingerprint, args.baselines, results)
+    found, missing = existing_baselines(dataset, cache.fingerprint, args.baselines, results)
+    jobs = [(space.method, best.hparams, seed) for seed in range(args.final_seeds)] + [(name, None, 0) for name in missing]
+    paths = run_on_cluster(jobs, dataset, root, results, args)
+    final = paths[:args.final_seeds]
+    baselines = {**found, **{name: str(path) for name, path in zip(missing, paths[args.final_seeds:])}}
     nested, on_test = load_record(nested_path), load_record(test_path)
     finals = [load_record(p)["f1_avg"] for p in final]
     return {
@@ -173,14 +175,40 @@ def summarise_dataset(space: SearchSpace, dataset: str, root, cache, trials: lis
     }
 
 
-def ensure_baselines(dataset: str, root, fingerprint: str, names: list[str], results: Path) -> dict:
-    """Baseline records for the same data fingerprint; produced when missing."""
-    out = {}
+def _train_task(method: str, dataset: str, root, overrides: dict | None, seed: int, results: Path, gpu_fraction: float) -> str:
+    """One ``suite.train`` run inside a Ray task (final seeds, baselines): on a cluster these run
+    on the workers, with the trials' resources, not on the head."""
+    import ray
+    import torch
+
+    from .engine import get_accelerator
+
+    if ray.get_gpu_ids() and gpu_fraction < 1:
+        torch.cuda.set_per_process_memory_fraction(gpu_fraction)
+    get_accelerator(cpu=not ray.get_gpu_ids())
+    return str(train.run(method, dataset, root, overrides, [seed], results=results, log=lambda *_: None)[0])
+
+
+def run_on_cluster(jobs: list[tuple[str, dict | None, int]], dataset: str, root, results: Path, args) -> list[Path]:
+    """Run (method, overrides, seed) trainings as parallel Ray tasks; return record paths in order."""
+    import ray
+
+    task = ray.remote(num_cpus=args.cpus_per_trial, num_gpus=args.gpus_per_trial)(_train_task)
+    futures = [task.remote(m, dataset, root, o, s, results, args.gpus_per_trial) for m, o, s in jobs]
+    return [Path(p) for p in ray.get(futures)]
+
+
+def existing_baselines(dataset: str, fingerprint: str, names: list[str], results: Path) -> tuple[dict, list[str]]:
+    """Baseline records already measured on the same data (by fingerprint), and the names missing."""
+    found, missing = {}, []
     for name in names:
-        existing = [p for p in (results / "runs" / dataset / name).glob("*/seed*.json")
+        existing = [p for p in sorted((results / "runs" / dataset / name).glob("*/seed*.json"))
                     if json.loads(p.read_text()).get("data_fingerprint") == fingerprint]
-        out[name] = str(existing[0]) if existing else str(train.run(name, dataset, root, None, 1, results=results, log=lambda *_: None)[0])
-    return out
+        if existing:
+            found[name] = str(existing[0])
+        else:
+            missing.append(name)
+    return found, missing
 
 
 def format_summary(summary: dict) -> str:
@@ -201,7 +229,7 @@ def parse_args(argv):
     p.add_argument("--space", default="gsd", help="a space name in search_spaces/ or a path to a YAML file")
     p.add_argument("--datasets", default="casme2")
     p.add_argument("--data-root")
-    p.add_argument("--trials", type=int, default=6)
+    p.add_argument("--trials", type=int, default=4)
     p.add_argument("--concurrency", type=int)
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--gpus-per-trial", type=float)

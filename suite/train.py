@@ -26,9 +26,9 @@ from .results import config_id, predictions_frame, write_run
 PROTOCOL = "loso"
 
 
-def run(method: str, dataset: str, data_root: Path | None = None, overrides: dict | None = None, seeds: int = 1,
+def run(method: str, dataset: str, data_root: Path | None = None, overrides: dict | None = None, seeds: int | list[int] = 1,
         out: Path | None = None, results: Path | None = None, log=print) -> list[Path]:
-    """Train ``method`` with every seed; return the record paths."""
+    """Train ``method`` with each seed (a count N means seeds 0..N-1); return the record paths."""
     spec = get_method(method)
     hp = resolve_hparams(spec, overrides)
     aus = DATASET_AUS[dataset]
@@ -40,7 +40,7 @@ def run(method: str, dataset: str, data_root: Path | None = None, overrides: dic
     out_dir = Path(out) if out else results_dir(results) / "runs"
     cid = config_id(method, dataset, hp, cache.fingerprint)
     paths = []
-    for seed in range(seeds):
+    for seed in (range(seeds) if isinstance(seeds, int) else seeds):
         start = time.time()
         engine = Engine(spec, hp, data, aus, seed, acc)
         folds = loso_folds(data.subject, hp["inner_val_fraction"], seed)

@@ -150,3 +150,16 @@ def test_faces_are_found_where_they_were_drawn(synthetic):
         iy = max(0, min(y + h, by + bh) - max(y, by))
         ious.append(ix * iy / (w * h + bw * bh - ix * iy))
     assert min(ious) > 0.7 and np.mean(ious) > 0.8
+
+
+@pytest.mark.parametrize("quirk", [None, "ref", "or_same", "or_diff", "free_text", "spaces"])
+def test_generated_samm_cells_read_back_as_their_truth(quirk):
+    """Every quirky cell the generator can write parses to the AU set it animated."""
+    from suite.aus import parse_au_string
+    from suite.data.synthetic import _samm_au_cell
+
+    for seed in range(400):
+        rng = np.random.default_rng(seed)
+        aus = set(rng.choice([1, 2, 4, 7, 12, 14, 15, 17, 6, 10], size=int(rng.integers(1, 4)), replace=False).tolist())
+        cell, truth = _samm_au_cell(np.random.default_rng(seed), aus, quirk)
+        assert set(parse_au_string(cell).aus) == truth, (cell, truth)

@@ -14,6 +14,7 @@ readers are what consume them. Nothing in a reader special-cases synthetic data.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -339,7 +340,7 @@ def _samm_au_cell(rng: np.random.Generator, aus: set[int], quirk: str | None) ->
         parts[-1] = f"ref({parts[-1]})"
     elif quirk == "or_same":  # same AU, two intensities: intersection keeps it
         au = sorted(aus)[0]
-        parts = [p for p in parts if not p.lstrip("LRATB/").startswith(str(au))] or []
+        parts = [p for p in parts if int(re.search(r"\d+", p).group()) != au]
         parts.append(f"{au}D or {au}E")
     elif quirk == "or_diff":  # uncertain between two non-evaluated AUs: intersection keeps neither
         parts.append("(R6 or R10)" if rng.random() < 0.5 else "L38 or L39")
