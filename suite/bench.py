@@ -21,12 +21,10 @@ skipped on CPU.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 

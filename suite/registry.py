@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # Modules that register methods when imported (Micro-AU CLIP and every baseline).
 METHOD_MODULES = (
@@ -39,7 +39,6 @@ class MethodSpec:
     defaults: dict
     description: str
     needs_flow: bool = False
-    tags: tuple[str, ...] = field(default=())
 
 
 _REGISTRY: dict[str, MethodSpec] = {}

@@ -52,3 +52,19 @@ def test_zero_shot_and_floors_have_nothing_to_train():
         model = spec.build(spec.defaults, (1, 2), {})
         assert spec.defaults["epochs"] == 0
         assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_resnet_flow_loads_local_weights(tmp_path):
+    import timm
+
+    torch.manual_seed(7)
+    source = timm.create_model("resnet18", pretrained=False, in_chans=3, num_classes=1000)
+    path = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), path)
+    spec = get_method("resnet_flow")
+    model = spec.build({**spec.defaults, "weights": str(path)}, (1, 2, 4), {})
+    assert torch.equal(model.net.conv1.weight, source.conv1.weight)
+    assert torch.equal(model.net.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
+    assert model.net.fc.out_features == 3  # the 1000-class head is replaced by the AU head
+    fresh = spec.build(spec.defaults, (1, 2, 4), {})
+    assert not torch.equal(fresh.net.conv1.weight, source.conv1.weight)
