@@ -294,6 +294,11 @@ def main(argv=None) -> int:
                    "fingerprint": caches[dataset].fingerprint, "trials_dir": str(trials_dir), "seed": args.seed,
                    "gpus_per_trial": args.gpus_per_trial}
             grid = run_tune(space, dataset, ctx, args, results, search_dir)
+            finished = grid.num_terminated + grid.num_errors
+            if finished < args.trials:  # Tune returns normally after Ctrl-C: never summarise a partial search
+                print(f"interrupted: {finished} of {args.trials} trials finished on {dataset}; the state is saved — "
+                      f"rerun the same command to resume", file=sys.stderr)
+                return 130
             data = DatasetTensors.from_cache(load_cache(caches[dataset].path)[0], DATASET_AUS[dataset], torch.device("cpu"))
             trials, failed = collect(grid, trials_dir, data)
             if not trials:

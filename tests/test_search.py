@@ -94,19 +94,30 @@ def test_tiny_search_end_to_end(synthetic, tmp_path):
     assert Path(ds["records"]["constant"]).exists()
 
 
-def test_resume_after_kill_gives_exact_trial_count(synthetic, tmp_path):
+@pytest.mark.parametrize("how", ["ctrl-c", "kill-9"])
+def test_resume_after_interrupt_gives_exact_trial_count(synthetic, tmp_path, how):
     results = tmp_path / "results"
     args = ["--space", _space(tmp_path, TINY), "--data-root", synthetic / "CASME2", "--trials", 4, "--concurrency", 1,
             "--final-seeds", 0, "--baselines", "", "--results", results, "--name", "resume"]
     proc = subprocess.Popen([sys.executable, "-m", "suite.search", *map(str, args)], cwd=ROOT, env=ENV, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     trials_dir = results / "searches" / "resume" / "casme2" / "trials"
     deadline = time.time() + 300
     while time.time() < deadline and len(list(trials_dir.glob("*.json"))) < 1:
         time.sleep(0.5)
     time.sleep(2)  # let the next trial start and checkpoint a fold
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray cluster it started
-    proc.wait()
+    if how == "ctrl-c":
+        proc.send_signal(signal.SIGINT)  # the driver only, as a terminal's Ctrl-C would
+        _, err = proc.communicate(timeout=180)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # anything of its own Ray cluster still alive
+        except ProcessLookupError:
+            pass
+        assert proc.returncode == 130 and "rerun the same command to resume" in err
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray cluster it started
+        proc.wait()
+    assert not (results / "searches" / "resume" / "summary.json").exists()  # nothing summarised from a partial search
     finished_before = len(list(trials_dir.glob("*.json")))
     assert 1 <= finished_before < 4
     again = _search(args)
