@@ -115,10 +115,10 @@ class Engine:
         return {k: v[idx] for k, v in self.data.frames.items()}
 
     def batch(self, idx: np.ndarray, with_labels: bool) -> dict:
+        """Indices → a batch on the device: cached encoder features when the encoder is frozen
+        (the frames are then not needed), otherwise the frames."""
         t = torch.as_tensor(idx, device=self.device)
-        b = self._frames(t)
-        if self.features is not None:
-            b["features"] = self.features[t]
+        b = {"features": self.features[t]} if self.features is not None else self._frames(t)
         if with_labels:
             b["au"] = self.y[t]
         return b

@@ -90,7 +90,8 @@ def run_tune(space: SearchSpace, dataset: str, ctx: dict, args, results: Path, s
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
     from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
+
+    from .searcher import ResumableOptunaSearch
 
     exp_name = f"{args.name}-{dataset}"
     storage_path = results / "ray"
@@ -100,7 +101,7 @@ def run_tune(space: SearchSpace, dataset: str, ctx: dict, args, results: Path, s
         print(f"[{dataset}] resuming {exp_path}")
         tuner = tune.Tuner.restore(str(exp_path), trainable, resume_errored=True)
     else:
-        searcher = OptunaSearch(
+        searcher = ResumableOptunaSearch(
             space=space.suggest, metric="inner_f1", mode="max", sampler=make_sampler(args.sampler, args.seed),
             study_name=exp_name, storage=JournalStorage(JournalFileBackend(str(search_dir / "optuna.journal"))),
         )
