@@ -139,15 +139,16 @@ def collect(grid, trials_dir: Path, data: DatasetTensors) -> tuple[list[TrialOut
 
 
 def summarise_dataset(space: SearchSpace, dataset: str, root, cache, trials: list[TrialOutputs], failed: list[dict],
-                      args, results: Path, search_dir: Path) -> dict:
+                      args, results: Path, search_dir: Path, tune_seconds: float) -> dict:
     aus = DATASET_AUS[dataset]
     arrays, _ = load_cache(cache.path)
     import torch
 
     data = DatasetTensors.from_cache(arrays, aus, torch.device("cpu"))
     out = search_dir / dataset
+    devices = sorted({json.loads(p.read_text()).get("device", "?") for p in (out / "trials").glob("*.json")})
     common = {"method": space.method, "dataset": dataset, "aus": aus, "seed": args.seed, "fingerprint": cache.fingerprint,
-              "device": "see trials", "duration_s": 0.0}
+              "device": ", ".join(devices), "duration_s": tune_seconds}
     extra = {"search": args.name, "space": space.name, "n_trials": len(trials), "n_failed": len(failed),
              "command": "python -m suite.search " + " ".join(sys.argv[1:])}
     choice = nested_choice(trials)
@@ -294,7 +295,9 @@ def main(argv=None) -> int:
             ctx = {"method": space.method, "fixed": space.fixed, "dataset": dataset, "cache": str(caches[dataset].path),
                    "fingerprint": caches[dataset].fingerprint, "trials_dir": str(trials_dir), "seed": args.seed,
                    "gpus_per_trial": args.gpus_per_trial}
+            tune_start = time.time()
             grid = run_tune(space, dataset, ctx, args, results, search_dir)
+            tune_seconds = time.time() - tune_start
             finished = grid.num_terminated + grid.num_errors
             if finished < args.trials:  # Tune returns normally after Ctrl-C: never summarise a partial search
                 print(f"interrupted: {finished} of {args.trials} trials finished on {dataset}; the state is saved — "
@@ -305,7 +308,8 @@ def main(argv=None) -> int:
             if not trials:
                 print(f"error: no trial finished on {dataset}; failures: {failed}", file=sys.stderr)
                 return 1
-            summaries.append(summarise_dataset(space, dataset, roots[dataset], caches[dataset], trials, failed, args, results, search_dir))
+            summaries.append(summarise_dataset(space, dataset, roots[dataset], caches[dataset], trials, failed, args, results, search_dir,
+                                               tune_seconds))
     finally:
         ray.shutdown()
     summary = {"name": args.name, "space": space.name, "method": space.method, "sampler": args.sampler,

@@ -23,6 +23,7 @@ from .engine import DatasetTensors, Engine, FoldOutput, get_accelerator
 from .protocol import loso_folds
 from .registry import get_method, resolve_hparams
 from .results import write_json
+from .train import device_name
 
 CONTEXT_KEY = "_run"  # config entry holding the run context (not a hyper-parameter)
 
@@ -75,5 +76,6 @@ def run_trial(config: dict) -> None:
             if len(done) == len(folds):  # the outputs selection reads, complete or absent
                 write_json(Path(ctx["trials_dir"]) / f"{trial_id}.json",
                            {"trial_id": trial_id, "params": hyperparameters(config), "hparams": hp, "node_id": node,
+                            "device": device_name(acc.device),
                             "dataset": ctx["dataset"], "fingerprint": ctx["fingerprint"], "folds": done})
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
