@@ -37,6 +37,11 @@ class ClipGlobal(MultiLabelDetector):
     def encoder_frozen(self) -> bool:
         return self.encoder.frozen
 
+    @property
+    def encode_config(self) -> dict:
+        """What ``encode`` depends on besides the encoder's weights (keys the token cache)."""
+        return {"method": "clip_global", "input": self.input}
+
     def encode(self, batch: dict) -> torch.Tensor:
         apex = self.encoder.image_embedding(batch["apex"])
         if self.input == "apex":

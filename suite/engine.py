@@ -3,7 +3,9 @@
 The preprocessed dataset is loaded once and kept on the device; the model is built once and
 re-initialised from its stored initial state at every fold; the optimizer is created once and its
 state reset per fold. A method whose input encoder is frozen (``encoder_frozen``) has its
-``encode`` run once for the whole dataset, so folds train only what is trainable.
+``encode`` run once for the whole dataset, so folds train only what is trainable; with a
+``feature_cache`` folder those features are also shared across trials and seeds on disk
+(``suite.token_cache``).
 
 The only Accelerate-aware lines are ``Accelerator(...)``, ``prepare`` and ``backward``.
 Importable without ray or optuna (GPU checks run the engine directly).
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,6 +24,7 @@ from accelerate.utils import set_seed
 from .metrics import f1_per_au
 from .protocol import Fold, verify_fold
 from .registry import MethodSpec
+from .token_cache import feature_key, load_or_compute
 
 THRESHOLD_GRID = np.linspace(0.05, 0.95, 19)
 
@@ -47,13 +51,14 @@ class DatasetTensors:
     au_known: np.ndarray  # bool [N]
     labels: np.ndarray  # int [N, K]
     frames: dict[str, torch.Tensor]  # "onset"/"apex" uint8 [N, H, W, 3], optional "flow"
+    fingerprint: str | None = None  # the Arrow cache's content fingerprint (keys derived caches)
 
     @classmethod
-    def from_cache(cls, arrays: dict, aus: tuple[int, ...], device) -> "DatasetTensors":
+    def from_cache(cls, arrays: dict, aus: tuple[int, ...], device, fingerprint: str | None = None) -> "DatasetTensors":
         labels = np.array([[a in set(row) for a in aus] for row in arrays["aus"]], dtype=np.int64)
         frames = {k: torch.from_numpy(np.ascontiguousarray(arrays[k])).to(device) for k in ("onset", "apex", "flow") if k in arrays}
         return cls(np.asarray(arrays["sample_id"]), np.asarray(arrays["subject"]), np.asarray(arrays["emotion"]),
-                   np.asarray(arrays["objective_class"]), np.asarray(arrays["au_known"], bool), labels, frames)
+                   np.asarray(arrays["objective_class"]), np.asarray(arrays["au_known"], bool), labels, frames, fingerprint)
 
     def __len__(self) -> int:
         return len(self.sample_id)
@@ -83,7 +88,7 @@ def choose_thresholds(y: np.ndarray, prob: np.ndarray) -> np.ndarray:
 
 class Engine:
     def __init__(self, spec: MethodSpec, hparams: dict, data: DatasetTensors, aus: tuple[int, ...], seed: int = 0,
-                 accelerator: Accelerator | None = None):
+                 accelerator: Accelerator | None = None, feature_cache: Path | None = None):
         self.spec, self.hp, self.data, self.aus, self.seed = spec, hparams, data, tuple(aus), seed
         self.acc = accelerator or get_accelerator()
         set_seed(seed)
@@ -91,7 +96,9 @@ class Engine:
         self.model = self.acc.prepare_model(model)
         self.device = self.acc.device
         self.y = torch.as_tensor(data.labels, dtype=torch.float32, device=self.device)
-        self.features = self._encode_frozen() if getattr(model, "encoder_frozen", False) else None
+        self.features, self.features_from_disk = None, False
+        if getattr(model, "encoder_frozen", False):
+            self.features, self.features_from_disk = self._frozen_features(model, feature_cache)
         self.initial_state = copy.deepcopy(self.model.state_dict())
         params = model.param_groups(hparams["lr"], hparams["weight_decay"]) if hasattr(model, "param_groups") else \
             [{"params": [p for p in model.parameters() if p.requires_grad]}]
@@ -101,6 +108,15 @@ class Engine:
             if self.trainable else None
 
     # --- data ---------------------------------------------------------------------------
+    def _frozen_features(self, model, feature_cache: Path | None) -> tuple[torch.Tensor, bool]:
+        """The frozen encoder's features of every sample: from ``feature_cache`` when an entry
+        with the same data, encode configuration, weights and precision exists, else computed."""
+        if feature_cache is None or self.data.fingerprint is None:
+            return self._encode_frozen(), False
+        key = feature_key(self.data.fingerprint, model.encode_config, model.encoder,
+                          f"{self.device.type}-{self.acc.mixed_precision}")
+        return load_or_compute(feature_cache, key, self._encode_frozen, self.device)
+
     @torch.no_grad()
     def _encode_frozen(self, chunk: int = 128) -> torch.Tensor:
         self.model.eval()

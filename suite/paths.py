@@ -15,5 +15,10 @@ def cache_dir(results: Path | None = None) -> Path:
     return (results or results_dir()) / "cache"
 
 
+def token_cache_dir(results: Path | None = None) -> Path:
+    """Frozen-encoder features shared across trials and seeds (``suite.token_cache``)."""
+    return cache_dir(results) / "tokens"
+
+
 def synthetic_dir(results: Path | None = None, seed: int = 0, scale: str = "small") -> Path:
     return (results or results_dir()) / "synthetic" / f"seed{seed}-{scale}"

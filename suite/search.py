@@ -25,7 +25,7 @@ from .aus import DATASET_AUS
 from .data import DATASETS, RELEASE_FOLDER, DataError, load_cache, prepare
 from .engine import DatasetTensors
 from .nested import TrialOutputs, best_by_inner, best_on_test_folds, nested_choice
-from .paths import results_dir
+from .paths import results_dir, token_cache_dir
 from .registry import get_method, resolve_hparams
 from .results import load_record, predictions_frame, write_json, write_run
 from .spaces import SearchSpace, SpaceError, load_space
@@ -294,6 +294,7 @@ def main(argv=None) -> int:
             trials_dir.mkdir(parents=True, exist_ok=True)
             ctx = {"method": space.method, "fixed": space.fixed, "dataset": dataset, "cache": str(caches[dataset].path),
                    "fingerprint": caches[dataset].fingerprint, "trials_dir": str(trials_dir), "seed": args.seed,
+                   "token_cache": str(token_cache_dir(results)),
                    "gpus_per_trial": args.gpus_per_trial}
             tune_start = time.time()
             grid = run_tune(space, dataset, ctx, args, results, search_dir)

@@ -18,7 +18,7 @@ import torch
 from .aus import DATASET_AUS
 from .data import DATASETS, DataError, load_cache, prepare
 from .engine import DatasetTensors, Engine, get_accelerator
-from .paths import results_dir
+from .paths import results_dir, token_cache_dir
 from .protocol import loso_folds
 from .registry import get_method, methods, resolve_hparams
 from .results import config_id, predictions_frame, write_run
@@ -36,13 +36,13 @@ def run(method: str, dataset: str, data_root: Path | None = None, overrides: dic
     log(f"data: {dataset} {'(synthetic default)' if data_root is None else data_root} — cache {'hit' if cache.hit else 'built'}: {cache.path}")
     arrays, meta = load_cache(cache.path)
     acc = get_accelerator()
-    data = DatasetTensors.from_cache(arrays, aus, acc.device)
+    data = DatasetTensors.from_cache(arrays, aus, acc.device, cache.fingerprint)
     out_dir = Path(out) if out else results_dir(results) / "runs"
     cid = config_id(method, dataset, hp, cache.fingerprint)
     paths = []
     for seed in (range(seeds) if isinstance(seeds, int) else seeds):
         start = time.time()
-        engine = Engine(spec, hp, data, aus, seed, acc)
+        engine = Engine(spec, hp, data, aus, seed, acc, feature_cache=token_cache_dir(results))
         folds = loso_folds(data.subject, hp["inner_val_fraction"], seed)
         outputs = []
         for fold in folds:

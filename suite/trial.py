@@ -57,14 +57,14 @@ def run_trial(config: dict) -> None:
     hp = resolve_hparams(spec, {**ctx["fixed"], **hyperparameters(config), "selection": "inner"})
     aus = DATASET_AUS[ctx["dataset"]]
     arrays, _ = load_cache(Path(ctx["cache"]))
-    data = DatasetTensors.from_cache(arrays, aus, acc.device)
+    data = DatasetTensors.from_cache(arrays, aus, acc.device, ctx["fingerprint"])
     folds = loso_folds(data.subject, hp["inner_val_fraction"], ctx["seed"])
     done: list[dict] = []
     checkpoint = tune.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
             done = json.loads((Path(d) / "folds.json").read_text())
-    engine = Engine(spec, hp, data, aus, ctx["seed"], acc)
+    engine = Engine(spec, hp, data, aus, ctx["seed"], acc, feature_cache=Path(ctx["token_cache"]))
     trial_id = tune.get_context().get_trial_id()
     node = ray.get_runtime_context().get_node_id()
     for fold in folds[len(done):]:

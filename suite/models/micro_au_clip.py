@@ -202,6 +202,11 @@ class MicroAUCLIP(nn.Module):
         """The engine computes ``encode`` once per dataset and passes ``features`` instead."""
         return self.encoder.frozen and self.fuse is None
 
+    @property
+    def encode_config(self) -> dict:
+        """What ``encode`` depends on besides the encoder's weights (keys the token cache)."""
+        return {"method": "micro_au_clip", "motion": self.hp["motion"], "token_index": self.encoder.token_index}
+
     def on_fold_start(self, train_labels: np.ndarray) -> None:
         """Fold statistics from the training subjects only."""
         y = np.asarray(train_labels, float)
