@@ -201,14 +201,15 @@ def search_sections(results: Path, top_k: int = 5) -> list[dict]:
                    "wall_s": summary.get("wall_s"), "datasets": [], "plots": []}
         for d in summary["datasets"]:
             section["datasets"].append({**d, "dataset_name": DATASET_NAMES[d["dataset"]],
-                                        "top": top_trials(summary_path.parent / d["dataset"], d, top_k)})
+                                        "top": top_trials(Path(d["trials_dir"]), d, top_k)})
         section["plots"] = optuna_plots(summary_path.parent / "optuna.journal")
         sections.append(section)
     return sections
 
 
-def top_trials(folder: Path, summary_ds: dict, k: int) -> list[dict]:
-    """Best trials by inner F1 with their pooled outer (test) F1 — the gap is the point."""
+def top_trials(trials_dir: Path, summary_ds: dict, k: int) -> list[dict]:
+    """Best trials (those selection chose among) by inner F1 with their pooled outer (test) F1 —
+    the gap is the point."""
     import pandas as pd
 
     from .metrics import f1_per_au
@@ -217,7 +218,7 @@ def top_trials(folder: Path, summary_ds: dict, k: int) -> list[dict]:
     frame = pd.read_parquet(Path(summary_ds["records"]["nested"]).with_name(nested["predictions"])).set_index("sample_id")
     true_cols = [c for c in frame.columns if c.startswith("true_")]
     out = []
-    for path in folder.glob("trials/*.json"):
+    for path in trials_dir.glob("*.json"):
         doc = json.loads(path.read_text())
         pred, true = [], []
         for f in doc["folds"]:

@@ -28,6 +28,7 @@ from .nested import TrialOutputs, best_by_inner, best_on_test_folds, nested_choi
 from .paths import results_dir, token_cache_dir
 from .registry import get_method, resolve_hparams
 from .results import load_record, predictions_frame, write_json, write_run
+from .models.clip_backbone import BACKBONE_MODES
 from .spaces import SearchSpace, SpaceError, load_space
 from .trial import CONTEXT_KEY, fold_from_json, run_trial
 from . import train
@@ -85,37 +86,68 @@ def check_resources(cpus: float, gpus: float) -> dict:
     return total
 
 
-def run_tune(space: SearchSpace, dataset: str, ctx: dict, args, results: Path, search_dir: Path):
-    """Start or resume the Tune experiment for one dataset; returns its ResultGrid."""
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+def fit_experiment(exp_name: str, param_space: dict, make_search_alg, num_samples: int, args, results: Path):
+    """Start or resume one Tune experiment (restored by name when its state exists); its ResultGrid."""
     from ray import tune
 
-    from .searcher import ResumableOptunaSearch
-
-    exp_name = f"{args.name}-{dataset}"
     storage_path = results / "ray"
     trainable = tune.with_resources(run_trial, {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
     exp_path = storage_path / exp_name
     if tune.Tuner.can_restore(str(exp_path)):
-        print(f"[{dataset}] resuming {exp_path}")
-        tuner = tune.Tuner.restore(str(exp_path), trainable, resume_errored=True)
-    else:
-        searcher = ResumableOptunaSearch(
-            space=space.suggest, metric="inner_f1", mode="max", sampler=make_sampler(args.sampler, args.seed),
-            study_name=exp_name, storage=JournalStorage(JournalFileBackend(str(search_dir / "optuna.journal"))),
-        )
-        tuner = tune.Tuner(
-            trainable,
-            param_space={CONTEXT_KEY: ctx},
-            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=args.trials, max_concurrent_trials=args.concurrency,
-                                        reuse_actors=False),
-            # Checkpoints are a few KB of fold outputs: keep them all (num_to_keep would force an
-            # experiment snapshot after every fold report).
-            run_config=tune.RunConfig(name=exp_name, storage_path=str(storage_path), verbose=1,
-                                      failure_config=tune.FailureConfig(max_failures=MAX_FAILURES)),
-        )
+        print(f"resuming {exp_path}")
+        return tune.Tuner.restore(str(exp_path), trainable, resume_errored=True).fit()
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(search_alg=make_search_alg(), num_samples=num_samples,
+                                    max_concurrent_trials=args.concurrency, reuse_actors=False),
+        # Checkpoints are a few KB of fold outputs: keep them all (num_to_keep would force an
+        # experiment snapshot after every fold report).
+        run_config=tune.RunConfig(name=exp_name, storage_path=str(storage_path), verbose=1,
+                                  failure_config=tune.FailureConfig(max_failures=MAX_FAILURES)),
+    )
     return tuner.fit()
+
+
+def run_search_stage(space: SearchSpace, dataset: str, ctx: dict, args, results: Path, search_dir: Path):
+    """The Optuna search: ``args.trials`` configurations proposed by the sampler."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from .searcher import ResumableOptunaSearch
+
+    exp_name = f"{args.name}-{dataset}"
+    return fit_experiment(exp_name, {CONTEXT_KEY: ctx}, lambda: ResumableOptunaSearch(
+        space=space.suggest, metric="inner_f1", mode="max", sampler=make_sampler(args.sampler, args.seed),
+        study_name=exp_name, storage=JournalStorage(JournalFileBackend(str(search_dir / "optuna.journal"))),
+    ), args.trials, args, results)
+
+
+def run_confirm_stage(top: list[TrialOutputs], dataset: str, ctx: dict, args, results: Path):
+    """Fixed configurations (the screening stage's best) evaluated again at the higher fidelity."""
+    from ray.tune.search import BasicVariantGenerator
+
+    points = [t.params for t in top]
+    # the keys must exist in the param space for the points to fill them
+    param_space = {CONTEXT_KEY: ctx, **{k: None for k in points[0]}}
+    return fit_experiment(f"{args.name}-{dataset}-confirm", param_space,
+                          lambda: BasicVariantGenerator(points_to_evaluate=points), len(points), args, results)
+
+
+def parse_fidelity(value: str | None, space: SearchSpace, confirm_top: int, trials: int) -> tuple[str, str] | None:
+    """``LOW:HIGH`` backbone modes (e.g. ``frozen:full``) → (low, high), checked against the space."""
+    if not value:
+        return None
+    modes = value.split(":")
+    if len(modes) != 2 or not all(m in BACKBONE_MODES for m in modes) or modes[0] == modes[1]:
+        raise SearchError(f"--fidelity {value!r}: expected LOW:HIGH, two different backbone modes of {BACKBONE_MODES}, e.g. frozen:full")
+    if "backbone_mode" not in get_method(space.method).defaults:
+        raise SearchError(f"--fidelity: method {space.method!r} has no backbone_mode to vary")
+    if "backbone_mode" in space.fixed or any(p.name == "backbone_mode" for p in space.params):
+        raise SearchError(f"--fidelity: space {space.name!r} already sets backbone_mode; remove it or drop --fidelity")
+    if not 1 <= confirm_top <= trials:
+        raise SearchError(f"--confirm-top {confirm_top}: must be between 1 and --trials ({trials})")
+    return modes[0], modes[1]
 
 
 def collect(grid, trials_dir: Path, data: DatasetTensors) -> tuple[list[TrialOutputs], list[dict]]:
@@ -138,18 +170,67 @@ def collect(grid, trials_dir: Path, data: DatasetTensors) -> tuple[list[TrialOut
     return done, failed
 
 
-def summarise_dataset(space: SearchSpace, dataset: str, root, cache, trials: list[TrialOutputs], failed: list[dict],
-                      args, results: Path, search_dir: Path, tune_seconds: float) -> dict:
-    aus = DATASET_AUS[dataset]
-    arrays, _ = load_cache(cache.path)
+class StageIncomplete(Exception):
+    """A Tune stage that did not finish: interrupted (exit 130, resumable) or with no trial done."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.message, self.exit_code = message, exit_code
+
+
+def finished_trials(grid, expected: int, trials_dir: Path, data: DatasetTensors, dataset: str, stage: str):
+    finished = grid.num_terminated + grid.num_errors
+    if finished < expected:  # Tune returns normally after Ctrl-C: never summarise a partial search
+        raise StageIncomplete(f"interrupted: {finished} of {expected} {stage} trials finished on {dataset}; the state is saved — "
+                              f"rerun the same command to resume", 130)
+    trials, failed = collect(grid, trials_dir, data)
+    if not trials:
+        raise StageIncomplete(f"error: no {stage} trial finished on {dataset}; failures: {failed}", 1)
+    return trials, failed
+
+
+def search_dataset(space: SearchSpace, dataset: str, root, cache, fidelity: tuple[str, str] | None, args, results: Path,
+                   search_dir: Path) -> dict:
+    """Search one dataset (and, with ``--fidelity``, confirm its best configurations), then
+    select and summarise."""
     import torch
 
-    data = DatasetTensors.from_cache(arrays, aus, torch.device("cpu"))
+    data = DatasetTensors.from_cache(load_cache(cache.path)[0], DATASET_AUS[dataset], torch.device("cpu"))
+    trials_dir = search_dir / dataset / "trials"
+    trials_dir.mkdir(parents=True, exist_ok=True)
+    ctx = {"method": space.method, "fixed": {**space.fixed, **({"backbone_mode": fidelity[0]} if fidelity else {})},
+           "dataset": dataset, "cache": str(cache.path), "fingerprint": cache.fingerprint, "trials_dir": str(trials_dir),
+           "seed": args.seed, "token_cache": str(token_cache_dir(results)), "gpus_per_trial": args.gpus_per_trial}
+    tune_start = time.time()
+    trials, failed = finished_trials(run_search_stage(space, dataset, ctx, args, results, search_dir), args.trials, trials_dir,
+                                     data, dataset, "search")
+    screening = None
+    if fidelity:
+        top = sorted(trials, key=lambda t: -t.mean_inner_f1)[:args.confirm_top]  # stable: ties keep trial order
+        trials_dir = search_dir / dataset / "confirmed" / "trials"
+        ctx = {**ctx, "fixed": {**space.fixed, "backbone_mode": fidelity[1]}, "trials_dir": str(trials_dir)}
+        confirmed, failed_high = finished_trials(run_confirm_stage(top, dataset, ctx, args, results), len(top), trials_dir,
+                                                 data, dataset, "confirmation")
+        by_params = {json.dumps(t.params, sort_keys=True): t for t in confirmed}
+        screening = {"fidelity": {"search": fidelity[0], "confirm": fidelity[1]}, "trials_finished": len(trials),
+                     "trials_failed": failed,
+                     "confirmed": [{"params": t.params, "search_trial": t.trial_id, "search_inner_f1": t.mean_inner_f1,
+                                    "confirm_inner_f1": c.mean_inner_f1 if (c := by_params.get(json.dumps(t.params, sort_keys=True))) else None}
+                                   for t in top]}
+        trials, failed = confirmed, failed_high
+    summary = summarise_dataset(space, dataset, root, cache, data, trials, failed, trials_dir, args, results, search_dir,
+                                time.time() - tune_start)
+    return {**summary, "trials_dir": str(trials_dir), "screening": screening}
+
+
+def summarise_dataset(space: SearchSpace, dataset: str, root, cache, data: DatasetTensors, trials: list[TrialOutputs],
+                      failed: list[dict], trials_dir: Path, args, results: Path, search_dir: Path, tune_seconds: float) -> dict:
+    aus = DATASET_AUS[dataset]
     out = search_dir / dataset
-    devices = sorted({json.loads(p.read_text()).get("device", "?") for p in (out / "trials").glob("*.json")})
+    devices = sorted({json.loads(p.read_text()).get("device", "?") for p in trials_dir.glob("*.json")})
     common = {"method": space.method, "dataset": dataset, "aus": aus, "seed": args.seed, "fingerprint": cache.fingerprint,
               "device": ", ".join(devices), "duration_s": tune_seconds}
-    extra = {"search": args.name, "space": space.name, "n_trials": len(trials), "n_failed": len(failed),
+    extra = {"search": args.name, "space": space.name, "n_trials": len(trials), "n_failed": len(failed), "fidelity": args.fidelity,
              "command": "python -m suite.search " + " ".join(sys.argv[1:])}
     choice = nested_choice(trials)
     nested_path = write_run(out / "nested", predictions_frame(data, [choice[f].folds[f] for f in sorted(choice)], aus),
@@ -216,6 +297,13 @@ def existing_baselines(dataset: str, fingerprint: str, names: list[str], results
 def format_summary(summary: dict) -> str:
     lines = [f"search {summary['name']} (space {summary['space']}, {summary['wall_s']:.0f} s)"]
     for d in summary["datasets"]:
+        if d.get("screening"):
+            sc = d["screening"]
+            lines.append(f"  {d['dataset']}: searched {sc['trials_finished']} configurations with backbone {sc['fidelity']['search']} "
+                         f"({len(sc['trials_failed'])} failed); confirmed the best {len(sc['confirmed'])} with {sc['fidelity']['confirm']}:")
+            for c in sc["confirmed"]:
+                high = "failed" if c["confirm_inner_f1"] is None else f"{c['confirm_inner_f1']:.3f}"
+                lines.append(f"    inner F1 {sc['fidelity']['search']} {c['search_inner_f1']:.3f} → {sc['fidelity']['confirm']} {high}  {c['params']}")
         lines.append(f"  {d['dataset']}: {d['trials_finished']} trials finished, {len(d['trials_failed'])} failed")
         lines.append(f"    nested F1 (headline, unbiased)       {d['nested_f1']:.3f}")
         lines.append(f"    selected on test folds (optimistic)  {d['selected_on_test_folds_f1']:.3f}")
@@ -239,6 +327,10 @@ def parse_args(argv):
     p.add_argument("--address", help="an existing Ray cluster: auto or HOST:PORT (default: start a local one)")
     p.add_argument("--name")
     p.add_argument("--final-seeds", type=int, default=3)
+    p.add_argument("--fidelity", help="LOW:HIGH backbone modes, e.g. frozen:full: search with LOW (cached frozen tokens, "
+                                      "cheap), then re-run the --confirm-top best configurations with HIGH; selection "
+                                      "and the final seeds use the confirmed trials only")
+    p.add_argument("--confirm-top", type=int, default=3, help="configurations confirmed with --fidelity (default 3)")
     p.add_argument("--baselines", default=",".join(DEFAULT_BASELINES), help="baseline records to produce if missing ('' for none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--results", type=Path)
@@ -262,7 +354,8 @@ def main(argv=None) -> int:
         spec = get_method(space.method)
         image_size = resolve_hparams(spec, space.fixed)["image_size"] if "image_size" in spec.defaults else 112
         results = results_dir(args.results)
-        args.name = args.name or space.name
+        fidelity = parse_fidelity(args.fidelity, space, args.confirm_top, args.trials)
+        args.name = args.name or (f"{space.name}-{fidelity[0]}-to-{fidelity[1]}" if fidelity else space.name)
         roots = data_roots(datasets, args.data_root)
         caches = {d: prepare(d, roots[d], results, image_size=image_size, flow=spec.needs_flow) for d in datasets}
     except (SpaceError, SearchError, DataError, KeyError) as e:
@@ -271,7 +364,6 @@ def main(argv=None) -> int:
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # identical for every ray process we start
     import ray
-    import torch
 
     ray.init(address=args.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
@@ -290,31 +382,15 @@ def main(argv=None) -> int:
     summaries = []
     try:
         for dataset in datasets:
-            trials_dir = search_dir / dataset / "trials"
-            trials_dir.mkdir(parents=True, exist_ok=True)
-            ctx = {"method": space.method, "fixed": space.fixed, "dataset": dataset, "cache": str(caches[dataset].path),
-                   "fingerprint": caches[dataset].fingerprint, "trials_dir": str(trials_dir), "seed": args.seed,
-                   "token_cache": str(token_cache_dir(results)),
-                   "gpus_per_trial": args.gpus_per_trial}
-            tune_start = time.time()
-            grid = run_tune(space, dataset, ctx, args, results, search_dir)
-            tune_seconds = time.time() - tune_start
-            finished = grid.num_terminated + grid.num_errors
-            if finished < args.trials:  # Tune returns normally after Ctrl-C: never summarise a partial search
-                print(f"interrupted: {finished} of {args.trials} trials finished on {dataset}; the state is saved — "
-                      f"rerun the same command to resume", file=sys.stderr)
-                return 130
-            data = DatasetTensors.from_cache(load_cache(caches[dataset].path)[0], DATASET_AUS[dataset], torch.device("cpu"))
-            trials, failed = collect(grid, trials_dir, data)
-            if not trials:
-                print(f"error: no trial finished on {dataset}; failures: {failed}", file=sys.stderr)
-                return 1
-            summaries.append(summarise_dataset(space, dataset, roots[dataset], caches[dataset], trials, failed, args, results, search_dir,
-                                               tune_seconds))
+            summaries.append(search_dataset(space, dataset, roots[dataset], caches[dataset], fidelity, args, results, search_dir))
+    except StageIncomplete as e:
+        print(e.message, file=sys.stderr)
+        return e.exit_code
     finally:
         ray.shutdown()
     summary = {"name": args.name, "space": space.name, "method": space.method, "sampler": args.sampler,
-               "trials": args.trials, "wall_s": time.time() - start, "datasets": summaries}
+               "trials": args.trials, "fidelity": args.fidelity, "confirm_top": args.confirm_top if fidelity else None,
+               "wall_s": time.time() - start, "datasets": summaries}
     write_json(search_dir / "summary.json", summary)
     text = format_summary(summary)
     (search_dir / "summary.txt").write_text(text + "\n")

@@ -95,6 +95,36 @@ def test_tiny_search_end_to_end(synthetic, tmp_path):
     assert Path(ds["records"]["constant"]).exists()
 
 
+def test_frozen_search_then_fine_tuned_confirmation(synthetic, tmp_path):
+    """--fidelity frozen:full: every search trial reads one shared token-cache entry; the best
+    configurations by inner F1 are re-run fine-tuned, and selection uses those only."""
+    results = tmp_path / "results"
+    proc = _search(["--space", _space(tmp_path, TINY.replace("epochs: 3", "epochs: 2")), "--data-root", synthetic / "CASME2",
+                    "--trials", 3, "--fidelity", "frozen:full", "--confirm-top", 2, "--final-seeds", 1, "--baselines", "",
+                    "--results", results])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    name = "tiny-frozen-to-full"
+    out = results / "searches" / name / "casme2"
+    screened = [json.loads(p.read_text()) for p in (out / "trials").glob("*.json")]
+    confirmed = [json.loads(p.read_text()) for p in (out / "confirmed" / "trials").glob("*.json")]
+    assert len(screened) == 3 and {d["hparams"]["backbone_mode"] for d in screened} == {"frozen"}
+    assert len(confirmed) == 2 and {d["hparams"]["backbone_mode"] for d in confirmed} == {"full"}
+    assert len(list((results / "cache" / "tokens").glob("*.pt"))) == 1  # computed once, read by the other trials
+    ranked = sorted(screened, key=lambda d: (-np.mean([f["inner_f1"] for f in d["folds"]]), d["trial_id"]))  # ties: trial order
+    top2 = sorted(json.dumps(d["params"], sort_keys=True) for d in ranked[:2])
+    assert sorted(json.dumps(d["params"], sort_keys=True) for d in confirmed) == top2
+    assert len([t for t in _study(results, name).trials if t.state.name == "COMPLETE"]) == 3  # Optuna saw the search only
+    [ds] = json.loads((results / "searches" / name / "summary.json").read_text())["datasets"]
+    assert ds["screening"]["trials_finished"] == 3 and len(ds["screening"]["confirmed"]) == 2
+    assert ds["trials_finished"] == 2 and ds["trials_dir"] == str(out / "confirmed" / "trials")
+    nested = json.loads(Path(ds["records"]["nested"]).read_text())
+    assert nested["n_trials"] == 2 and nested["fidelity"] == "frozen:full"
+    assert set(nested["chosen_trials"].values()) <= {d["trial_id"] for d in confirmed}
+    [final] = ds["records"]["final"]
+    assert json.loads(Path(final).read_text())["hparams"]["backbone_mode"] == "full"
+    assert "confirmed the best 2 with full" in proc.stdout
+
+
 @pytest.mark.parametrize("how", ["ctrl-c", "kill-9"])
 def test_resume_after_interrupt_gives_exact_trial_count(synthetic, tmp_path, how):
     results = tmp_path / "results"
@@ -151,6 +181,10 @@ def test_failing_trial_is_retried_then_recorded(synthetic, tmp_path):
     (["--space", "nope"], "unknown search space 'nope'"),
     (["--space", "gsd", "--datasets", "casme3"], "unknown dataset"),
     (["--space", "gsd", "--data-root", "/nonexistent/CASME2"], "is not a folder"),
+    (["--space", "gsd", "--fidelity", "frozen:frozen"], "two different backbone modes"),
+    (["--space", "gsd", "--fidelity", "fast"], "expected LOW:HIGH"),
+    (["--space", "gsd", "--fidelity", "frozen:full", "--trials", "2", "--confirm-top", "3"], "--confirm-top 3"),
+    (["--space", "sssnet", "--fidelity", "frozen:full"], "has no backbone_mode"),
 ])
 def test_errors_before_any_work(tmp_path, capsys, args, message):
     assert search_main([*args, "--results", str(tmp_path)]) == 2
