@@ -30,7 +30,7 @@ from .registry import get_method, resolve_hparams
 from .results import load_record, predictions_frame, write_json, write_run
 from .models.clip_backbone import BACKBONE_MODES
 from .spaces import SearchSpace, SpaceError, load_space
-from .trial import CONTEXT_KEY, fold_from_json, run_trial
+from .trial import CONTEXT_KEY, fold_from_json, run_trial, trial_resources
 from . import train
 
 SAMPLERS = ("tpe", "gp", "cmaes", "random")
@@ -75,14 +75,15 @@ def data_roots(datasets: list[str], data_root: str | None) -> dict[str, Path | N
     raise SearchError(f"--data-root {root}: expected subfolders {[RELEASE_FOLDER[d] for d in datasets]} or casme2=PATH,samm=PATH")
 
 
-def check_resources(cpus: float, gpus: float) -> dict:
+def check_resources(cpus: float, gpus: float, fold_workers: int) -> dict:
     import ray
 
     total = ray.cluster_resources()
-    if cpus > total.get("CPU", 0):
-        raise SearchError(f"--cpus-per-trial {cpus} does not fit: the Ray cluster has {total.get('CPU', 0)} CPUs")
-    if gpus > total.get("GPU", 0):
-        raise SearchError(f"--gpus-per-trial {gpus} does not fit: the Ray cluster has {total.get('GPU', 0)} GPUs")
+    workers = f" × --fold-workers {fold_workers}" if fold_workers > 1 else ""
+    if cpus * fold_workers > total.get("CPU", 0):
+        raise SearchError(f"--cpus-per-trial {cpus}{workers} does not fit: the Ray cluster has {total.get('CPU', 0)} CPUs")
+    if gpus * fold_workers > total.get("GPU", 0):
+        raise SearchError(f"--gpus-per-trial {gpus}{workers} does not fit: the Ray cluster has {total.get('GPU', 0)} GPUs")
     return total
 
 
@@ -91,7 +92,7 @@ def fit_experiment(exp_name: str, param_space: dict, make_search_alg, num_sample
     from ray import tune
 
     storage_path = results / "ray"
-    trainable = tune.with_resources(run_trial, {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
+    trainable = tune.with_resources(run_trial, trial_resources(args.cpus_per_trial, args.gpus_per_trial, args.fold_workers))
     exp_path = storage_path / exp_name
     if tune.Tuner.can_restore(str(exp_path)):
         print(f"resuming {exp_path}")
@@ -200,7 +201,8 @@ def search_dataset(space: SearchSpace, dataset: str, root, cache, fidelity: tupl
     trials_dir.mkdir(parents=True, exist_ok=True)
     ctx = {"method": space.method, "fixed": {**space.fixed, **({"backbone_mode": fidelity[0]} if fidelity else {})},
            "dataset": dataset, "cache": str(cache.path), "fingerprint": cache.fingerprint, "trials_dir": str(trials_dir),
-           "seed": args.seed, "token_cache": str(token_cache_dir(results)), "gpus_per_trial": args.gpus_per_trial}
+           "seed": args.seed, "token_cache": str(token_cache_dir(results)), "cpus_per_trial": args.cpus_per_trial,
+           "gpus_per_trial": args.gpus_per_trial, "fold_workers": args.fold_workers}
     tune_start = time.time()
     trials, failed = finished_trials(run_search_stage(space, dataset, ctx, args, results, search_dir), args.trials, trials_dir,
                                      data, dataset, "search")
@@ -323,6 +325,8 @@ def parse_args(argv):
     p.add_argument("--concurrency", type=int)
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--gpus-per-trial", type=float)
+    p.add_argument("--fold-workers", type=int, default=1,
+                   help="run each trial's LOSO folds on this many workers at once, each with --cpus/--gpus-per-trial")
     p.add_argument("--sampler", default="tpe", choices=SAMPLERS)
     p.add_argument("--address", help="an existing Ray cluster: auto or HOST:PORT (default: start a local one)")
     p.add_argument("--name")
@@ -351,6 +355,8 @@ def main(argv=None) -> int:
             get_method(b)
         if args.trials < 1:
             raise SearchError("--trials must be at least 1")
+        if args.fold_workers < 1:
+            raise SearchError("--fold-workers must be at least 1")
         spec = get_method(space.method)
         image_size = resolve_hparams(spec, space.fixed)["image_size"] if "image_size" in spec.defaults else 112
         results = results_dir(args.results)
@@ -369,10 +375,10 @@ def main(argv=None) -> int:
     try:
         if args.gpus_per_trial is None:
             args.gpus_per_trial = 0.25 if ray.cluster_resources().get("GPU", 0) else 0.0
-        total = check_resources(args.cpus_per_trial, args.gpus_per_trial)
+        total = check_resources(args.cpus_per_trial, args.gpus_per_trial, args.fold_workers)
         if args.concurrency is None:
-            by_cpu = int(total.get("CPU", 1) // args.cpus_per_trial)
-            by_gpu = int(total.get("GPU", 0) // args.gpus_per_trial) if args.gpus_per_trial else by_cpu
+            by_cpu = int(total.get("CPU", 1) // (args.cpus_per_trial * args.fold_workers))
+            by_gpu = int(total.get("GPU", 0) // (args.gpus_per_trial * args.fold_workers)) if args.gpus_per_trial else by_cpu
             args.concurrency = max(1, min(by_cpu, by_gpu, args.trials))
     except SearchError as e:
         ray.shutdown()

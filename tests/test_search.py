@@ -125,6 +125,37 @@ def test_frozen_search_then_fine_tuned_confirmation(synthetic, tmp_path):
     assert "confirmed the best 2 with full" in proc.stdout
 
 
+def test_fold_workers_run_folds_concurrently_with_identical_outputs(synthetic, tmp_path):
+    """--fold-workers 2: each trial's folds are split between the trial process and an actor in
+    its placement group; every fold output equals the sequential engine's."""
+    import torch
+
+    from suite.aus import DATASET_AUS
+    from suite.data import load_cache, prepare
+    from suite.engine import DatasetTensors, Engine
+    from suite.protocol import loso_folds
+    from suite.registry import get_method
+
+    results = tmp_path / "results"
+    proc = _search(["--space", _space(tmp_path, TINY.replace("epochs: 3", "epochs: 2")), "--data-root", synthetic / "CASME2",
+                    "--trials", 2, "--fold-workers", 2, "--cpus-per-trial", 1, "--final-seeds", 0, "--baselines", "",
+                    "--results", results, "--name", "workers"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    docs = [json.loads(p.read_text()) for p in (results / "searches" / "workers" / "casme2" / "trials").glob("*.json")]
+    assert len(docs) == 2
+    cache = prepare("casme2", synthetic / "CASME2", results)
+    aus = DATASET_AUS["casme2"]
+    data = DatasetTensors.from_cache(load_cache(cache.path)[0], aus, torch.device("cpu"))
+    for doc in docs:
+        assert [f["fold"] for f in doc["folds"]] == [0, 1, 2, 3]
+        assert len({f["pid"] for f in doc["folds"]}) == 2  # two processes ran this trial's folds
+        engine = Engine(get_method("micro_au_clip"), doc["hparams"], data, aus, seed=0)
+        for fold, stored in zip(loso_folds(data.subject, doc["hparams"]["inner_val_fraction"], 0), doc["folds"]):
+            out = engine.run_fold(fold, "inner")
+            assert stored["inner_f1"] == out.inner_f1
+            np.testing.assert_allclose(np.array(stored["prob"]), out.prob, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("how", ["ctrl-c", "kill-9"])
 def test_resume_after_interrupt_gives_exact_trial_count(synthetic, tmp_path, how):
     results = tmp_path / "results"
