@@ -88,7 +88,7 @@ def choose_thresholds(y: np.ndarray, prob: np.ndarray) -> np.ndarray:
 
 class Engine:
     def __init__(self, spec: MethodSpec, hparams: dict, data: DatasetTensors, aus: tuple[int, ...], seed: int = 0,
-                 accelerator: Accelerator | None = None, feature_cache: Path | None = None):
+                 accelerator: Accelerator | None = None, feature_cache: Path | None = None, compile: str | None = None):
         self.spec, self.hp, self.data, self.aus, self.seed = spec, hparams, data, tuple(aus), seed
         self.acc = accelerator or get_accelerator()
         set_seed(seed)
@@ -100,6 +100,9 @@ class Engine:
         if getattr(model, "encoder_frozen", False):
             self.features, self.features_from_disk = self._frozen_features(model, feature_cache)
         self.initial_state = copy.deepcopy(self.model.state_dict())
+        # torch.compile once per engine: every fold re-initialises the same parameters in place,
+        # so the compiled graphs are reused across folds (``compile`` names the backend).
+        self.forward = torch.compile(self.model, backend=compile) if compile else self.model
         params = model.param_groups(hparams["lr"], hparams["weight_decay"]) if hasattr(model, "param_groups") else \
             [{"params": [p for p in model.parameters() if p.requires_grad]}]
         self.trainable = any(p.requires_grad for g in params for p in g["params"])
@@ -164,7 +167,7 @@ class Engine:
             for start in range(0, len(order), bs):
                 batch = self.batch(order[start:start + bs], with_labels=True)
                 with self.acc.autocast():
-                    loss = self.model(batch)["loss"]
+                    loss = self.forward(batch)["loss"]
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch}")
                 self.optimizer.zero_grad(set_to_none=True)
@@ -188,7 +191,7 @@ class Engine:
         out = []
         for start in range(0, len(idx), chunk):
             with self.acc.autocast():
-                logits = self.model(self.batch(idx[start:start + chunk], with_labels=False))["logits"]
+                logits = self.forward(self.batch(idx[start:start + chunk], with_labels=False))["logits"]
             out.append(torch.sigmoid(logits.float()).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.aus)))
 

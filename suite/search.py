@@ -202,7 +202,7 @@ def search_dataset(space: SearchSpace, dataset: str, root, cache, fidelity: tupl
     ctx = {"method": space.method, "fixed": {**space.fixed, **({"backbone_mode": fidelity[0]} if fidelity else {})},
            "dataset": dataset, "cache": str(cache.path), "fingerprint": cache.fingerprint, "trials_dir": str(trials_dir),
            "seed": args.seed, "token_cache": str(token_cache_dir(results)), "cpus_per_trial": args.cpus_per_trial,
-           "gpus_per_trial": args.gpus_per_trial, "fold_workers": args.fold_workers}
+           "gpus_per_trial": args.gpus_per_trial, "fold_workers": args.fold_workers, "compile": args.compile}
     tune_start = time.time()
     trials, failed = finished_trials(run_search_stage(space, dataset, ctx, args, results, search_dir), args.trials, trials_dir,
                                      data, dataset, "search")
@@ -260,7 +260,8 @@ def summarise_dataset(space: SearchSpace, dataset: str, root, cache, data: Datas
     }
 
 
-def _train_task(method: str, dataset: str, root, overrides: dict | None, seed: int, results: Path, gpu_fraction: float) -> str:
+def _train_task(method: str, dataset: str, root, overrides: dict | None, seed: int, results: Path, gpu_fraction: float,
+                compile: str | None) -> str:
     """One ``suite.train`` run inside a Ray task (final seeds, baselines): on a cluster these run
     on the workers, with the trials' resources, not on the head."""
     import ray
@@ -271,7 +272,7 @@ def _train_task(method: str, dataset: str, root, overrides: dict | None, seed: i
     if ray.get_gpu_ids() and gpu_fraction < 1:
         torch.cuda.set_per_process_memory_fraction(gpu_fraction)
     get_accelerator(cpu=not ray.get_gpu_ids())
-    return str(train.run(method, dataset, root, overrides, [seed], results=results, log=lambda *_: None)[0])
+    return str(train.run(method, dataset, root, overrides, [seed], results=results, log=lambda *_: None, compile=compile)[0])
 
 
 def run_on_cluster(jobs: list[tuple[str, dict | None, int]], dataset: str, root, results: Path, args) -> list[Path]:
@@ -279,7 +280,7 @@ def run_on_cluster(jobs: list[tuple[str, dict | None, int]], dataset: str, root,
     import ray
 
     task = ray.remote(num_cpus=args.cpus_per_trial, num_gpus=args.gpus_per_trial)(_train_task)
-    futures = [task.remote(m, dataset, root, o, s, results, args.gpus_per_trial) for m, o, s in jobs]
+    futures = [task.remote(m, dataset, root, o, s, results, args.gpus_per_trial, args.compile) for m, o, s in jobs]
     return [Path(p) for p in ray.get(futures)]
 
 
@@ -330,6 +331,8 @@ def parse_args(argv):
     p.add_argument("--sampler", default="tpe", choices=SAMPLERS)
     p.add_argument("--address", help="an existing Ray cluster: auto or HOST:PORT (default: start a local one)")
     p.add_argument("--name")
+    p.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
+                   help="torch.compile each trial's model once, reused across its folds (default backend inductor)")
     p.add_argument("--final-seeds", type=int, default=3)
     p.add_argument("--fidelity", help="LOW:HIGH backbone modes, e.g. frozen:full: search with LOW (cached frozen tokens, "
                                       "cheap), then re-run the --confirm-top best configurations with HIGH; selection "

@@ -27,8 +27,9 @@ PROTOCOL = "loso"
 
 
 def run(method: str, dataset: str, data_root: Path | None = None, overrides: dict | None = None, seeds: int | list[int] = 1,
-        out: Path | None = None, results: Path | None = None, log=print) -> list[Path]:
-    """Train ``method`` with each seed (a count N means seeds 0..N-1); return the record paths."""
+        out: Path | None = None, results: Path | None = None, log=print, compile: str | None = None) -> list[Path]:
+    """Train ``method`` with each seed (a count N means seeds 0..N-1); return the record paths.
+    ``compile``: a ``torch.compile`` backend (e.g. ``inductor``) for long runs; None runs eagerly."""
     spec = get_method(method)
     hp = resolve_hparams(spec, overrides)
     aus = DATASET_AUS[dataset]
@@ -42,7 +43,7 @@ def run(method: str, dataset: str, data_root: Path | None = None, overrides: dic
     paths = []
     for seed in (range(seeds) if isinstance(seeds, int) else seeds):
         start = time.time()
-        engine = Engine(spec, hp, data, aus, seed, acc, feature_cache=token_cache_dir(results))
+        engine = Engine(spec, hp, data, aus, seed, acc, feature_cache=token_cache_dir(results), compile=compile)
         folds = loso_folds(data.subject, hp["inner_val_fraction"], seed)
         outputs = []
         for fold in folds:
@@ -51,6 +52,7 @@ def run(method: str, dataset: str, data_root: Path | None = None, overrides: dic
         extra = {
             "inner_f1": float(np.mean([o.inner_f1 for o in outputs])) if hp["selection"] == "inner" else None,
             "data_root": str(data_root) if data_root else "synthetic:seed0-small",
+            "compile": compile,
             "command": "python -m suite.train " + shlex.join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("train.py") else None,
         }
         path = write_run(out_dir / dataset / method / cid / f"seed{seed}", predictions_frame(data, outputs, aus), method=method,
@@ -99,6 +101,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--out", type=Path, help="records folder (default results/runs)")
     p.add_argument("--results", type=Path, help="results folder (default ./results or $MICRO_AU_RESULTS)")
+    p.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
+                   help="torch.compile the model once and reuse it across folds (default backend inductor); pays off on long GPU runs")
     p.add_argument("--list-methods", action="store_true")
     args = p.parse_args(argv)
     if args.list_methods:
@@ -106,7 +110,8 @@ def main(argv=None) -> int:
             print(f"{name:28s} {spec.description}")
         return 0
     try:
-        paths = run(args.method, args.dataset, args.data_root, parse_sets(args.set), args.seeds, args.out, args.results)
+        paths = run(args.method, args.dataset, args.data_root, parse_sets(args.set), args.seeds, args.out, args.results,
+                    compile=args.compile)
     except (KeyError, ValueError, DataError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2

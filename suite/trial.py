@@ -58,7 +58,8 @@ def build_engine(ctx: dict, config: dict, on_gpu: bool) -> tuple[Engine, Dataset
     aus = DATASET_AUS[ctx["dataset"]]
     data = DatasetTensors.from_cache(load_cache(Path(ctx["cache"]))[0], aus, acc.device, ctx["fingerprint"])
     folds = loso_folds(data.subject, hp["inner_val_fraction"], ctx["seed"])
-    return Engine(spec, hp, data, aus, ctx["seed"], acc, feature_cache=Path(ctx["token_cache"])), data, folds
+    engine = Engine(spec, hp, data, aus, ctx["seed"], acc, feature_cache=Path(ctx["token_cache"]), compile=ctx.get("compile"))
+    return engine, data, folds
 
 
 class FoldWorker:

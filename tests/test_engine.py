@@ -90,3 +90,40 @@ def test_micro_au_clip_beats_floor_and_single_frame_on_default_casme2(tmp_path):
                for m in ("constant", "micro_au_clip", "micro_au_clip_single_frame")}
     assert results["micro_au_clip"] > results["constant"] + 0.15
     assert results["micro_au_clip"] > results["micro_au_clip_single_frame"] + 0.15
+
+
+def test_compiled_model_is_reused_across_folds_and_matches_eager(synthetic, tmp_path):
+    """torch.compile once per engine: the graphs stop growing once every batch shape has been
+    seen (the first new shape turns on dynamic shapes: one recompile), same predictions.
+    (aot_eager keeps the test fast; inductor is the CLI default.)"""
+    import torch
+    from torch._dynamo.utils import counters
+
+    from suite.aus import DATASET_AUS
+    from suite.data import load_cache, prepare
+    from suite.engine import DatasetTensors, Engine
+    from suite.protocol import loso_folds
+    from suite.registry import get_method, resolve_hparams
+
+    cache = prepare("casme2", synthetic / "CASME2", tmp_path)
+    aus = DATASET_AUS["casme2"]
+    data = DatasetTensors.from_cache(load_cache(cache.path)[0], aus, torch.device("cpu"))
+    spec = get_method("micro_au_clip")
+    hp = resolve_hparams(spec, {"epochs": 2, "batch_size": 8})
+    folds = loso_folds(data.subject, 0.25, 0)
+    eager = Engine(spec, hp, data, aus, seed=0)
+    compiled = Engine(spec, hp, data, aus, seed=0, compile="aot_eager")
+    graphs = []
+    for fold in folds:
+        expected = eager.run_fold(fold, "fixed").prob
+        np.testing.assert_allclose(compiled.run_fold(fold, "fixed").prob, expected, rtol=1e-4, atol=1e-5)
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert graphs[0] > 0 and graphs[1] <= graphs[0] + 1 and graphs[2:] == [graphs[1]] * (len(folds) - 2)
+
+
+def test_cli_compile_flag_is_recorded(synthetic, tmp_path, capsys):
+    args = ["--method", "micro_au_clip", "--data-root", str(synthetic / "CASME2"), "--results", str(tmp_path),
+            "--set", "epochs=1", "--compile", "aot_eager"]
+    assert train_cli(args) == 0
+    record = load_record(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["compile"] == "aot_eager"
