@@ -43,10 +43,10 @@ class ClipGlobal(MultiLabelDetector):
         return {"method": "clip_global", "input": self.input}
 
     def encode(self, batch: dict) -> torch.Tensor:
-        apex = self.encoder.image_embedding(batch["apex"])
         if self.input == "apex":
-            return apex
-        diff = apex - self.encoder.image_embedding(batch["onset"])
+            return self.encoder.image_embedding(batch["apex"])
+        apex, onset = self.encoder.image_embedding(torch.cat([batch["apex"], batch["onset"]])).chunk(2)  # one tower pass
+        diff = apex - onset
         return diff if self.input == "diff" else torch.cat([apex, diff], -1)
 
     def forward(self, batch: dict) -> dict:

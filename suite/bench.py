@@ -11,16 +11,23 @@ Measured (each on one dataset, one configuration, the same epochs):
    the model and optimizer, decodes the JPEG frames through a ``DataLoader`` every epoch, batch
    32, and runs the backbone every step (no token cache). Implemented here only, as the peer.
 3. ``frozen`` vs ``full``: per-trial (full LOSO) time with cached frozen tokens vs fine-tuning
-   the whole tower, at equal epochs.
+   the whole tower, at equal epochs. ``suite frozen`` is the first trial (tokens computed and
+   stored); ``suite frozen, cached`` every later trial of a search (tokens read from the on-disk
+   token cache, ``suite.token_cache``).
 
-Trial packing (trials per hour at 1 and 4 trials per GPU) needs a GPU and Ray; it is reported as
-skipped on CPU.
+4. ``trial packing``: trials per hour of the ``gsd`` search (its Tune stage, ``suite.search`` as
+   users run it, with this run's CLIP, image size and epochs) with 1 and with K trials sharing
+   each GPU (``--packing K``, default 4 on a GPU; on CPU only when asked: K trials share the
+   cores).
 
-    python -m suite.bench [--clip tiny] [--image-size 112] [--scale small] [--epochs 3] [--out FILE]
+    python -m suite.bench [--clip tiny] [--image-size 112] [--scale small|full] [--data-root DIR]
+        [--epochs 3] [--packing K] [--packing-trials N] [--out FILE]
 """
 from __future__ import annotations
 
 import argparse
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -73,11 +80,11 @@ def backbone_flops_per_image(engine: Engine, image_size: int) -> float:
     return counter.get_total_flops() / 4
 
 
-def run_suite(spec, hp, data, aus, seed=0) -> tuple[float, Engine, list]:
+def run_suite(spec, hp, data, aus, seed=0, feature_cache: Path | None = None) -> tuple[float, Engine, list]:
     acc = get_accelerator()
     _sync(acc.device)
     start = time.perf_counter()
-    engine = Engine(spec, hp, data, aus, seed, acc)
+    engine = Engine(spec, hp, data, aus, seed, acc, feature_cache=feature_cache)
     folds = loso_folds(data.subject, hp["inner_val_fraction"], seed)
     for fold in folds:
         engine.run_fold(fold, "fixed")
@@ -137,29 +144,64 @@ def run_peer(spec, hp, release, data, aus, device, seed=0) -> float:
     return time.perf_counter() - start
 
 
+def trials_per_hour(dataset: str, root: Path, packing: int, n_trials: int, fixed: dict, on_gpu: bool) -> dict:
+    """Run the ``gsd`` search with ``packing`` trials per GPU (or sharing the CPUs) in a scratch
+    results folder; trials per hour of its Tune stage (the nested record's duration)."""
+    import json
+    import os
+
+    import yaml
+
+    from . import search
+    from .spaces import load_space
+
+    gsd = load_space("gsd")
+    cpus = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="bench-pack-") as tmp:
+        space = Path(tmp) / "gsd.yaml"
+        space.write_text(yaml.safe_dump({**yaml.safe_load(gsd.path.read_text()), "fixed": {**gsd.fixed, **fixed}}))
+        resources = (["--gpus-per-trial", str(1 / packing), "--cpus-per-trial", str(max(1, cpus // 4))] if on_gpu
+                     else ["--gpus-per-trial", "0", "--cpus-per-trial", str(max(1, cpus // packing))])
+        code = search.main(["--space", str(space), "--datasets", dataset, "--data-root", str(root), "--trials", str(n_trials),
+                            "--final-seeds", "0", "--baselines", "", "--results", tmp, "--name", f"pack{packing}", *resources])
+        if code != 0:
+            raise RuntimeError(f"the packing search with {packing} per device exited {code}")
+        summary = json.loads((Path(tmp) / "searches" / f"pack{packing}" / "summary.json").read_text())
+        nested = json.loads(Path(summary["datasets"][0]["records"]["nested"]).read_text())
+    seconds = nested["duration_s"]
+    return {"per_device": packing, "trials": n_trials, "seconds": seconds, "trials_per_hour": 3600 * n_trials / seconds,
+            "resources": " ".join(resources)}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m suite.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="casme2", choices=["casme2", "samm"])
     p.add_argument("--clip", default="tiny")
     p.add_argument("--image-size", type=int, default=112)
     p.add_argument("--scale", default="small", choices=["small", "full"])
+    p.add_argument("--data-root", type=Path, help="a release folder (default: the synthetic release at --scale)")
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--packing", type=int, help="trials per device to compare with 1 (default 4 on a GPU, skipped on CPU)")
+    p.add_argument("--packing-trials", type=int, default=8, help="trials per packing measurement")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     results = results_dir()
-    root = synthetic_root(args.dataset, results, scale=args.scale)
+    root = args.data_root or synthetic_root(args.dataset, results, scale=args.scale)
     release = read_release(args.dataset, root)
     cache = prepare(args.dataset, root, results, image_size=args.image_size)
     aus = DATASET_AUS[args.dataset]
     acc = get_accelerator()
-    data = DatasetTensors.from_cache(load_cache(cache.path)[0], aus, acc.device)
+    data = DatasetTensors.from_cache(load_cache(cache.path)[0], aus, acc.device, cache.fingerprint)
+    tokens = Path(tempfile.mkdtemp(prefix="bench-tokens-"))  # a cold token cache for this run only
     spec = get_method("micro_au_clip")
     base = {"clip_model": args.clip, "image_size": args.image_size, "epochs": args.epochs, "batch_size": 32}
     rows = {}
     for mode in ("full", "frozen"):
         hp = resolve_hparams(spec, {**base, "backbone_mode": mode})
-        seconds, engine, folds = run_suite(spec, hp, data, aus)
+        seconds, engine, folds = run_suite(spec, hp, data, aus, feature_cache=tokens)
         rows[f"suite {mode}"] = {"seconds": seconds}
+        if mode == "frozen":
+            rows["suite frozen, cached"] = {"seconds": run_suite(spec, hp, data, aus, feature_cache=tokens)[0]}
         if mode == "full":
             per_image = backbone_flops_per_image(engine, args.image_size)
             images = sum(2 * int(data.au_known[f.train].sum()) * args.epochs + 2 * len(f.test) for f in folds)
@@ -176,14 +218,25 @@ def main(argv=None) -> int:
             "full: peer / suite": rows["peer full"]["seconds"] / rows["suite full"]["seconds"],
             "frozen: peer / suite": rows["peer frozen"]["seconds"] / rows["suite frozen"]["seconds"],
             "per trial: full / frozen (suite)": rows["suite full"]["seconds"] / rows["suite frozen"]["seconds"],
+            "per trial: full / frozen, cached": rows["suite full"]["seconds"] / rows["suite frozen, cached"]["seconds"],
         },
-        "trial_packing": "skipped: needs a GPU and Ray" if acc.device.type != "cuda" else "not implemented in this script yet",
         "versions": versions(),
     }
-    print(f"device: {report['device']}; {args.dataset} {args.scale} ({len(data)} clips), {args.clip} {args.image_size}px, {args.epochs} epochs")
-    print(f"{'run':<14}{'seconds':>10}")
+    packing = args.packing or (4 if acc.device.type == "cuda" else None)
+    if packing:
+        fixed = {"clip_model": args.clip, "image_size": args.image_size, "epochs": args.epochs}
+        runs = [trials_per_hour(args.dataset, root, k, args.packing_trials, fixed, acc.device.type == "cuda") for k in (1, packing)]
+        report["trial_packing"] = runs
+        report["ratios"][f"trials/hour: {packing} per device / 1"] = runs[1]["trials_per_hour"] / runs[0]["trials_per_hour"]
+    else:
+        report["trial_packing"] = "skipped on CPU (pass --packing K to measure K trials sharing the cores)"
+    for run in report["trial_packing"] if packing else []:
+        print(f"packing {run['per_device']} per device: {run['trials']} trials in {run['seconds']:.0f} s = {run['trials_per_hour']:.0f} trials/hour")
+    print(f"device: {report['device']}; {args.dataset} {args.scale if not args.data_root else args.data_root} ({len(data)} clips), {args.clip} {args.image_size}px, {args.epochs} epochs")
+    shutil.rmtree(tokens, ignore_errors=True)
+    print(f"{'run':<22}{'seconds':>10}")
     for name, row in rows.items():
-        print(f"{name:<14}{row['seconds']:>10.1f}" + (f"   floor {row['floor_seconds']:.1f} s" if "floor_seconds" in row else ""))
+        print(f"{name:<22}{row['seconds']:>10.2f}" + (f"   floor {row['floor_seconds']:.1f} s" if "floor_seconds" in row else ""))
     for name, value in report["ratios"].items():
         print(f"{name:<34}{value:>8.1f}×")
     out = args.out or results / "bench" / f"bench-{args.dataset}-{args.scale}-{args.clip}.json"

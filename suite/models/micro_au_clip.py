@@ -229,10 +229,11 @@ class MicroAUCLIP(nn.Module):
         if mode == "diff_image":
             diff = (batch["apex"].float() - batch["onset"].float()) / 255.0
             return enc.embed((0.5 + 2.0 * diff).clamp(0, 1))
-        apex = enc.embed(batch["apex"])
         if mode == "apex":
-            return apex
-        motion = apex - enc.embed(batch["onset"])
+            return enc.embed(batch["apex"])
+        # one tower pass over apex and onset together: twice the batch, larger matmuls
+        apex, onset = enc.embed(torch.cat([batch["apex"], batch["onset"]])).chunk(2)
+        motion = apex - onset
         if mode == "token_diff":
             return motion
         return self.fuse(torch.cat([apex, motion], dim=-1))

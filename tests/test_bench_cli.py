@@ -1,0 +1,35 @@
+"""`python -m suite.bench`: every row measured, ratios consistent with the rows, trial packing run
+through the real search. (Figures themselves are machine-dependent; docs/benchmarks.md has them.)"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_bench_writes_a_consistent_report(synthetic, tmp_path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MICRO_AU_RESULTS": str(tmp_path / "results")}
+    proc = subprocess.run([sys.executable, "-m", "suite.bench", "--data-root", str(synthetic / "CASME2"), "--epochs", "1",
+                           "--packing", "2", "--packing-trials", "2", "--out", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    rows, ratios = report["rows"], report["ratios"]
+    assert set(rows) == {"suite full", "peer full", "suite frozen", "suite frozen, cached", "peer frozen"}
+    assert all(r["seconds"] > 0 for r in rows.values())
+    full = rows["suite full"]
+    assert full["images"] > 0 and full["backbone_gflop_per_image"] > 0 and full["matmul_tflops"] > 0
+    assert full["floor_seconds"] == pytest.approx(full["backbone_gflop_per_image"] * 1e9 * full["images"] / (full["matmul_tflops"] * 1e12))
+    assert ratios["full: peer / suite"] == pytest.approx(rows["peer full"]["seconds"] / full["seconds"])
+    assert ratios["per trial: full / frozen, cached"] == pytest.approx(full["seconds"] / rows["suite frozen, cached"]["seconds"])
+    one, two = report["trial_packing"]
+    assert (one["per_device"], two["per_device"]) == (1, 2) and one["trials"] == two["trials"] == 2
+    assert ratios["trials/hour: 2 per device / 1"] == pytest.approx(two["trials_per_hour"] / one["trials_per_hour"])
+    assert report["n_samples"] == 24 and "torch" in report["versions"]
+    assert str(out) in proc.stdout
