@@ -230,6 +230,9 @@ def test_bad_yaml_and_resources_that_do_not_fit(synthetic, tmp_path):
     proc = _search(["--space", _space(tmp_path, TINY), "--data-root", synthetic / "CASME2", "--cpus-per-trial", 64,
                     "--results", tmp_path])
     assert proc.returncode == 2 and "does not fit" in proc.stderr
+    proc = _search(["--space", _space(tmp_path, TINY), "--data-root", synthetic / "CASME2", "--cpus-per-trial", 1,
+                    "--fold-workers", 64, "--results", tmp_path])
+    assert proc.returncode == 2 and "× --fold-workers 64 does not fit" in proc.stderr
 
 
 @pytest.mark.parametrize("path", ["cluster.yaml", "docs/cluster/cluster-onprem.yaml"])
