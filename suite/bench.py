@@ -26,7 +26,6 @@ Measured (each on one dataset, one configuration, the same epochs):
 from __future__ import annotations
 
 import argparse
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -192,23 +191,24 @@ def main(argv=None) -> int:
     aus = DATASET_AUS[args.dataset]
     acc = get_accelerator()
     data = DatasetTensors.from_cache(load_cache(cache.path)[0], aus, acc.device, cache.fingerprint)
-    tokens = Path(tempfile.mkdtemp(prefix="bench-tokens-"))  # a cold token cache for this run only
     spec = get_method("micro_au_clip")
     base = {"clip_model": args.clip, "image_size": args.image_size, "epochs": args.epochs, "batch_size": 32}
     rows = {}
-    for mode in ("full", "frozen"):
-        hp = resolve_hparams(spec, {**base, "backbone_mode": mode})
-        seconds, engine, folds = run_suite(spec, hp, data, aus, feature_cache=tokens)
-        rows[f"suite {mode}"] = {"seconds": seconds}
-        if mode == "frozen":
-            rows["suite frozen, cached"] = {"seconds": run_suite(spec, hp, data, aus, feature_cache=tokens)[0]}
-        if mode == "full":
-            per_image = backbone_flops_per_image(engine, args.image_size)
-            images = sum(2 * int(data.au_known[f.train].sum()) * args.epochs + 2 * len(f.test) for f in folds)
-            rate = matmul_rate(acc.device)
-            rows["suite full"].update({"backbone_gflop_per_image": per_image / 1e9, "images": images,
-                                       "matmul_tflops": rate / 1e12, "floor_seconds": per_image * images / rate})
-        rows[f"peer {mode}"] = {"seconds": run_peer(spec, hp, release, data, aus, acc.device)}
+    with tempfile.TemporaryDirectory(prefix="bench-tokens-") as tokens:  # a cold token cache for this run only
+        tokens = Path(tokens)
+        for mode in ("full", "frozen"):
+            hp = resolve_hparams(spec, {**base, "backbone_mode": mode})
+            seconds, engine, folds = run_suite(spec, hp, data, aus, feature_cache=tokens)
+            rows[f"suite {mode}"] = {"seconds": seconds}
+            if mode == "frozen":
+                rows["suite frozen, cached"] = {"seconds": run_suite(spec, hp, data, aus, feature_cache=tokens)[0]}
+            if mode == "full":
+                per_image = backbone_flops_per_image(engine, args.image_size)
+                images = sum(2 * int(data.au_known[f.train].sum()) * args.epochs + 2 * len(f.test) for f in folds)
+                rate = matmul_rate(acc.device)
+                rows["suite full"].update({"backbone_gflop_per_image": per_image / 1e9, "images": images,
+                                           "matmul_tflops": rate / 1e12, "floor_seconds": per_image * images / rate})
+            rows[f"peer {mode}"] = {"seconds": run_peer(spec, hp, release, data, aus, acc.device)}
     report = {
         "device": torch.cuda.get_device_name() if acc.device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         "dataset": args.dataset, "scale": args.scale, "clip": args.clip, "image_size": args.image_size, "epochs": args.epochs,
@@ -233,7 +233,6 @@ def main(argv=None) -> int:
     for run in report["trial_packing"] if packing else []:
         print(f"packing {run['per_device']} per device: {run['trials']} trials in {run['seconds']:.0f} s = {run['trials_per_hour']:.0f} trials/hour")
     print(f"device: {report['device']}; {args.dataset} {args.scale if not args.data_root else args.data_root} ({len(data)} clips), {args.clip} {args.image_size}px, {args.epochs} epochs")
-    shutil.rmtree(tokens, ignore_errors=True)
     print(f"{'run':<22}{'seconds':>10}")
     for name, row in rows.items():
         print(f"{name:<22}{row['seconds']:>10.2f}" + (f"   floor {row['floor_seconds']:.1f} s" if "floor_seconds" in row else ""))

@@ -213,11 +213,11 @@ def search_dataset(space: SearchSpace, dataset: str, root, cache, fidelity: tupl
         ctx = {**ctx, "fixed": {**space.fixed, "backbone_mode": fidelity[1]}, "trials_dir": str(trials_dir)}
         confirmed, failed_high = finished_trials(run_confirm_stage(top, dataset, ctx, args, results), len(top), trials_dir,
                                                  data, dataset, "confirmation")
-        by_params = {json.dumps(t.params, sort_keys=True): t for t in confirmed}
+        confirm_f1 = {json.dumps(t.params, sort_keys=True): t.mean_inner_f1 for t in confirmed}
         screening = {"fidelity": {"search": fidelity[0], "confirm": fidelity[1]}, "trials_finished": len(trials),
                      "trials_failed": failed,
                      "confirmed": [{"params": t.params, "search_trial": t.trial_id, "search_inner_f1": t.mean_inner_f1,
-                                    "confirm_inner_f1": c.mean_inner_f1 if (c := by_params.get(json.dumps(t.params, sort_keys=True))) else None}
+                                    "confirm_inner_f1": confirm_f1.get(json.dumps(t.params, sort_keys=True))}  # None: failed
                                    for t in top]}
         trials, failed = confirmed, failed_high
     summary = summarise_dataset(space, dataset, root, cache, data, trials, failed, trials_dir, args, results, search_dir,

@@ -58,7 +58,7 @@ def build_engine(ctx: dict, config: dict, on_gpu: bool) -> tuple[Engine, Dataset
     aus = DATASET_AUS[ctx["dataset"]]
     data = DatasetTensors.from_cache(load_cache(Path(ctx["cache"]))[0], aus, acc.device, ctx["fingerprint"])
     folds = loso_folds(data.subject, hp["inner_val_fraction"], ctx["seed"])
-    engine = Engine(spec, hp, data, aus, ctx["seed"], acc, feature_cache=Path(ctx["token_cache"]), compile=ctx.get("compile"))
+    engine = Engine(spec, hp, data, aus, ctx["seed"], acc, feature_cache=Path(ctx["token_cache"]), compile=ctx["compile"])
     return engine, data, folds
 
 
@@ -85,30 +85,27 @@ def fold_outputs(engine: Engine, data: DatasetTensors, todo: list, config: dict,
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     local, remote = todo[::workers], [f for i, f in enumerate(todo) if i % workers]
-    pending = {}
+    pending = []
     if remote:
         ctx = config[CONTEXT_KEY]
         pg = ray.util.get_current_placement_group()
         actor_cls = ray.remote(num_cpus=ctx["cpus_per_trial"], num_gpus=ctx["gpus_per_trial"])(FoldWorker)
         actors = [actor_cls.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i + 1)).remote(config)
                   for i in range(min(workers - 1, len(remote)))]
-        pending = {actors[i % len(actors)].run_fold.remote(f.index): f.index for i, f in enumerate(remote)}
+        pending = [actors[i % len(actors)].run_fold.remote(f.index) for i, f in enumerate(remote)]
 
-    def ready(timeout):
-        if not pending:
-            return []
-        done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=timeout)
-        for ref in done:
-            pending.pop(ref)
+    def finished_remote(block: bool) -> list[dict]:
+        """Finished remote folds: whatever is done now, or (``block``) at least one."""
+        nonlocal pending
+        done, pending = ray.wait(pending, num_returns=1 if block else len(pending), timeout=None if block else 0)
         return ray.get(done)
 
     for fold in local:
         yield fold_to_json(engine.run_fold(fold, "inner"), data)
-        yield from ready(0)
+        if pending:
+            yield from finished_remote(block=False)
     while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
-        pending.pop(done[0])
-        yield ray.get(done[0])
+        yield from finished_remote(block=True)
 
 
 def trial_resources(cpus: float, gpus: float, fold_workers: int):
@@ -136,7 +133,7 @@ def run_trial(config: dict) -> None:
     trial_id = tune.get_context().get_trial_id()
     node = ray.get_runtime_context().get_node_id()
     todo = [f for f in folds if f.index not in finished]
-    for out in fold_outputs(engine, data, todo, config, ctx.get("fold_workers", 1)):
+    for out in fold_outputs(engine, data, todo, config, ctx["fold_workers"]):
         done.append(out)
         done.sort(key=lambda f: f["fold"])
         metrics = {"inner_f1": float(np.mean([f["inner_f1"] for f in done])), "folds_done": len(done),
