@@ -24,9 +24,8 @@ from accelerate.utils import set_seed
 from .metrics import f1_per_au
 from .protocol import Fold, verify_fold
 from .registry import MethodSpec
+from .selection import crossfit_inner_f1, halves, pick
 from .token_cache import feature_key, load_or_compute
-
-THRESHOLD_GRID = np.linspace(0.05, 0.95, 19)
 
 _ACCELERATOR: Accelerator | None = None
 
@@ -38,6 +37,12 @@ def get_accelerator(cpu: bool | None = None) -> Accelerator:
         use_cpu = (not torch.cuda.is_available()) if cpu is None else cpu
         _ACCELERATOR = Accelerator(cpu=use_cpu, mixed_precision="no" if use_cpu else "bf16")
     return _ACCELERATOR
+
+
+def device_name(device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''})"
 
 
 @dataclass
@@ -52,16 +57,32 @@ class DatasetTensors:
     labels: np.ndarray  # int [N, K]
     frames: dict[str, torch.Tensor]  # "onset"/"apex" uint8 [N, H, W, 3], optional "flow"
     fingerprint: str | None = None  # the Arrow cache's content fingerprint (keys derived caches)
+    aus: tuple[int, ...] = ()  # the evaluated AUs, in label-column order
 
     @classmethod
     def from_cache(cls, arrays: dict, aus: tuple[int, ...], device, fingerprint: str | None = None) -> "DatasetTensors":
         labels = np.array([[a in set(row) for a in aus] for row in arrays["aus"]], dtype=np.int64)
         frames = {k: torch.from_numpy(np.ascontiguousarray(arrays[k])).to(device) for k in ("onset", "apex", "flow") if k in arrays}
         return cls(np.asarray(arrays["sample_id"]), np.asarray(arrays["subject"]), np.asarray(arrays["emotion"]),
-                   np.asarray(arrays["objective_class"]), np.asarray(arrays["au_known"], bool), labels, frames, fingerprint)
+                   np.asarray(arrays["objective_class"]), np.asarray(arrays["au_known"], bool), labels, frames, fingerprint,
+                   tuple(aus))
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.frames.values())).device
 
     def __len__(self) -> int:
         return len(self.sample_id)
+
+
+@dataclass
+class InnerPredictions:
+    """The inner model's predictions on the inner-validation samples at every epoch: what the
+    epoch count, the thresholds and the inner F1 were chosen from (stored, so they recompute)."""
+
+    val: np.ndarray  # sample indices (inner-validation subjects, known AUs)
+    epochs: list[int]  # epoch numbers (0: an untrained model)
+    probs: np.ndarray  # [E, n_val, K]
 
 
 @dataclass
@@ -71,19 +92,9 @@ class FoldOutput:
     prob: np.ndarray  # [n_test, K]
     threshold: np.ndarray  # [K]
     epochs: int
-    inner_f1: float | None = None  # F1 on the inner-validation subjects (search objective)
+    inner_f1: float | None = None  # cross-fitted F1 on the inner-validation subjects (search objective)
     history: list = field(default_factory=list)
-
-
-def choose_thresholds(y: np.ndarray, prob: np.ndarray) -> np.ndarray:
-    """Per-AU threshold maximising F1 on (inner-validation) predictions; 0.5 when no positives."""
-    out = np.full(y.shape[1], 0.5)
-    for k in range(y.shape[1]):
-        if y[:, k].sum() == 0:
-            continue
-        scores = [f1_per_au(y[:, [k]], prob[:, [k]] >= t)[0] for t in THRESHOLD_GRID]
-        out[k] = THRESHOLD_GRID[int(np.argmax(scores))]
-    return out
+    inner: InnerPredictions | None = None
 
 
 class Engine:
@@ -153,12 +164,13 @@ class Engine:
             self.model.on_fold_start(self.data.labels[train_idx])
 
     def train(self, train_idx: np.ndarray, epochs: int, fold_seed: int, val_idx: np.ndarray | None = None):
-        """Train on ``train_idx`` (samples with known AUs only). With ``val_idx``, score every
-        epoch on it and return (best epoch, its validation probabilities, history)."""
+        """Train on ``train_idx`` (samples with known AUs only). With ``val_idx``, predict it
+        after every epoch; returns (epoch numbers, validation probabilities [E, n, K], history).
+        A model with nothing to train is scored once, as epoch 0."""
         train_idx = train_idx[self.data.au_known[train_idx]]
         self.reset(fold_seed, train_idx)
         gen = torch.Generator().manual_seed(fold_seed)
-        history, best = [], (0, None, -1.0)
+        history, epoch_numbers, val_probs = [], [], []
         bs = self.hp["batch_size"]
         for epoch in range(1, epochs + 1 if self.trainable else 1):
             self.model.train()
@@ -178,12 +190,14 @@ class Engine:
             if val_idx is not None:
                 prob = self.predict(val_idx)
                 entry["val_f1"] = float(f1_per_au(self.data.labels[val_idx], prob >= 0.5).mean())
-                if entry["val_f1"] > best[2]:
-                    best = (epoch, prob, entry["val_f1"])
+                epoch_numbers.append(epoch)
+                val_probs.append(prob)
             history.append(entry)
-        if val_idx is not None and best[1] is None:  # nothing trainable: score the initial model
-            best = (0, self.predict(val_idx), 0.0)
-        return best[0], best[1], history
+        if val_idx is not None and not val_probs:
+            prob = self.predict(val_idx)
+            epoch_numbers, val_probs = [0], [prob]
+            history.append({"epoch": 0, "val_f1": float(f1_per_au(self.data.labels[val_idx], prob >= 0.5).mean())})
+        return epoch_numbers, (np.stack(val_probs) if val_idx is not None else None), history
 
     @torch.no_grad()
     def predict(self, idx: np.ndarray, chunk: int = 256) -> np.ndarray:
@@ -199,8 +213,10 @@ class Engine:
     def run_fold(self, fold: Fold, selection: str | None = None) -> FoldOutput:
         """One outer fold. ``fixed``: fixed epochs and threshold 0.5, trained on the whole outer
         train. ``inner``: a model on inner-train picks the epoch count and per-AU thresholds on
-        the inner-validation subjects; a model on the whole outer train with that epoch count
-        predicts the test subject. The test subject never influences a choice."""
+        the inner-validation subjects (``suite.selection.pick``; with fewer than two of them:
+        the fixed epochs and 0.5); its cross-fitted inner F1 is the search objective; a model on
+        the whole outer train with that epoch count predicts the test subject. The test subject
+        never influences a choice."""
         verify_fold(self.data.subject, fold)
         selection = selection or self.hp["selection"]
         fold_seed = self.seed * 100_003 + fold.index
@@ -211,8 +227,16 @@ class Engine:
         if selection != "inner":
             raise ValueError(f"selection {selection!r}: choose 'fixed' or 'inner'")
         val = fold.inner_val[self.data.au_known[fold.inner_val]]
-        best_epoch, val_prob, history = self.train(fold.inner_train, epochs, fold_seed, val_idx=val)
-        threshold = choose_thresholds(self.data.labels[val], val_prob)
-        inner_f1 = float(f1_per_au(self.data.labels[val], val_prob >= threshold).mean())
+        epoch_numbers, val_probs, history = self.train(fold.inner_train, epochs, fold_seed, val_idx=val)
+        y_val, val_subjects = self.data.labels[val], self.data.subject[val]
+        if halves(val_subjects) is None:  # too few subjects to choose on: fixed epochs, threshold 0.5
+            chosen, threshold = len(epoch_numbers) - 1, np.full(len(self.aus), 0.5)
+        else:
+            chosen, threshold = pick(y_val, val_probs)
+        inner_f1 = crossfit_inner_f1(y_val, val_probs, val_subjects)
+        best_epoch = epoch_numbers[chosen]
+        # training is a prefix: the outer model trained for best_epoch epochs equals one trained
+        # longer and read at that epoch (same seed, same order, constant learning rate)
         self.train(fold.train, max(best_epoch, 1), fold_seed)
-        return FoldOutput(fold.index, fold.test, self.predict(fold.test), threshold, best_epoch, inner_f1, history)
+        return FoldOutput(fold.index, fold.test, self.predict(fold.test), threshold, best_epoch, inner_f1, history,
+                          InnerPredictions(val, epoch_numbers, val_probs))

@@ -9,66 +9,11 @@ import argparse
 import json
 import shlex
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from .aus import DATASET_AUS
-from .data import DATASETS, DataError, load_cache, prepare
-from .engine import DatasetTensors, Engine, get_accelerator
-from .paths import results_dir, token_cache_dir
-from .protocol import loso_folds
-from .registry import get_method, methods, resolve_hparams
-from .results import config_id, predictions_frame, write_run
-
-PROTOCOL = "loso"
-
-
-def run(method: str, dataset: str, data_root: Path | None = None, overrides: dict | None = None, seeds: int | list[int] = 1,
-        out: Path | None = None, results: Path | None = None, log=print, compile: str | None = None) -> list[Path]:
-    """Train ``method`` with each seed (a count N means seeds 0..N-1); return the record paths.
-    ``compile``: a ``torch.compile`` backend (e.g. ``inductor``) for long runs; None runs eagerly."""
-    spec = get_method(method)
-    hp = resolve_hparams(spec, overrides)
-    aus = DATASET_AUS[dataset]
-    cache = prepare(dataset, data_root, results, image_size=hp.get("image_size", 112), flow=spec.needs_flow)
-    log(f"data: {dataset} {'(synthetic default)' if data_root is None else data_root} — cache {'hit' if cache.hit else 'built'}: {cache.path}")
-    arrays, meta = load_cache(cache.path)
-    acc = get_accelerator()
-    data = DatasetTensors.from_cache(arrays, aus, acc.device, cache.fingerprint)
-    out_dir = Path(out) if out else results_dir(results) / "runs"
-    cid = config_id(method, dataset, hp, cache.fingerprint)
-    paths = []
-    for seed in (range(seeds) if isinstance(seeds, int) else seeds):
-        start = time.time()
-        engine = Engine(spec, hp, data, aus, seed, acc, feature_cache=token_cache_dir(results), compile=compile)
-        folds = loso_folds(data.subject, hp["inner_val_fraction"], seed)
-        outputs = []
-        for fold in folds:
-            outputs.append(engine.run_fold(fold))
-        selection = "fixed_epochs" if hp["selection"] == "fixed" else "inner_validation"
-        extra = {
-            "inner_f1": float(np.mean([o.inner_f1 for o in outputs])) if hp["selection"] == "inner" else None,
-            "data_root": str(data_root) if data_root else "synthetic:seed0-small",
-            "compile": compile,
-            "command": "python -m suite.train " + shlex.join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("train.py") else None,
-        }
-        path = write_run(out_dir / dataset / method / cid / f"seed{seed}", predictions_frame(data, outputs, aus), method=method,
-                         dataset=dataset, aus=aus, hparams=hp, seed=seed, selection=selection, fingerprint=cache.fingerprint,
-                         device=device_name(acc.device), duration_s=time.time() - start, extra=extra)
-        record = json.loads(path.read_text())
-        log(au_table(record))
-        paths.append(path)
-    return paths
-
-
-def device_name(device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
-
+from .data import DATASETS, DataError
+from .registry import methods
+from .runs import run
 
 def au_table(record: dict) -> str:
     lines = [f"{record['method']} on {record['dataset']} (seed {record['seed']}, {record['n_samples']} clips, {record['duration_s']:.1f} s)",
@@ -109,12 +54,15 @@ def main(argv=None) -> int:
         for name, spec in methods().items():
             print(f"{name:28s} {spec.description}")
         return 0
+    command = "python -m suite.train " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
         paths = run(args.method, args.dataset, args.data_root, parse_sets(args.set), args.seeds, args.out, args.results,
-                    compile=args.compile)
+                    compile=args.compile, extra={"command": command})
     except (KeyError, ValueError, DataError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2
+    for path in paths:
+        print(au_table(json.loads(path.read_text())))
     for path in paths:
         print(path)
     return 0

@@ -6,7 +6,7 @@ import torch
 
 from suite.registry import get_method, methods
 from suite.results import RECORD_KEYS, load_record, metrics_from_predictions
-from suite.train import run
+from suite.runs import run
 
 ALL = sorted(methods())
 FLOW_INPUT = {"resnet_flow": (3, 112, 112), "sssnet": (3, 64, 64), "off_apexnet": (1, 28, 28), "sca": (3, 112, 112)}

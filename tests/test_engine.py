@@ -7,7 +7,7 @@ import pytest
 
 from suite.results import RECORD_KEYS, load_record, metrics_from_predictions
 from suite.train import main as train_cli
-from suite.train import run
+from suite.runs import run
 
 FAST = {"epochs": "3", "batch_size": "8"}
 

@@ -1,0 +1,245 @@
+"""One search on one dataset, from rounds of proposals to records (selection graph:
+``suite.selection``).
+
+    rounds: Studies.plan_round → executor runs the slices → Studies.tell_round   (× ceil(trials / round size))
+    [--fidelity] confirm: per fold its top --confirm-top (own study) at the higher fidelity,
+                 the deployment configuration on every fold
+    records: the per-fold choice (strict_nested / shared_nested), selected_on_test_folds and the
+             deployment configuration over the common candidates; final seeds of the per-fold
+             choice and of the deployment configuration; baselines with the same seeds
+
+``execute(slices, ctx, name) → {proposal: slice outputs}`` is the Tune executor in the CLI; tests
+may run slices in-process. Nothing here depends on the order slices finish in.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..aus import DATASET_AUS
+from ..data import load_cache
+from ..engine import DatasetTensors
+from ..metrics import f1_per_au
+from ..paths import token_cache_dir
+from ..protocol import loso_folds
+from ..registry import get_method, resolve_hparams
+from ..results import config_id, load_record, predictions_frame, write_run
+from ..selection import (CHOSEN_BY, SCHEMA_VERSION, Candidate, common_candidates, deployment_choice, per_fold_choice,
+                         test_fold_choice, top_per_fold)
+from .options import SearchOptions
+from .studies import Slice, Studies, Task
+from .trial import fold_from_json
+from .tune_rounds import StageIncomplete
+
+
+def round_sizes(trials: int, round_size: int) -> list[int]:
+    """Proposals per fold study in each round: fixed by --trials and --round-size only."""
+    full, rest = divmod(trials, round_size)
+    return [round_size] * full + ([rest] if rest else [])
+
+
+def candidates_of(docs: list[dict], index_of: dict[str, int], roles=("search", "confirm", "deployment")) -> list[Candidate]:
+    out = []
+    for doc in docs:
+        for t in doc["tasks"]:
+            if t["status"] == "ok" and t["role"] in roles:
+                out.append(Candidate(t["fold"], t["number"], json.dumps(t["params"], sort_keys=True), t["inner_f1"],
+                                     {"output": fold_from_json(t, index_of), "task": t}))
+    return out
+
+
+def pooled_f1(cands: list[Candidate], data: DatasetTensors) -> float:
+    outs = [c.payload["output"] for c in cands]
+    idx = np.concatenate([o.test for o in outs])
+    pred = np.concatenate([o.prob >= o.threshold for o in outs])
+    keep = data.au_known[idx]
+    return float(f1_per_au(data.labels[idx][keep], pred[keep]).mean())
+
+
+class DatasetSearch:
+    """The search of one dataset: its folds, studies, run context and outputs folder."""
+
+    def __init__(self, space, dataset: str, root, cache, fidelity, opts: SearchOptions, results: Path, search_dir: Path, execute):
+        import torch
+
+        self.space, self.dataset, self.root, self.cache, self.fidelity = space, dataset, root, cache, fidelity
+        self.opts, self.results, self.search_dir, self.execute = opts, results, search_dir, execute
+        self.aus = DATASET_AUS[dataset]
+        self.data = DatasetTensors.from_cache(load_cache(cache.path)[0], self.aus, torch.device("cpu"), cache.fingerprint)
+        self.index_of = {str(s): i for i, s in enumerate(self.data.sample_id)}
+        self.spec = get_method(space.method)
+        self.folds = [f.index for f in loso_folds(self.data.subject, self.hparams({})["inner_val_fraction"], opts.seed)]
+        self.out = search_dir / dataset
+        self.prefix = f"{opts.name}-{dataset}"
+
+    def hparams(self, params: dict, backbone: str | None = None) -> dict:
+        fixed = {**self.space.fixed, **({"backbone_mode": backbone} if backbone else {})}
+        return resolve_hparams(self.spec, {**fixed, **params, "selection": "inner"})
+
+    def context(self, out_dir: Path, backbone: str | None) -> dict:
+        o = self.opts
+        return {"method": self.space.method, "fixed": {**self.space.fixed, **({"backbone_mode": backbone} if backbone else {})},
+                "dataset": self.dataset, "cache": str(self.cache.path), "fingerprint": self.cache.fingerprint, "out_dir": str(out_dir),
+                "seed": o.seed, "token_cache": str(token_cache_dir(self.results)), "cpus_per_trial": o.cpus_per_trial,
+                "gpus_per_trial": o.gpus_per_trial or 0, "fold_workers": o.fold_workers, "compile": o.compile}
+
+    # --- stages -------------------------------------------------------------------------
+    def search_rounds(self) -> list[dict]:
+        studies = Studies(self.search_dir / "optuna.journal", self.prefix, self.dataset, self.folds, self.space, self.opts)
+        ctx = self.context(self.out / "rounds", self.fidelity[0] if self.fidelity else None)
+        docs = []
+        for r, size in enumerate(round_sizes(self.opts.trials, self.opts.round_size)):
+            slices = studies.plan_round(r, size)
+            done = self.execute(slices, ctx, f"{self.prefix}-r{r}")
+            outcomes = {(t["fold"], t["number"]): (t["inner_f1"] if t["status"] == "ok" else None)
+                        for d in done.values() for t in d["tasks"]}
+            studies.tell_round(r, outcomes)
+            docs.extend(done[s.proposal] for s in slices)
+            print(f"{self.dataset}: round {r + 1}/{len(round_sizes(self.opts.trials, self.opts.round_size))} done "
+                  f"({sum(t['status'] == 'ok' for d in docs for t in d['tasks'])} tasks)", flush=True)
+        self.study_names = list(studies.names.values())
+        return docs
+
+    def confirm(self, search_docs: list[dict]) -> tuple[list[dict], dict]:
+        """--fidelity: per fold its own top --confirm-top, and the deployment configuration on
+        every fold, re-run at the higher fidelity (not told to Optuna)."""
+        cands = candidates_of(search_docs, self.index_of)
+        if self.opts.selection == "shared":
+            common = common_candidates(cands, self.folds)
+            ranked = sorted(common, key=lambda k: (-np.mean([c.inner_f1 for c in common[k]]), min(c.number for c in common[k])))
+            tops = {f: [next(c for c in common[k] if c.fold == f) for k in ranked[:self.opts.confirm_top]] for f in self.folds}
+            deployment = None  # the top-ranked shared configuration already runs on every fold
+        else:
+            tops = top_per_fold(cands, self.opts.confirm_top)
+            deployment = deployment_choice(common_candidates(cands, self.folds))
+        slices = [Slice(0, i, tuple(Task(f, tops[f][i].number, json.loads(tops[f][i].params_key), "confirm")
+                                    for f in self.folds if len(tops.get(f, [])) > i))
+                  for i in range(self.opts.confirm_top)]
+        slices = [s for s in slices if s.tasks]
+        if deployment is not None:
+            number = min(c.number for c in cands if c.params_key == deployment)
+            slices.append(Slice(0, len(slices), tuple(Task(f, number, json.loads(deployment), "deployment") for f in self.folds)))
+        done = self.execute(slices, self.context(self.out / "confirm", self.fidelity[1]), f"{self.prefix}-confirm")
+        docs = [done[s.proposal] for s in slices]
+        low = {(c.fold, c.params_key): c.inner_f1 for c in cands}
+        screening = {"fidelity": {"search": self.fidelity[0], "confirm": self.fidelity[1]},
+                     "confirmed": [{"fold": t["fold"], "number": t["number"], "role": t["role"], "params": t["params"],
+                                    "search_inner_f1": low.get((t["fold"], json.dumps(t["params"], sort_keys=True))),
+                                    "confirm_inner_f1": t.get("inner_f1")} for d in docs for t in d["tasks"]]}
+        return docs, screening
+
+    # --- records ------------------------------------------------------------------------
+    def record(self, stem: Path, cands: list[Candidate], selection: str, extra: dict) -> Path:
+        hp = {c.fold: c.payload["task"]["hparams"] for c in cands}
+        distinct = {json.dumps(h, sort_keys=True) for h in hp.values()}
+        return write_run(stem, predictions_frame(self.data, [c.payload["output"] for c in cands], self.aus), method=self.space.method,
+                         dataset=self.dataset, aus=self.aus,
+                         hparams=next(iter(hp.values())) if len(distinct) == 1 else {"per_fold": {str(k): v for k, v in hp.items()}},
+                         seed=self.opts.seed, selection=selection, fingerprint=self.cache.fingerprint,
+                         device=", ".join(sorted({c.payload["task"].get("device", "?") for c in cands})),
+                         duration_s=self.tune_seconds, extra=extra)
+
+    def common_extra(self, selection: str, n_candidates: int) -> dict:
+        o = self.opts
+        return {"schema": SCHEMA_VERSION, "search": o.name, "space": self.space.name, "sampler": o.sampler,
+                "search_selection": o.selection, "n_trials": o.trials, "n_candidates": n_candidates, "fidelity": o.fidelity,
+                "chosen_by": CHOSEN_BY[selection], "command": o.command, "data_root": str(self.root) if self.root else "synthetic"}
+
+    def final_jobs(self, label: str, hparams_by_fold: dict[int, dict], done_paths: list) -> list[tuple[str, dict]]:
+        jobs = []
+        for seed in self.opts.final_seed_list:
+            stem = self.out / "final" / label / f"seed{seed}"
+            if stem.with_suffix(".json").exists():  # a finished search rerun: nothing is retrained
+                done_paths.append(stem.with_suffix(".json"))
+                continue
+            jobs.append(("run_chosen", {"method": self.space.method, "dataset": self.dataset, "data_root": self.root,
+                                        "hparams_by_fold": hparams_by_fold, "seed": seed, "stem": stem, "selection": label,
+                                        "results": self.results, "compile": self.opts.compile,
+                                        "extra": {**self.common_extra(label, 0), "seed_role": "final"}}))
+        return jobs
+
+    def baseline_jobs(self, done_paths: dict) -> list[tuple[str, str, dict]]:
+        """Baselines under inner-validation selection with the final seeds (the search seed when
+        there are none); runs that already exist on the same data are reused."""
+        seeds = self.opts.final_seed_list or [self.opts.seed]
+        jobs = []
+        for name in self.opts.baselines:
+            spec = get_method(name)
+            hp = resolve_hparams(spec, {"selection": "inner"})
+            cid = config_id(name, self.dataset, hp, self.cache.fingerprint)
+            for seed in seeds:
+                path = self.results / "runs" / self.dataset / name / cid / f"seed{seed}.json"
+                if path.exists():
+                    done_paths.setdefault(name, []).append(path)
+                else:
+                    jobs.append((name, "run", {"method": name, "dataset": self.dataset, "data_root": self.root,
+                                               "overrides": {"selection": "inner"}, "seeds": [seed], "results": self.results,
+                                               "log": None, "compile": self.opts.compile}))
+        return jobs
+
+    def run(self, run_jobs) -> dict:
+        start = time.time()
+        docs = self.search_rounds()
+        screening = None
+        search_cands = candidates_of(docs, self.index_of)
+        if not search_cands:
+            reasons = sorted({t.get("reason", "") for d in docs for t in d["tasks"] if t["status"] != "ok"})
+            raise StageIncomplete(f"error: no search task finished on {self.dataset}; failures: {reasons[:3]}", 1)
+        if self.fidelity:
+            docs, screening = self.confirm(docs)
+            fold_cands = candidates_of(docs, self.index_of, roles=("confirm",))
+            all_cands = candidates_of(docs, self.index_of)
+        else:
+            fold_cands = all_cands = search_cands
+        self.tune_seconds = time.time() - start
+        failed = [{"fold": t["fold"], "number": t["number"], "params": t["params"], "reason": t.get("reason", "")}
+                  for d in docs for t in d["tasks"] if t["status"] != "ok"]
+        label = self.opts.selection_label
+        choice = per_fold_choice(fold_cands)
+        missing = [f for f in self.folds if f not in choice]
+        if missing:
+            raise StageIncomplete(f"error: every task of fold(s) {missing} failed on {self.dataset}: {failed[:3]}", 1)
+        common = common_candidates(all_cands, self.folds)
+        deploy_key = deployment_choice(common)
+        test_key = test_fold_choice(common, lambda cs: pooled_f1(cs, self.data))
+        chosen = {str(f): {"number": c.number, "params": json.loads(c.params_key), "inner_f1": c.inner_f1} for f, c in choice.items()}
+        records = {label: self.record(self.out / label, list(choice.values()), label,
+                                      {**self.common_extra(label, len(fold_cands)), "seed_role": "search", "chosen": chosen})}
+        if test_key:
+            records["selected_on_test_folds"] = self.record(
+                self.out / "selected_on_test_folds", common[test_key], "selected_on_test_folds",
+                {**self.common_extra("selected_on_test_folds", len(common)), "seed_role": "search", "chosen": json.loads(test_key)})
+        final_done, base_done = [], {}
+        jobs = self.final_jobs(label, {f: c.payload["task"]["hparams"] for f, c in choice.items()}, final_done)
+        deploy_done = []
+        if deploy_key:
+            deploy_hp = common[deploy_key][0].payload["task"]["hparams"]
+            jobs += self.final_jobs("deployment", {f: deploy_hp for f in self.folds}, deploy_done)
+        base_jobs = self.baseline_jobs(base_done)
+        print(f"{self.dataset}: final seeds and baselines — {len(jobs) + len(base_jobs)} runs", flush=True)
+        paths = run_jobs([(fn, kw) for fn, kw in jobs] + [(fn, kw) for _, fn, kw in base_jobs])
+        finals = final_done + [p for (_, kw), p in zip(jobs, paths) if kw["selection"] == label]
+        deploys = deploy_done + [p for (_, kw), p in zip(jobs, paths) if kw["selection"] == "deployment"]
+        for (name, _, _), p in zip(base_jobs, paths[len(jobs):]):
+            base_done.setdefault(name, []).append(p)
+        f1 = {k: load_record(p)["f1_avg"] for k, p in records.items()}
+        final_f1 = [load_record(p)["f1_avg"] for p in sorted(finals)]
+        deploy_f1 = [load_record(p)["f1_avg"] for p in sorted(deploys)]
+        agree = sum(1 for c in choice.values() if c.params_key == deploy_key)
+        return {
+            "dataset": self.dataset, "selection": label, "n_folds": len(self.folds), "tasks_finished": len(fold_cands),
+            "tasks_failed": failed, "headline_f1": f1[label], "selected_on_test_folds_f1": f1.get("selected_on_test_folds"),
+            "final_seeds": self.opts.final_seed_list, "final_seeds_f1": final_f1,
+            "final_seeds_mean": float(np.mean(final_f1)) if final_f1 else None,
+            "final_seeds_std": float(np.std(final_f1, ddof=1)) if len(final_f1) > 1 else None,
+            "chosen": chosen, "n_common_candidates": len(common),
+            "deployment": {"params": json.loads(deploy_key) if deploy_key else None, "folds_agreeing": agree,
+                           "seeds_f1": deploy_f1, "mean": float(np.mean(deploy_f1)) if deploy_f1 else None},
+            "screening": screening, "studies": getattr(self, "study_names", []), "tune_s": self.tune_seconds,
+            "records": {**{k: str(p) for k, p in records.items()}, "final": [str(p) for p in sorted(finals)],
+                        "deployment": [str(p) for p in sorted(deploys)], "baselines": {k: [str(p) for p in v] for k, v in base_done.items()}},
+            "outputs": {"rounds": str(self.out / "rounds"), "confirm": str(self.out / "confirm") if self.fidelity else None},
+        }

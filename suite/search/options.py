@@ -1,0 +1,113 @@
+"""A search's options, resolved once from the command line (or a test) into a frozen value that
+every part of the search reads; pre-flight checks that fail before any work starts."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+SAMPLERS = ("tpe", "gp", "cmaes", "random")
+DATA_INDEPENDENT_SAMPLERS = ("random",)
+SELECTIONS = ("strict", "shared")
+DEFAULT_BASELINES = ("constant", "prior", "clip_global")
+MAX_FAILURES = 2  # Tune retries of a crashed slice (a process lost, not a failed configuration)
+
+
+class SearchError(Exception):
+    """A problem found before any work starts."""
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    space: str
+    datasets: tuple[str, ...] = ("casme2",)
+    data_root: str | None = None
+    trials: int = 4  # configurations per fold study
+    round_size: int = 4  # proposals each fold study is asked for per round
+    startup_trials: int | None = None  # the sampler's random start-up proposals (None: its default)
+    selection: str = "strict"
+    sampler: str = "tpe"
+    seed: int = 0
+    final_seeds: int = 3
+    baselines: tuple[str, ...] = DEFAULT_BASELINES
+    fidelity: str | None = None
+    confirm_top: int = 3
+    concurrency: int | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float | None = None
+    fold_workers: int = 1
+    address: str | None = None
+    name: str | None = None
+    compile: str | None = None
+    results: Path | None = None
+    command: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def with_(self, **changes) -> "SearchOptions":
+        return replace(self, **changes)
+
+    @property
+    def final_seed_list(self) -> list[int]:
+        """Final seeds differ from the search seed: seed+1 … seed+n."""
+        return [self.seed + 1 + i for i in range(self.final_seeds)]
+
+    @property
+    def selection_label(self) -> str:
+        """The record label of the per-fold choice this search makes."""
+        if self.selection == "strict":
+            return "strict_nested"
+        return "shared_nested_data_independent" if self.sampler in DATA_INDEPENDENT_SAMPLERS else "shared_nested"
+
+
+def data_roots(datasets, data_root: str | None) -> dict[str, Path | None]:
+    """``--data-root``: one release folder (one dataset), a folder holding CASME2/ and SAMM/, or
+    ``casme2=PATH,samm=PATH``. None → the synthetic default."""
+    from ..data import RELEASE_FOLDER
+
+    if not data_root:
+        return {d: None for d in datasets}
+    if "=" in data_root:
+        pairs = dict(item.split("=", 1) for item in data_root.split(","))
+        missing = [d for d in datasets if d not in pairs]
+        if missing:
+            raise SearchError(f"--data-root names no folder for {missing}")
+        return {d: Path(pairs[d]) for d in datasets}
+    root = Path(data_root)
+    if all((root / RELEASE_FOLDER[d]).is_dir() for d in datasets):
+        return {d: root / RELEASE_FOLDER[d] for d in datasets}
+    if len(datasets) == 1:
+        return {datasets[0]: root}
+    raise SearchError(f"--data-root {root}: expected subfolders {[RELEASE_FOLDER[d] for d in datasets]} or casme2=PATH,samm=PATH")
+
+
+def parse_fidelity(value: str | None, space, confirm_top: int, trials: int) -> tuple[str, str] | None:
+    """``LOW:HIGH`` backbone modes (e.g. ``frozen:full``) → (low, high), checked against the space."""
+    from ..models.clip_backbone import BACKBONE_MODES
+    from ..registry import get_method
+
+    if not value:
+        return None
+    modes = value.split(":")
+    if len(modes) != 2 or not all(m in BACKBONE_MODES for m in modes) or modes[0] == modes[1]:
+        raise SearchError(f"--fidelity {value!r}: expected LOW:HIGH, two different backbone modes of {BACKBONE_MODES}, e.g. frozen:full")
+    if "backbone_mode" not in get_method(space.method).defaults:
+        raise SearchError(f"--fidelity: method {space.method!r} has no backbone_mode to vary")
+    if "backbone_mode" in space.fixed or any(p.name == "backbone_mode" for p in space.params):
+        raise SearchError(f"--fidelity: space {space.name!r} already sets backbone_mode; remove it or drop --fidelity")
+    if not 1 <= confirm_top <= trials:
+        raise SearchError(f"--confirm-top {confirm_top}: must be between 1 and --trials ({trials})")
+    return modes[0], modes[1]
+
+
+def check_counts(opts: SearchOptions) -> None:
+    if opts.trials < 1:
+        raise SearchError("--trials must be at least 1")
+    if opts.round_size < 1:
+        raise SearchError("--round-size must be at least 1")
+    if opts.fold_workers < 1:
+        raise SearchError("--fold-workers must be at least 1")
+    if opts.startup_trials is not None and opts.startup_trials < 0:
+        raise SearchError("--startup-trials must be 0 or more")
+    if opts.selection not in SELECTIONS:
+        raise SearchError(f"--selection {opts.selection!r}: choose one of {SELECTIONS}")
+    if opts.sampler not in SAMPLERS:
+        raise SearchError(f"unknown sampler {opts.sampler!r}; choose one of {SAMPLERS}")

@@ -1,0 +1,141 @@
+"""The Optuna side of a search: one study per outer fold (strict nesting) or one shared study,
+asked and told a round at a time so that what is proposed depends only on round and proposal
+numbers — never on how many trials run at once or the order they finish in.
+
+* Each ask uses a sampler seeded from (search seed, proposal number) alone. Fold studies therefore
+  share their start-up (random) proposals — the common candidates every fold runs — and after
+  start-up each study adapts to its own fold's inner-validation scores only.
+* A round's proposals are all asked before any of them runs and told, in proposal order, once
+  the whole round has finished.
+* The journal is the source of truth on resume: proposals already asked for a round are reused
+  (their numbers fix their seeds, so an interrupted search proposes what an uninterrupted one
+  would), proposals already told are not told again.
+* Every Optuna trial carries its round, proposal, dataset and fold as user attributes; the slice
+  outputs ``r<round>-p<proposal>`` name the Tune trial that ran them, so optuna-dashboard, the
+  Tune folders and the leaderboard can be matched.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .options import SearchError, SearchOptions
+
+
+@dataclass(frozen=True)
+class Task:
+    """One configuration on one outer fold."""
+
+    fold: int
+    number: int  # proposal (Optuna trial) number in the fold's study
+    params: dict
+    role: str = "search"  # search | confirm | deployment
+
+    @property
+    def params_key(self) -> str:
+        return json.dumps(self.params, sort_keys=True)
+
+    def to_json(self) -> dict:
+        return {"fold": self.fold, "number": self.number, "params": self.params, "role": self.role}
+
+
+@dataclass(frozen=True)
+class Slice:
+    """The tasks one Tune trial runs: proposal ``proposal`` of round ``round`` on every fold."""
+
+    round: int
+    proposal: int
+    tasks: tuple[Task, ...] = field(default_factory=tuple)
+
+
+def derived_seed(seed: int, number: int) -> int:
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
+def make_sampler(name: str, seed: int, startup_trials: int | None = None):
+    import optuna
+
+    startup = {} if startup_trials is None else {"n_startup_trials": startup_trials}
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, **startup)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, **startup)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, **startup)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise SearchError(f"unknown sampler {name!r}")
+
+
+class Studies:
+    """The studies of one search on one dataset, in one journal file."""
+
+    def __init__(self, journal: Path, prefix: str, dataset: str, folds: list[int], space, opts: SearchOptions):
+        import optuna
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        self.space, self.opts, self.dataset, self.folds = space, opts, dataset, list(folds)
+        storage = JournalStorage(JournalFileBackend(str(journal)))
+        keys = ["shared"] if opts.selection == "shared" else [f"fold{k}" for k in self.folds]
+        self.names = {key: f"{prefix}-{key}" for key in keys}
+        self.studies = {key: optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
+                        for key, name in self.names.items()}
+
+    def _key(self, fold: int) -> str:
+        return "shared" if "shared" in self.studies else f"fold{fold}"
+
+    def _round_trials(self, study, r: int) -> list:
+        return sorted((t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("round") == r), key=lambda t: t.number)
+
+    def _ask(self, study, key: str, r: int, proposal: int) -> None:
+        number = len(study.get_trials(deepcopy=False))
+        study.sampler = make_sampler(self.opts.sampler, derived_seed(self.opts.seed, number), self.opts.startup_trials)
+        trial = study.ask()
+        self.space.suggest(trial)
+        for name, value in {"round": r, "proposal": proposal, "dataset": self.dataset, "fold": key}.items():
+            trial.set_user_attr(name, value)
+
+    def plan_round(self, r: int, size: int) -> list[Slice]:
+        """The round's slices: proposal j of every study. Proposals already in the journal for
+        this round are reused; the missing ones are asked now."""
+        from optuna.trial import TrialState
+
+        expected = {p.name for p in self.space.params}
+        for key, study in self.studies.items():
+            for t in self._round_trials(study, r):  # asked but interrupted before every parameter was drawn
+                if t.state == TrialState.RUNNING and set(t.params) != expected:
+                    study.tell(t.number, state=TrialState.FAIL)
+            have = [t for t in self._round_trials(study, r) if set(t.params) == expected]
+            for proposal in range(len(have), size):
+                self._ask(study, key, r, proposal)
+        slices = []
+        for j in range(size):
+            tasks = []
+            for fold in self.folds:
+                trial = [t for t in self._round_trials(self.studies[self._key(fold)], r) if set(t.params) == expected][j]
+                tasks.append(Task(fold, trial.number, dict(trial.params)))
+            slices.append(Slice(r, j, tuple(tasks)))
+        return slices
+
+    def tell_round(self, r: int, outcomes: dict[tuple[int, int], float | None]) -> None:
+        """Tell every unfinished trial of round ``r`` its value, in proposal order: the fold's
+        inner F1 (shared: the mean over folds); FAIL when a task failed. ``outcomes``:
+        (fold, number) → inner F1 or None (failed)."""
+        from optuna.trial import TrialState
+
+        for key, study in self.studies.items():
+            for t in self._round_trials(study, r):
+                if t.state.is_finished():
+                    continue
+                folds = self.folds if key == "shared" else [int(key[len("fold"):])]
+                values = [outcomes.get((f, t.number)) for f in folds]
+                if any(v is None for v in values):
+                    study.tell(t.number, state=TrialState.FAIL)
+                else:
+                    study.tell(t.number, float(np.mean(values)))

@@ -1,0 +1,48 @@
+"""The search summary as a person reads it (terminal and ``summary.txt``): percentages, what each
+figure is, and whose labels chose it."""
+from __future__ import annotations
+
+LABELS = {
+    "strict_nested": "strictly nested F1 (headline)",
+    "shared_nested": "nested over a shared search (adaptive sampler saw every subject)",
+    "shared_nested_data_independent": "nested over a shared search (data-independent sampler)",
+}
+
+
+def pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:5.1f}"
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"search {summary['name']} — space {summary['space']}, method {summary['method']}, sampler {summary['sampler']} "
+             f"(Optuna), {summary['trials']} configurations per fold study, {summary['wall_s']:.0f} s",
+             "F1: binary F1 per AU on test predictions pooled over LOSO folds, averaged over the dataset's AUs (%)"]
+    width = 58
+    for d in summary["datasets"]:
+        lines.append(f"  {d['dataset']}: {d['n_folds']} folds, {d['tasks_finished']} fold tasks finished, {len(d['tasks_failed'])} failed")
+        if d.get("screening"):
+            sc = d["screening"]
+            n = sum(c["role"] == "confirm" for c in sc["confirmed"])
+            lines.append(f"    screened with backbone {sc['fidelity']['search']}, confirmed {n} fold tasks with {sc['fidelity']['confirm']}")
+        seeds = d["final_seeds_f1"]
+        rows = [(f"{LABELS.get(d['selection'], d['selection'])}, search seed", pct(d["headline_f1"]))]
+        if seeds:
+            spread = f" ± {100 * d['final_seeds_std']:.1f} (sd)" if d["final_seeds_std"] is not None else ""
+            rows.append((f"  same per-fold choices, final seeds {d['final_seeds']}", pct(d["final_seeds_mean"]) + spread))
+        rows.append(("selected on test folds (optimistic, as most papers)", pct(d["selected_on_test_folds_f1"])))
+        dep = d["deployment"]
+        if dep["params"] is not None:
+            rows.append((f"deployment configuration, {len(dep['seeds_f1'])} seeds (optimistic)", pct(dep["mean"])))
+        lines += [f"    {label:<{width}} {value}" for label, value in rows]
+        if dep["params"] is not None:
+            lines.append(f"    deployment configuration (chosen on all subjects): {fmt_params(dep['params'])}; "
+                         f"{dep['folds_agreeing']} of {d['n_folds']} folds chose it")
+        for fold, c in d["chosen"].items():
+            lines.append(f"      fold {fold}: proposal {c['number']}, inner F1 {pct(c['inner_f1']).strip()}  {fmt_params(c['params'])}")
+        for f in d["tasks_failed"][:5]:
+            lines.append(f"    failed task fold {f['fold']} proposal {f['number']}: {f['reason']}")
+    return "\n".join(lines)
+
+
+def fmt_params(params: dict) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())

@@ -1,0 +1,201 @@
+"""One Tune trial = one slice of a round: proposal j of every fold's study, each configuration
+evaluated on its own outer fold with the nested protocol (``Engine.run_fold(fold, "inner")``).
+
+A task that fails on its own (a non-finite loss) is recorded as failed with its reason and the
+others go on; Tune's retries are for crashed processes. The trial reports after every task with a
+checkpoint of the tasks done, so a restored trial continues with the rest. With ``fold_workers``
+> 1 the tasks are dealt to this process and Ray actors in the trial's other placement-group
+bundles. Outputs (``slice_outputs``): ``<out>/r<round>-p<proposal>.json`` (per task: thresholds,
+epochs, inner F1, per-epoch inner scores, test predictions) and ``….inner.parquet`` (per task
+every epoch's inner-validation probabilities with sample ids), written atomically once complete.
+
+Importing this needs no Ray at module level: ``TaskRunner`` runs tasks without it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..aus import DATASET_AUS
+from ..data import load_cache
+from ..engine import DatasetTensors, Engine, FoldOutput, device_name, get_accelerator
+from ..protocol import loso_folds
+from ..registry import get_method, resolve_hparams
+from ..results import write_json, write_predictions
+
+
+class TaskRunner:
+    """A dataset resident on one device, its LOSO folds, and one engine per configuration
+    (built once, from the search seed, so a configuration's outputs do not depend on which
+    process or slice runs it)."""
+
+    def __init__(self, ctx: dict, on_gpu: bool = False, data: DatasetTensors | None = None):
+        import torch
+
+        if on_gpu and ctx["gpus_per_trial"] < 1:
+            torch.cuda.set_per_process_memory_fraction(ctx["gpus_per_trial"])
+        self.ctx = ctx
+        self.acc = get_accelerator(cpu=not on_gpu)  # trials without GPUs never touch one
+        self.spec = get_method(ctx["method"])
+        self.aus = DATASET_AUS[ctx["dataset"]]
+        self.data = data if data is not None else DatasetTensors.from_cache(
+            load_cache(Path(ctx["cache"]))[0], self.aus, self.acc.device, ctx["fingerprint"])
+        self.folds = {f.index: f for f in loso_folds(self.data.subject, self.hparams({})["inner_val_fraction"], ctx["seed"])}
+        self._engines: dict[str, Engine] = {}
+
+    def hparams(self, params: dict) -> dict:
+        return resolve_hparams(self.spec, {**self.ctx["fixed"], **params, "selection": "inner"})
+
+    def engine(self, params: dict) -> Engine:
+        key = json.dumps(params, sort_keys=True)
+        if key not in self._engines:
+            if self._engines:  # one engine at a time: Accelerate holds every prepared model until freed
+                self._engines.clear()
+                self.acc.free_memory()
+            token_cache = Path(self.ctx["token_cache"]) if self.ctx.get("token_cache") else None
+            self._engines[key] = Engine(self.spec, self.hparams(params), self.data, self.aus, self.ctx["seed"], self.acc,
+                                        feature_cache=token_cache, compile=self.ctx.get("compile"))
+        return self._engines[key]
+
+    def run(self, task: dict) -> dict:
+        """One task → its outputs as JSON (``status`` ok, or failed with the reason)."""
+        base = {**task, "pid": os.getpid(), "hparams": self.hparams(task["params"])}
+        try:
+            engine = self.engine(task["params"])
+            out = engine.run_fold(self.folds[task["fold"]], "inner")
+        except FloatingPointError as e:
+            return {**base, "status": "failed", "reason": str(e)}
+        return {**base, "status": "ok", **fold_to_json(out, self.data), "device": device_name(engine.device)}
+
+
+def fold_to_json(out: FoldOutput, data: DatasetTensors) -> dict:
+    inner = out.inner
+    return {"inner_f1": out.inner_f1, "epochs": out.epochs, "threshold": out.threshold.tolist(),
+            "test_ids": [str(data.sample_id[i]) for i in out.test], "test_prob": out.prob.tolist(),
+            "inner_val_ids": [str(data.sample_id[i]) for i in inner.val], "inner_epochs": inner.epochs,
+            "inner_val_f1_per_epoch": [h["val_f1"] for h in out.history if "val_f1" in h],
+            "inner_probs": inner.probs.tolist()}
+
+
+def fold_from_json(d: dict, index_of: dict[str, int]) -> FoldOutput:
+    """The test-side outputs of a stored task (what selection and records need)."""
+    return FoldOutput(d["fold"], np.array([index_of[s] for s in d["test_ids"]], dtype=int), np.array(d["test_prob"], float),
+                      np.array(d["threshold"], float), d["epochs"], d["inner_f1"])
+
+
+def slice_paths(out_dir: Path, r: int, proposal: int) -> tuple[Path, Path]:
+    stem = Path(out_dir) / f"r{r:03d}-p{proposal:03d}"
+    return stem.with_suffix(".json"), stem.with_suffix(".inner.parquet")
+
+
+def write_slice(out_dir: Path, r: int, proposal: int, tasks: list[dict], aus, extra: dict) -> None:
+    """The Parquet first, the JSON last: a slice is complete when its JSON exists."""
+    json_path, parquet_path = slice_paths(out_dir, r, proposal)
+    rows = []
+    for t in tasks:
+        if t["status"] != "ok":
+            continue
+        for epoch, probs in zip(t["inner_epochs"], t["inner_probs"]):
+            for sid, p in zip(t["inner_val_ids"], probs):
+                rows.append({"fold": t["fold"], "number": t["number"], "epoch": epoch, "sample_id": sid,
+                             **{f"prob_AU{a}": float(v) for a, v in zip(aus, p)}})
+    columns = ["fold", "number", "epoch", "sample_id", *[f"prob_AU{a}" for a in aus]]
+    write_predictions(parquet_path, pd.DataFrame(rows, columns=columns))
+    stored = [{k: v for k, v in t.items() if k != "inner_probs"} for t in tasks]
+    write_json(json_path, {"round": r, "proposal": proposal, **extra, "tasks": stored})
+
+
+def read_slice(out_dir: Path, r: int, proposal: int) -> dict | None:
+    json_path, _ = slice_paths(out_dir, r, proposal)
+    return json.loads(json_path.read_text()) if json_path.exists() else None
+
+
+def read_inner_probs(out_dir: Path, r: int, proposal: int) -> pd.DataFrame:
+    return pd.read_parquet(slice_paths(out_dir, r, proposal)[1])
+
+
+class FoldWorker:
+    """Runs some of a slice's tasks in its own process (a Ray actor in one of the trial's
+    placement-group bundles)."""
+
+    def __init__(self, ctx: dict):
+        import ray
+
+        self.runner = TaskRunner(ctx, bool(ray.get_gpu_ids()))
+
+    def run(self, task: dict) -> dict:
+        return self.runner.run(task)
+
+
+def task_outputs(runner: TaskRunner, todo: list[dict], workers: int):
+    """Yield task outputs as they finish; with ``workers`` > 1 tasks are dealt round-robin to
+    this process and ``workers - 1`` actors in the trial's other placement-group bundles."""
+    import ray
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    local, remote = todo[::workers], [t for i, t in enumerate(todo) if i % workers]
+    pending = []
+    if remote:
+        ctx = runner.ctx
+        pg = ray.util.get_current_placement_group()
+        actor_cls = ray.remote(num_cpus=ctx["cpus_per_trial"], num_gpus=ctx["gpus_per_trial"])(FoldWorker)
+        actors = [actor_cls.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i + 1)).remote(ctx)
+                  for i in range(min(workers - 1, len(remote)))]
+        pending = [actors[i % len(actors)].run.remote(t) for i, t in enumerate(remote)]
+
+    def finished_remote(block: bool) -> list[dict]:
+        nonlocal pending
+        done, pending = ray.wait(pending, num_returns=1 if block else len(pending), timeout=None if block else 0)
+        return ray.get(done)
+
+    for task in local:
+        yield runner.run(task)
+        if pending:
+            yield from finished_remote(block=False)
+    while pending:
+        yield from finished_remote(block=True)
+
+
+def trial_resources(cpus: float, gpus: float, fold_workers: int):
+    """Tune resources of one trial: one bundle per fold worker (the first is the trial process)."""
+    from ray import tune
+
+    if fold_workers <= 1:
+        return {"cpu": cpus, "gpu": gpus}
+    return tune.PlacementGroupFactory([{"CPU": cpus, **({"GPU": gpus} if gpus else {})}] * fold_workers, strategy="PACK")
+
+
+def run_slice(config: dict, ctx: dict, plan: dict) -> None:
+    """Ray Tune trainable: ``config`` names the slice (round, proposal: the trial table shows
+    only these); ``ctx`` (run context) and ``plan`` (proposal → tasks) come through
+    ``tune.with_parameters``."""
+    import ray
+    from ray import tune
+
+    runner = TaskRunner(ctx, bool(ray.get_gpu_ids()))
+    tasks = plan[config["proposal"]]
+    done: list[dict] = []
+    checkpoint = tune.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            done = json.loads((Path(d) / "tasks.json").read_text())
+    finished = {(t["fold"], t["number"], json.dumps(t["params"], sort_keys=True)) for t in done}
+    todo = [t for t in tasks if (t["fold"], t["number"], json.dumps(t["params"], sort_keys=True)) not in finished]
+    trial_id = tune.get_context().get_trial_id()
+    for out in task_outputs(runner, todo, ctx["fold_workers"]):
+        done.append(out)
+        ok = [t["inner_f1"] for t in done if t["status"] == "ok"]
+        metrics = {"tasks_done": len(done), "n_tasks": len(tasks), "inner_f1_mean": float(np.mean(ok)) if ok else float("nan")}
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / "tasks.json").write_text(json.dumps(done))
+            if len(done) == len(tasks):
+                order = {(t["fold"], t["number"], t["role"]): i for i, t in enumerate(tasks)}
+                done.sort(key=lambda t: order[(t["fold"], t["number"], t["role"])])
+                write_slice(Path(ctx["out_dir"]), config["round"], config["proposal"], done, runner.aus,
+                            {"tune_trial": trial_id, "node_id": ray.get_runtime_context().get_node_id()})
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))

@@ -1,0 +1,98 @@
+"""Running a round's slices as Ray Tune trials, and the other Ray work of a search (final seeds,
+baselines) with the trials' resources.
+
+A round is one Tune experiment (``<search>-<dataset>-r<round>``): one trial per slice whose
+outputs are not on disk yet, the run context and the task plan passed with
+``tune.with_parameters`` (trial tables show only round and proposal). An interrupted experiment
+is restored by name; a slice that still fails after Tune's retries has its tasks recorded as
+failed with the reason.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .options import MAX_FAILURES, SearchOptions
+from .studies import Slice
+from .trial import read_slice, run_slice, trial_resources, write_slice
+
+
+class StageIncomplete(Exception):
+    """A Tune stage that did not finish: interrupted (exit 130, resumable) or with no task done."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.message, self.exit_code = message, exit_code
+
+
+class TuneExecutor:
+    """Runs slices as Tune trials; ``__call__`` returns every slice's stored outputs."""
+
+    def __init__(self, opts: SearchOptions, results: Path):
+        self.opts, self.storage = opts, results / "ray"
+
+    def __call__(self, slices: list[Slice], ctx: dict, exp_name: str) -> dict[int, dict]:
+        out_dir = Path(ctx["out_dir"])
+        missing = [s for s in slices if read_slice(out_dir, s.round, s.proposal) is None]
+        if missing:
+            grid = self._fit(missing, ctx, exp_name)
+            errors = {r.config.get("proposal"): str(r.error).strip().splitlines()[-1][:500]
+                      for r in grid if r.error is not None and r.config}
+            for s in missing:
+                if read_slice(out_dir, s.round, s.proposal) is not None:
+                    continue
+                if s.proposal not in errors:  # Tune returns normally after Ctrl-C: never summarise a partial search
+                    done = sum(read_slice(out_dir, x.round, x.proposal) is not None for x in slices)
+                    raise StageIncomplete(f"interrupted: {done} of {len(slices)} slices of {exp_name} finished; the state is "
+                                          f"saved — rerun the same command to resume", 130)
+                failed = [{**t.to_json(), "status": "failed", "reason": f"trial crashed {MAX_FAILURES + 1} times: {errors[s.proposal]}"}
+                          for t in s.tasks]
+                write_slice(out_dir, s.round, s.proposal, failed, [], {"tune_trial": None})
+        return {s.proposal: read_slice(out_dir, s.round, s.proposal) for s in slices}
+
+    def _fit(self, slices: list[Slice], ctx: dict, exp_name: str):
+        from ray import tune
+
+        opts = self.opts
+        plan = {s.proposal: [t.to_json() for t in s.tasks] for s in slices}
+        trainable = tune.with_resources(tune.with_parameters(run_slice, ctx=ctx, plan=plan),
+                                        trial_resources(opts.cpus_per_trial, opts.gpus_per_trial, opts.fold_workers))
+        exp_path = self.storage / exp_name
+        if tune.Tuner.can_restore(str(exp_path)):
+            print(f"resuming {exp_path}")
+            return tune.Tuner.restore(str(exp_path), trainable, resume_errored=True).fit()
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"round": slices[0].round, "proposal": tune.grid_search([s.proposal for s in slices])},
+            tune_config=tune.TuneConfig(max_concurrent_trials=opts.concurrency, reuse_actors=False),
+            # Checkpoints are small task outputs: keep them all (num_to_keep would force an
+            # experiment snapshot after every report).
+            run_config=tune.RunConfig(name=exp_name, storage_path=str(self.storage), verbose=1,
+                                      failure_config=tune.FailureConfig(max_failures=MAX_FAILURES)),
+        )
+        return tuner.fit()
+
+
+def _train_remote(fn_name: str, kwargs: dict, gpu_fraction: float) -> str:
+    """One ``suite.runs`` function inside a Ray task: on a cluster, final seeds and baselines run
+    on the workers with the trials' resources, not on the head."""
+    import ray
+    import torch
+
+    from .. import runs
+    from ..engine import get_accelerator
+
+    if ray.get_gpu_ids() and gpu_fraction < 1:
+        torch.cuda.set_per_process_memory_fraction(gpu_fraction)
+    get_accelerator(cpu=not ray.get_gpu_ids())
+    result = getattr(runs, fn_name)(**kwargs)
+    return str(result[0] if isinstance(result, list) else result)
+
+
+def run_in_ray(jobs: list[tuple[str, dict]], opts: SearchOptions) -> list[Path]:
+    """(``suite.runs`` function name, keyword arguments) jobs as parallel Ray tasks; record paths in order."""
+    import ray
+
+    if not jobs:
+        return []
+    task = ray.remote(num_cpus=opts.cpus_per_trial, num_gpus=opts.gpus_per_trial or 0)(_train_remote)
+    return [Path(p) for p in ray.get([task.remote(name, kw, opts.gpus_per_trial or 0) for name, kw in jobs])]

@@ -1,0 +1,172 @@
+"""Every choice behind a reported number, and whose labels made it.
+
+The selection graph (arrows: "the labels of … choose …"; ``k`` is an outer fold, ``V_k`` its
+inner-validation subjects, ``T_k = {k}`` its test subject)::
+
+    inside one model run (Engine.run_fold, selection "inner"):
+        V_k            → epoch count, per-AU thresholds applied to T_k
+        V_k (halves)   → inner F1 of the run: chosen on one half of V_k, scored on the other,
+                         swapped, averaged (2-fold cross-fitting); < 2 subjects in V_k: fixed
+                         epochs and threshold 0.5, nothing chosen
+    strictly nested search (the headline, ``strict_nested``):
+        V_k            → every proposal of fold k's own Optuna study, and (``--fidelity``) which
+                         of them are confirmed at the higher fidelity
+        V_k            → the configuration that predicts T_k (best inner F1 in fold k's study)
+        T_k            → nothing
+    shared search (``shared_nested``, ``--selection shared``):
+        V_j for all j  → proposals (an adaptive sampler is told the mean inner F1 over folds,
+                         and subject k is in V_j of other folds j); with a data-independent
+                         sampler (random) no labels choose proposals
+        V_k            → the configuration that predicts T_k
+    common candidates (proposals every fold ran, e.g. the sampler's start-up):
+        T_k for all k  → ``selected_on_test_folds`` (best pooled test F1, as most papers): optimistic
+        V_j for all j  → ``deployment`` configuration (best mean inner F1): chosen on every
+                         subject, so its test score is optimistic too
+    single runs (``suite.train``): ``fixed_epochs`` (nothing chosen) or ``inner_validation``
+    (V_k → epochs and thresholds of fold k)
+
+Ties are broken by proposal number (never by Ray's trial ids), epochs by the earliest, thresholds
+by the middle of the tied range (see ``choose_thresholds``).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .metrics import f1_per_au
+
+THRESHOLD_GRID = np.round(np.linspace(0.05, 0.95, 19), 2)
+SCHEMA_VERSION = 2
+
+# selection label → the machine-readable statement stored in every record (``chosen_by``)
+CHOSEN_BY = {
+    "strict_nested": {"configuration": "each fold's own study, told only that fold's inner-validation F1",
+                      "epochs_thresholds": "each fold's inner-validation subjects", "test_labels": "never used",
+                      "optimistic": False},
+    "shared_nested": {"configuration": "one study told the mean inner-validation F1 over all folds; per fold the best "
+                                       "inner-validation F1", "epochs_thresholds": "each fold's inner-validation subjects",
+                      "test_labels": "an adaptive sampler saw every subject as an inner-validation subject of other folds",
+                      "optimistic": True},
+    "shared_nested_data_independent": {
+        "configuration": "one study with a data-independent sampler; per fold the best inner-validation F1",
+        "epochs_thresholds": "each fold's inner-validation subjects", "test_labels": "never used", "optimistic": False},
+    "selected_on_test_folds": {"configuration": "best pooled test F1 among the common candidates",
+                               "epochs_thresholds": "each fold's inner-validation subjects", "test_labels": "chose the configuration",
+                               "optimistic": True},
+    "deployment": {"configuration": "best mean inner-validation F1 over all folds among the common candidates",
+                   "epochs_thresholds": "each fold's inner-validation subjects",
+                   "test_labels": "every test subject is an inner-validation subject of other folds", "optimistic": True},
+    "inner_validation": {"configuration": "fixed (given on the command line)", "epochs_thresholds": "each fold's inner-validation subjects",
+                         "test_labels": "never used", "optimistic": False},
+    "fixed_epochs": {"configuration": "fixed (given on the command line)", "epochs_thresholds": "fixed (threshold 0.5)",
+                     "test_labels": "never used", "optimistic": False},
+}
+# regimes ranked in the leaderboard's main table (no test subject's labels made any choice)
+HEADLINE_SELECTIONS = ("strict_nested", "shared_nested_data_independent", "inner_validation", "fixed_epochs")
+
+
+# --- inside one run: epochs and thresholds -------------------------------------------------
+def choose_thresholds(y: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    """Per-AU threshold maximising F1 on ``prob``; 0.5 for an AU without positives. Ties: the
+    middle of the tied grid values (upper middle when even) — neither the lowest threshold, which
+    over-predicts positives on new subjects, nor the highest."""
+    out = np.full(y.shape[1], 0.5)
+    for k in range(y.shape[1]):
+        if y[:, k].sum() == 0:
+            continue
+        scores = np.array([f1_per_au(y[:, [k]], prob[:, [k]] >= t)[0] for t in THRESHOLD_GRID])
+        tied = np.flatnonzero(scores >= scores.max() - 1e-12)
+        out[k] = THRESHOLD_GRID[tied[len(tied) // 2]]
+    return out
+
+
+def choose_epoch(y: np.ndarray, probs: np.ndarray) -> int:
+    """Position (in ``probs`` [E, n, K]) of the epoch with the best F1 at threshold 0.5; ties: the earliest."""
+    scores = [f1_per_au(y, p >= 0.5).mean() for p in probs]
+    return int(np.argmax(scores))
+
+
+def pick(y: np.ndarray, probs: np.ndarray) -> tuple[int, np.ndarray]:
+    """(epoch position, thresholds) chosen on ``probs`` [E, n, K] with labels ``y`` [n, K]."""
+    e = choose_epoch(y, probs)
+    return e, choose_thresholds(y, probs[e])
+
+
+def halves(subjects: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The inner-validation samples split by subject into two halves (sorted subjects, alternating);
+    None with fewer than two subjects."""
+    order = sorted(set(subjects.tolist()))
+    if len(order) < 2:
+        return None
+    a = np.isin(subjects, order[0::2])
+    return np.flatnonzero(a), np.flatnonzero(~a)
+
+
+def crossfit_inner_f1(y: np.ndarray, probs: np.ndarray, subjects: np.ndarray) -> float:
+    """Honest inner F1: epoch and thresholds chosen on one half of the inner-validation subjects,
+    F1 scored on the other half, both ways, averaged. Fewer than two subjects: the last epoch at
+    threshold 0.5 (nothing is chosen on the scored predictions)."""
+    split = halves(subjects)
+    if split is None:
+        return float(f1_per_au(y, probs[-1] >= 0.5).mean())
+    scores = []
+    for choose_on, score_on in (split, split[::-1]):
+        e, thr = pick(y[choose_on], probs[:, choose_on])
+        scores.append(f1_per_au(y[score_on], probs[e][score_on] >= thr).mean())
+    return float(np.mean(scores))
+
+
+# --- across a search -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Candidate:
+    """One configuration evaluated on one outer fold (a task of a round)."""
+
+    fold: int
+    number: int  # proposal number in its study (tie-breaker)
+    params_key: str  # canonical JSON of the hyper-parameters
+    inner_f1: float
+    payload: object = field(default=None, compare=False)  # the task's outputs (test predictions)
+
+
+def per_fold_choice(candidates: Iterable[Candidate]) -> dict[int, Candidate]:
+    """Per fold, the candidate with the best inner F1 (ties → the lowest proposal number)."""
+    best: dict[int, Candidate] = {}
+    for c in candidates:
+        b = best.get(c.fold)
+        if b is None or (c.inner_f1, -c.number) > (b.inner_f1, -b.number):
+            best[c.fold] = c
+    return dict(sorted(best.items()))
+
+
+def common_candidates(candidates: Sequence[Candidate], folds: Sequence[int]) -> dict[str, list[Candidate]]:
+    """Configurations evaluated on every fold → their candidates in fold order, keyed by params,
+    in order of first proposal number."""
+    by_key: dict[str, dict[int, Candidate]] = {}
+    for c in sorted(candidates, key=lambda c: (c.number, c.fold)):
+        by_key.setdefault(c.params_key, {}).setdefault(c.fold, c)
+    return {k: [v[f] for f in folds] for k, v in by_key.items() if all(f in v for f in folds)}
+
+
+def deployment_choice(common: dict[str, list[Candidate]]) -> str | None:
+    """The common configuration with the best mean inner F1 over all folds (ties → first proposed)."""
+    if not common:
+        return None
+    return max(common, key=lambda k: (np.mean([c.inner_f1 for c in common[k]]), -min(c.number for c in common[k])))
+
+
+def test_fold_choice(common: dict[str, list[Candidate]], pooled_test_score) -> str | None:
+    """The common configuration whose pooled test score (``pooled_test_score(list of candidates)``)
+    is best (ties → first proposed): what selecting on test folds gives."""
+    if not common:
+        return None
+    return max(common, key=lambda k: (pooled_test_score(common[k]), -min(c.number for c in common[k])))
+
+
+def top_per_fold(candidates: Iterable[Candidate], k: int) -> dict[int, list[Candidate]]:
+    """Per fold, its ``k`` best candidates by inner F1 (ties → lower proposal number)."""
+    by_fold: dict[int, list[Candidate]] = {}
+    for c in candidates:
+        by_fold.setdefault(c.fold, []).append(c)
+    return {f: sorted(cs, key=lambda c: (-c.inner_f1, c.number))[:k] for f, cs in sorted(by_fold.items())}
