@@ -144,8 +144,9 @@ def run_peer(spec, hp, release, data, aus, device, seed=0) -> float:
 
 
 def trials_per_hour(dataset: str, root: Path, packing: int, n_trials: int, fixed: dict, on_gpu: bool) -> dict:
-    """Run the ``gsd`` search with ``packing`` trials per GPU (or sharing the CPUs) in a scratch
-    results folder; trials per hour of its Tune stage (the nested record's duration)."""
+    """Run the strictly nested ``gsd`` search (``n_trials`` configurations per fold, one round, so
+    up to ``n_trials`` Tune trials at once) with ``packing`` trials per GPU (or sharing the CPUs)
+    in a scratch results folder; configurations per hour of its search stage."""
     import json
     import os
 
@@ -162,12 +163,11 @@ def trials_per_hour(dataset: str, root: Path, packing: int, n_trials: int, fixed
         resources = (["--gpus-per-trial", str(1 / packing), "--cpus-per-trial", str(max(1, cpus // 4))] if on_gpu
                      else ["--gpus-per-trial", "0", "--cpus-per-trial", str(max(1, cpus // packing))])
         code = search.main(["--space", str(space), "--datasets", dataset, "--data-root", str(root), "--trials", str(n_trials),
-                            "--final-seeds", "0", "--baselines", "", "--results", tmp, "--name", f"pack{packing}", *resources])
+                            "--round-size", str(n_trials), "--final-seeds", "0", "--baselines", "", "--results", tmp, "--name", f"pack{packing}", *resources])
         if code != 0:
             raise RuntimeError(f"the packing search with {packing} per device exited {code}")
         summary = json.loads((Path(tmp) / "searches" / f"pack{packing}" / "summary.json").read_text())
-        nested = json.loads(Path(summary["datasets"][0]["records"]["nested"]).read_text())
-    seconds = nested["duration_s"]
+    seconds = summary["datasets"][0]["tune_s"]
     return {"per_device": packing, "trials": n_trials, "seconds": seconds, "trials_per_hour": 3600 * n_trials / seconds,
             "resources": " ".join(resources)}
 

@@ -156,7 +156,7 @@ def deployment_choice(common: dict[str, list[Candidate]]) -> str | None:
     return max(common, key=lambda k: (np.mean([c.inner_f1 for c in common[k]]), -min(c.number for c in common[k])))
 
 
-def test_fold_choice(common: dict[str, list[Candidate]], pooled_test_score) -> str | None:
+def chosen_on_test_folds(common: dict[str, list[Candidate]], pooled_test_score) -> str | None:
     """The common configuration whose pooled test score (``pooled_test_score(list of candidates)``)
     is best (ties → first proposed): what selecting on test folds gives."""
     if not common:

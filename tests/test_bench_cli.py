@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.slow
 def test_bench_writes_a_consistent_report(synthetic, tmp_path):
     out = tmp_path / "bench.json"
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MICRO_AU_RESULTS": str(tmp_path / "results")}
+    env = {**os.environ, "MICRO_AU_RESULTS": str(tmp_path / "results")}
     proc = subprocess.run([sys.executable, "-m", "suite.bench", "--data-root", str(synthetic / "CASME2"), "--epochs", "1",
                            "--packing", "2", "--packing-trials", "2", "--out", str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)

@@ -15,14 +15,15 @@ from suite.results import write_json
 EVIL = "<script>alert(1)</script>"
 
 
-def _record(method, dataset, seed, f1, fold_mean, fingerprint="fp-a", config="cfg1", selection="fixed_epochs"):
+def _record(method, dataset, seed, f1, fold_mean, fingerprint="fp-a", config="cfg1", selection="fixed_epochs", **extra):
     aus = ["AU1", "AU2", "AU4", "AU7", "AU12", "AU14", "AU15", "AU17"] if dataset == "casme2" else ["AU2", "AU4", "AU7", "AU12"]
     return {"method": method, "dataset": dataset, "aus": aus, "hparams": {"lr": 0.001, "note": EVIL}, "seed": seed,
             "protocol": "loso", "selection": selection, "f1_avg": f1, "f1_fold_mean": fold_mean,
             "per_au_f1": {a: f1 for a in aus}, "per_au_auc": {a: 0.5 for a in aus},
             "mer": {"objective": {"uf1": f1 / 2, "uar": 0.3, "wf1": 0.4, "accuracy": 0.5, "n": 10}},
             "n_samples": 10, "duration_s": 1.0, "device": "cpu (2 threads)", "versions": {"torch": "x"}, "git_commit": "abc",
-            "data_fingerprint": fingerprint, "source": "measured", "predictions": "none", "command": f"python -m suite.train --method {method}"}
+            "data_fingerprint": fingerprint, "source": "measured", "predictions": "none", "command": f"python -m suite.train --method {method}",
+            "schema": 2, **extra}
 
 
 @pytest.fixture
@@ -95,8 +96,11 @@ def test_numbers_equal_recomputation_from_records(results):
         cells = by_method[method]["cells"]
         for col, dataset in ((3, "casme2"), (6, "samm")):
             vals = np.array([r["f1_avg"] for r in recs if r["dataset"] == dataset]) * 100
+            if len(vals) > 1:  # sd over seeds; with one seed none is shown (undefined, not zero)
+                assert cells[col][1].strip() == f"{vals.mean():.1f} ± {vals.std(ddof=1):.1f}"
+            if len(vals) == 1:
+                assert cells[col][1].strip() == f"{vals.mean():.1f}"
             if len(vals):
-                assert cells[col][1].strip() == f"{vals.mean():.1f} ± {vals.std():.1f}"
                 assert cells[col + 1][1].strip() == str(len(vals))
                 fold = np.mean([r["f1_fold_mean"] for r in recs if r["dataset"] == dataset]) * 100
                 assert cells[col + 2][1].strip() == f"{fold:.1f}"
@@ -109,6 +113,35 @@ def test_numbers_equal_recomputation_from_records(results):
     assert mac[10][1].strip() == "1.0" and by_method["micro_au_clip"] is rows[0]  # pre-sorted by rank
     # the flagged record (0.99) is not averaged in
     assert "99.0" not in mac[3][1]
+
+
+def test_one_ranked_row_per_method_optimistic_and_legacy_rows_apart(results):
+    """A strictly nested search is the method's headline row; its untuned single run, the
+    test-selected and deployment rows and legacy records appear only in their own unranked tables."""
+    search = results / "searches" / "gsd" / "casme2"
+    write_json(search / "final" / "strict_nested" / "seed1.json",
+               _record("micro_au_clip", "casme2", 1, 0.40, 0.3, selection="strict_nested", search="gsd", seed_role="final"))
+    write_json(search / "strict_nested.json",
+               _record("micro_au_clip", "casme2", 0, 0.45, 0.3, selection="strict_nested", search="gsd", seed_role="search"))
+    write_json(search / "selected_on_test_folds.json",
+               _record("micro_au_clip", "casme2", 0, 0.70, 0.3, selection="selected_on_test_folds", search="gsd"))
+    write_json(search / "final" / "deployment" / "seed1.json",
+               _record("micro_au_clip", "casme2", 1, 0.65, 0.3, selection="deployment", search="gsd", seed_role="final"))
+    old = _record("micro_au_clip", "casme2", 0, 0.80, 0.3, selection="nested", search="old")
+    del old["schema"]
+    write_json(results / "searches" / "old" / "casme2" / "nested.json", old)
+    page = _parse(render(results))
+    ranked = [r for r in page.tables["detection"] if r["class"] == "measured"]
+    [mac] = [r for r in ranked if r["cells"][0][1].strip() == "micro_au_clip"]
+    assert mac["cells"][1][1].strip() == "strictly nested search" and mac["cells"][2][1].strip() == "gsd"
+    assert mac["cells"][3][1].strip() == "40.0"  # the final seed only; the search-seed record is not averaged in
+    others = page.tables["detection-other"]
+    assert any(r["cells"][0][1].strip() == "micro_au_clip" and r["cells"][2][1].strip() == "cfg1" for r in others[1:])
+    assert page.tables["detection-selected_on_test_folds"][1]["cells"][3][1].strip() == "70.0"
+    assert page.tables["detection-deployment"][1]["cells"][3][1].strip() == "65.0"
+    [legacy] = page.tables["detection-legacy"][1:]
+    assert "shared search" in legacy["cells"][1][1] and legacy["cells"][3][1].strip() == "80.0"
+    assert not any(c[1].strip() in ("70.0", "65.0", "80.0") for r in ranked for c in r["cells"])
 
 
 def test_text_from_records_is_escaped_and_json_embedded(results):

@@ -1,6 +1,7 @@
-"""`suite.search` end to end (Ray Tune + Optuna on CPU): nested F1 recomputed from stored trial
-outputs, resume after kill -9, failing trials, pre-flight errors, the cluster configs, and a
-two-node local Ray cluster."""
+"""`suite.search` end to end (Ray Tune + Optuna on CPU): per-fold studies, the strictly nested F1
+and every inner score recomputed from stored files, identical figures at another concurrency and
+after kill -9, failing tasks, pre-flight errors, the cluster configs, and a two-node local Ray
+cluster. Ray runs with its default token authentication."""
 import copy
 import json
 import os
@@ -17,9 +18,10 @@ import yaml
 
 from suite.metrics import f1_per_au
 from suite.search import main as search_main
+from suite.selection import crossfit_inner_f1, pick
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 pytestmark = pytest.mark.slow
 
 
@@ -29,7 +31,8 @@ def _space(tmp_path, text, name="tiny"):
     return path
 
 
-TINY = "method: micro_au_clip\nparams:\n  lambda_gd: {float: [0.01, 1.0], log: true}\n  tau_gd: {float: [0.1, 3.0], log: true}\nfixed: {epochs: 3}\n"
+TINY = "method: micro_au_clip\nparams:\n  lambda_gd: {float: [0.01, 1.0], log: true}\n  tau_gd: {float: [0.1, 3.0], log: true}\n" \
+       "  lr: {float: [0.0005, 0.01], log: true}\nfixed: {epochs: 3, batch_size: 8, inner_val_fraction: 0.67}\n"
 
 
 def _search(args, timeout=600, **kw):
@@ -37,175 +40,220 @@ def _search(args, timeout=600, **kw):
                           text=True, timeout=timeout, **kw)
 
 
-def _study(results: Path, name: str, dataset: str = "casme2"):
+def _studies(results: Path, name: str, dataset: str = "casme2"):
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     storage = JournalStorage(JournalFileBackend(str(results / "searches" / name / "optuna.journal")))
-    return optuna.load_study(study_name=f"{name}-{dataset}", storage=storage)
+    return {n: optuna.load_study(study_name=n, storage=storage) for n in optuna.get_all_study_names(storage)
+            if n.startswith(f"{name}-{dataset}-")}
 
 
-def test_tiny_search_end_to_end(synthetic, tmp_path):
-    results = tmp_path / "results"
-    proc = _search(["--space", _space(tmp_path, TINY), "--data-root", synthetic / "CASME2", "--trials", 3, "--final-seeds", 2,
-                    "--results", results, "--name", "e2e", "--baselines", "constant"])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "nested F1" in proc.stdout
-    study = _study(results, "e2e")
-    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
-    assert len(complete) == 3 and all(set(t.params) == {"lambda_gd", "tau_gd"} for t in complete)
-    summary = json.loads((results / "searches" / "e2e" / "summary.json").read_text())
+def _tasks(results: Path, name: str, stage="rounds", dataset="casme2"):
+    return [t for p in sorted((results / "searches" / name / dataset / stage).glob("*.json"))
+            for t in json.loads(p.read_text())["tasks"]]
+
+
+def _truth(synthetic, results):
+    """Labels, known flags and subjects by sample id, read from the dataset cache."""
+    from suite.data import load_cache, prepare
+
+    arrays = load_cache(prepare("casme2", synthetic / "CASME2", results).path)[0]
+    aus = (1, 2, 4, 7, 12, 14, 15, 17)
+    labels = {str(s): np.array([a in set(row) for a in aus], int) for s, row in zip(arrays["sample_id"], arrays["aus"])}
+    known = dict(zip(map(str, arrays["sample_id"]), arrays["au_known"]))
+    subject = dict(zip(map(str, arrays["sample_id"]), arrays["subject"]))
+    return labels, known, subject
+
+
+def _figures(results: Path, name: str) -> dict:
+    summary = json.loads((results / "searches" / name / "summary.json").read_text())
     [ds] = summary["datasets"]
-    assert ds["trials_finished"] == 3 and not ds["trials_failed"] and len(ds["final_seeds_f1"]) == 2
-    # Optuna was told each trial's inner-validation objective, never a test score.
-    trial_docs = [json.loads(p.read_text()) for p in (results / "searches" / "e2e" / "casme2" / "trials").glob("*.json")]
-    assert len(trial_docs) == 3
-    objectives = sorted(round(np.mean([f["inner_f1"] for f in d["folds"]]), 6) for d in trial_docs)
-    assert sorted(round(t.value, 6) for t in complete) == objectives
-    # Recompute the nested F1 from the stored trial outputs: per fold the best inner score.
-    by_fold = {}
-    for d in sorted(trial_docs, key=lambda d: d["trial_id"]):
-        for f in d["folds"]:
-            if f["fold"] not in by_fold or f["inner_f1"] > by_fold[f["fold"]]["inner_f1"]:
-                by_fold[f["fold"]] = f
-    covered = {s for f in by_fold.values() for s in f["sample_ids"]}
-    nested = json.loads(Path(ds["records"]["nested"]).read_text())
-    frame = pd.read_parquet(Path(ds["records"]["nested"]).with_name(nested["predictions"])).set_index("sample_id")
-    pred, true = [], []
-    for f in by_fold.values():
-        for sid, prob in zip(f["sample_ids"], f["prob"]):
-            if frame.loc[sid, "au_known"]:
-                pred.append(np.array(prob) >= np.array(f["threshold"]))
-                true.append(frame.loc[sid, [c for c in frame.columns if c.startswith("true_")]].to_numpy(int))
-    assert len(covered) == 24  # every clip predicted by exactly the fold that tests it
-    assert nested["f1_avg"] == pytest.approx(float(f1_per_au(np.array(true), np.array(pred)).mean()))
-    assert nested["selection"] == "nested" and nested["n_trials"] == 3
-    assert nested["device"].startswith("cpu") and nested["duration_s"] > 0
-    on_test = json.loads(Path(ds["records"]["selected_on_test_folds"]).read_text())
-    true_cols = [c for c in frame.columns if c.startswith("true_")]
+    return {"chosen": ds["chosen"], "headline": ds["headline_f1"], "test": ds["selected_on_test_folds_f1"],
+            "deployment": ds["deployment"]["params"], "tasks": sorted((t["fold"], t["number"], json.dumps(t["params"], sort_keys=True),
+                                                                     t.get("inner_f1")) for t in _tasks(results, name))}
 
-    def pooled_outer(doc):
-        pairs = [(np.array(p) >= np.array(f["threshold"]), frame.loc[s, true_cols].to_numpy(int))
-                 for f in doc["folds"] for s, p in zip(f["sample_ids"], f["prob"]) if frame.loc[s, "au_known"]]
+
+def test_strict_search_end_to_end_recomputes_from_files(synthetic, tmp_path):
+    results = tmp_path / "results"
+    proc = _search(["--space", _space(tmp_path, TINY), "--data-root", synthetic / "CASME2", "--trials", 3, "--round-size", 2,
+                    "--startup-trials", 2, "--sampler", "gp", "--final-seeds", 2, "--results", results, "--name", "e2e",
+                    "--baselines", "constant"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "strictly nested F1 (headline)" in proc.stdout
+    studies = _studies(results, "e2e")
+    assert sorted(studies) == [f"e2e-casme2-fold{k}" for k in range(4)]
+    tasks = _tasks(results, "e2e")
+    assert len(tasks) == 12 and all(t["status"] == "ok" for t in tasks)
+    labels, known, subject = _truth(synthetic, results)
+    out = results / "searches" / "e2e" / "casme2" / "rounds"
+    probs = pd.concat([pd.read_parquet(p) for p in sorted(out.glob("*.inner.parquet"))])
+    prob_cols = [c for c in probs.columns if c.startswith("prob_")]
+    for k, study in enumerate(sorted(studies)):
+        trials = studies[study].trials
+        assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+        assert {t.user_attrs["fold"] for t in trials} == {f"fold{k}"} and [t.user_attrs["round"] for t in trials] == [0, 0, 1]
+        # each fold's study was told only that fold's (cross-fitted) inner-validation F1 ...
+        mine = {t["number"]: t for t in tasks if t["fold"] == k}
+        assert [round(t.value, 9) for t in trials] == [round(mine[t.number]["inner_f1"], 9) for t in trials]
+        for number, task in mine.items():
+            # ... which recomputes, with the epoch and thresholds, from the stored probabilities alone
+            rows = probs[(probs["fold"] == k) & (probs["number"] == number)]
+            epochs = sorted(rows["epoch"].unique())
+            ids = task["inner_val_ids"]
+            stack = np.stack([rows[rows["epoch"] == e].set_index("sample_id").loc[ids, prob_cols].to_numpy() for e in epochs])
+            y = np.stack([labels[s] for s in ids])
+            assert len({subject[s] for s in ids}) == 2
+            assert crossfit_inner_f1(y, stack, np.array([subject[s] for s in ids])) == pytest.approx(task["inner_f1"], abs=1e-9)
+            e, thr = pick(y, stack)
+            assert epochs[e] == task["epochs"] and np.allclose(thr, task["threshold"])
+    # start-up proposals are shared by every fold (the common candidates)
+    for n in (0, 1):
+        assert len({json.dumps(t["params"], sort_keys=True) for t in tasks if t["number"] == n}) == 1
+    # the strictly nested F1: per fold the best inner F1 of its own study (ties: lowest proposal), pooled
+    chosen = {k: max((t for t in tasks if t["fold"] == k), key=lambda t: (t["inner_f1"], -t["number"])) for k in range(4)}
+    pairs = [(np.array(p) >= np.array(c["threshold"]), labels[s]) for c in chosen.values()
+             for s, p in zip(c["test_ids"], c["test_prob"]) if known[s]]
+    expected = float(f1_per_au(np.array([t for _, t in pairs]), np.array([p for p, _ in pairs])).mean())
+    [ds] = json.loads((results / "searches" / "e2e" / "summary.json").read_text())["datasets"]
+    record = json.loads(Path(ds["records"]["strict_nested"]).read_text())
+    assert record["f1_avg"] == pytest.approx(expected) and ds["headline_f1"] == pytest.approx(expected)
+    assert record["selection"] == "strict_nested" and record["schema"] == 2 and record["chosen_by"]["test_labels"] == "never used"
+    assert {int(f): c["number"] for f, c in record["chosen"].items()} == {k: c["number"] for k, c in chosen.items()}
+    # final seeds differ from the search seed; baselines use the same seeds and inner selection
+    finals = [json.loads(Path(p).read_text()) for p in ds["records"]["final"]]
+    assert [r["seed"] for r in finals] == [1, 2] and {r["selection"] for r in finals} == {"strict_nested"}
+    deploys = [json.loads(Path(p).read_text()) for p in ds["records"]["deployment"]]
+    assert [r["seed"] for r in deploys] == [1, 2] and {r["selection"] for r in deploys} == {"deployment"}
+    assert deploys[0]["chosen_by"]["optimistic"] is True
+    base = [json.loads(Path(p).read_text()) for p in ds["records"]["baselines"]["constant"]]
+    assert sorted(r["seed"] for r in base) == [1, 2] and {r["selection"] for r in base} == {"inner_validation"}
+    # selected on test folds: the common candidate with the best pooled test F1
+    def pooled(number):
+        pairs = [(np.array(p) >= np.array(t["threshold"]), labels[s]) for t in tasks if t["number"] == number
+                 for s, p in zip(t["test_ids"], t["test_prob"]) if known[s]]
         return float(f1_per_au(np.array([t for _, t in pairs]), np.array([p for p, _ in pairs])).mean())
 
-    assert on_test["selection"] == "selected_on_test_folds"
-    assert on_test["f1_avg"] == pytest.approx(max(pooled_outer(d) for d in trial_docs))
-    assert Path(ds["records"]["constant"]).exists()
+    test_sel = json.loads(Path(ds["records"]["selected_on_test_folds"]).read_text())
+    assert test_sel["selection"] == "selected_on_test_folds" and test_sel["f1_avg"] == pytest.approx(max(pooled(0), pooled(1)))
+    # a rerun of the finished search retrains nothing and reports the same figures
+    mtimes = {p: Path(p).stat().st_mtime for p in ds["records"]["final"]}
+    again = _search(["--space", _space(tmp_path, TINY), "--data-root", synthetic / "CASME2", "--trials", 3, "--round-size", 2,
+                     "--startup-trials", 2, "--sampler", "gp", "--final-seeds", 2, "--results", results, "--name", "e2e",
+                     "--baselines", "constant"])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {p: Path(p).stat().st_mtime for p in ds["records"]["final"]} == mtimes
+    assert json.loads((results / "searches" / "e2e" / "summary.json").read_text())["datasets"][0]["headline_f1"] == ds["headline_f1"]
+
+
+def test_same_figures_at_another_concurrency_and_after_kill_9(synthetic, tmp_path):
+    """Past the sampler's start-up: concurrency 1, and concurrency 2 killed mid-search and
+    resumed, give identical proposals, choices and F1 figures."""
+    space = _space(tmp_path, TINY.replace("epochs: 3", "epochs: 2"))
+    common = ["--space", space, "--data-root", synthetic / "CASME2", "--trials", 4, "--round-size", 2, "--startup-trials", 2,
+              "--sampler", "tpe", "--final-seeds", 0, "--baselines", "", "--name", "repro"]
+    one = tmp_path / "one"
+    proc = _search([*common, "--concurrency", 1, "--results", one])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = tmp_path / "two"
+    args = [*common, "--concurrency", 2, "--results", two]
+    killed = subprocess.Popen([sys.executable, "-m", "suite.search", *map(str, args)], cwd=ROOT, env=ENV, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rounds = two / "searches" / "repro" / "casme2" / "rounds"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(rounds.glob("r000-*.json"))) < 2:
+        time.sleep(0.3)
+    os.killpg(killed.pid, signal.SIGKILL)  # the driver and the local Ray cluster it started
+    killed.wait()
+    assert not (two / "searches" / "repro" / "summary.json").exists()
+    assert len(list(rounds.glob("*.json"))) < 4
+    again = _search(args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    a, b = _figures(one, "repro"), _figures(two, "repro")
+    assert a == b
+    assert len(a["tasks"]) == 16 and len({(f, n) for f, n, _, _ in a["tasks"] if n >= 2}) == 8
+    for study in _studies(two, "repro").values():
+        assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+
+
+def test_ctrl_c_exits_130_and_resumes(synthetic, tmp_path):
+    results = tmp_path / "results"
+    args = ["--space", _space(tmp_path, TINY), "--data-root", synthetic / "CASME2", "--trials", 4, "--round-size", 2,
+            "--concurrency", 1, "--final-seeds", 0, "--baselines", "", "--results", results, "--name", "resume"]
+    proc = subprocess.Popen([sys.executable, "-m", "suite.search", *map(str, args)], cwd=ROOT, env=ENV, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    rounds = results / "searches" / "resume" / "casme2" / "rounds"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(rounds.glob("*.json")):
+        time.sleep(0.3)
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)  # the driver only, as a terminal's Ctrl-C would
+    _, err = proc.communicate(timeout=180)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # anything of its own Ray cluster still alive
+    except ProcessLookupError:
+        pass
+    assert proc.returncode == 130 and "rerun the same command to resume" in err
+    again = _search(args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(_tasks(results, "resume")) == 16
 
 
 def test_frozen_search_then_fine_tuned_confirmation(synthetic, tmp_path):
-    """--fidelity frozen:full: every search trial reads one shared token-cache entry; the best
-    configurations by inner F1 are re-run fine-tuned, and selection uses those only."""
+    """--fidelity frozen:full: every search task reads one shared token-cache entry; per fold its
+    own best configurations are re-run fine-tuned, and selection uses those only."""
     results = tmp_path / "results"
     proc = _search(["--space", _space(tmp_path, TINY.replace("epochs: 3", "epochs: 2")), "--data-root", synthetic / "CASME2",
-                    "--trials", 3, "--fidelity", "frozen:full", "--confirm-top", 2, "--final-seeds", 1, "--baselines", "",
-                    "--results", results])
+                    "--trials", 3, "--round-size", 3, "--fidelity", "frozen:full", "--confirm-top", 2, "--final-seeds", 1,
+                    "--baselines", "", "--results", results])
     assert proc.returncode == 0, proc.stderr[-3000:]
     name = "tiny-frozen-to-full"
-    out = results / "searches" / name / "casme2"
-    screened = [json.loads(p.read_text()) for p in (out / "trials").glob("*.json")]
-    confirmed = [json.loads(p.read_text()) for p in (out / "confirmed" / "trials").glob("*.json")]
-    assert len(screened) == 3 and {d["hparams"]["backbone_mode"] for d in screened} == {"frozen"}
-    assert len(confirmed) == 2 and {d["hparams"]["backbone_mode"] for d in confirmed} == {"full"}
-    assert len(list((results / "cache" / "tokens").glob("*.pt"))) == 1  # computed once, read by the other trials
-    ranked = sorted(screened, key=lambda d: (-np.mean([f["inner_f1"] for f in d["folds"]]), d["trial_id"]))  # ties: trial order
-    top2 = sorted(json.dumps(d["params"], sort_keys=True) for d in ranked[:2])
-    assert sorted(json.dumps(d["params"], sort_keys=True) for d in confirmed) == top2
-    assert len([t for t in _study(results, name).trials if t.state.name == "COMPLETE"]) == 3  # Optuna saw the search only
+    screened, confirmed = _tasks(results, name), _tasks(results, name, "confirm")
+    assert len(screened) == 12 and {t["hparams"]["backbone_mode"] for t in screened} == {"frozen"}
+    assert {t["hparams"]["backbone_mode"] for t in confirmed} == {"full"}
+    assert len(list((results / "cache" / "tokens").glob("*.pt"))) == 1  # computed once, read by the other tasks
+    for k in range(4):
+        own = sorted((t for t in screened if t["fold"] == k), key=lambda t: (-t["inner_f1"], t["number"]))[:2]
+        assert sorted(t["number"] for t in confirmed if t["fold"] == k and t["role"] == "confirm") == sorted(t["number"] for t in own)
+    assert {t["fold"] for t in confirmed if t["role"] == "deployment"} == {0, 1, 2, 3}
     [ds] = json.loads((results / "searches" / name / "summary.json").read_text())["datasets"]
-    assert ds["screening"]["trials_finished"] == 3 and len(ds["screening"]["confirmed"]) == 2
-    assert ds["trials_finished"] == 2 and ds["trials_dir"] == str(out / "confirmed" / "trials")
-    nested = json.loads(Path(ds["records"]["nested"]).read_text())
-    assert nested["n_trials"] == 2 and nested["fidelity"] == "frozen:full"
-    assert set(nested["chosen_trials"].values()) <= {d["trial_id"] for d in confirmed}
+    for fold, c in ds["chosen"].items():
+        assert c["number"] in {t["number"] for t in confirmed if t["fold"] == int(fold) and t["role"] == "confirm"}
     [final] = ds["records"]["final"]
-    assert json.loads(Path(final).read_text())["hparams"]["backbone_mode"] == "full"
-    assert "confirmed the best 2 with full" in proc.stdout
+    record = json.loads(Path(final).read_text())
+    assert record["seed"] == 1 and "full" in json.dumps(record["hparams"])
+    assert all(len(s.trials) == 3 for s in _studies(results, name).values())  # Optuna saw the search stage only
 
 
-def test_fold_workers_run_folds_concurrently_with_identical_outputs(synthetic, tmp_path):
-    """--fold-workers 2: each trial's folds are split between the trial process and an actor in
-    its placement group; every fold output equals the sequential engine's."""
-    import torch
-
-    from suite.aus import DATASET_AUS
-    from suite.data import load_cache, prepare
-    from suite.engine import DatasetTensors, Engine
-    from suite.protocol import loso_folds
-    from suite.registry import get_method
-
-    results = tmp_path / "results"
-    proc = _search(["--space", _space(tmp_path, TINY.replace("epochs: 3", "epochs: 2")), "--data-root", synthetic / "CASME2",
-                    "--trials", 2, "--fold-workers", 2, "--cpus-per-trial", 1, "--final-seeds", 0, "--baselines", "",
-                    "--results", results, "--name", "workers"])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    docs = [json.loads(p.read_text()) for p in (results / "searches" / "workers" / "casme2" / "trials").glob("*.json")]
-    assert len(docs) == 2
-    cache = prepare("casme2", synthetic / "CASME2", results)
-    aus = DATASET_AUS["casme2"]
-    data = DatasetTensors.from_cache(load_cache(cache.path)[0], aus, torch.device("cpu"))
-    for doc in docs:
-        assert [f["fold"] for f in doc["folds"]] == [0, 1, 2, 3]
-        assert len({f["pid"] for f in doc["folds"]}) == 2  # two processes ran this trial's folds
-        engine = Engine(get_method("micro_au_clip"), doc["hparams"], data, aus, seed=0)
-        for fold, stored in zip(loso_folds(data.subject, doc["hparams"]["inner_val_fraction"], 0), doc["folds"]):
-            out = engine.run_fold(fold, "inner")
-            assert stored["inner_f1"] == out.inner_f1
-            np.testing.assert_allclose(np.array(stored["prob"]), out.prob, rtol=1e-5, atol=1e-6)
+def test_fold_workers_give_identical_outputs(synthetic, tmp_path):
+    """--fold-workers 2: a slice's tasks are split between the trial process and an actor in its
+    placement group; the outputs equal those of one process."""
+    space = _space(tmp_path, TINY.replace("epochs: 3", "epochs: 2"))
+    common = ["--space", space, "--data-root", synthetic / "CASME2", "--trials", 2, "--round-size", 2, "--final-seeds", 0,
+              "--baselines", "", "--name", "workers", "--cpus-per-trial", 1]
+    assert _search([*common, "--fold-workers", 2, "--results", tmp_path / "w"]).returncode == 0
+    assert _search([*common, "--results", tmp_path / "s"]).returncode == 0
+    workers = _tasks(tmp_path / "w", "workers")
+    assert all(len({t["pid"] for t in workers if t["number"] == n}) == 2 for n in (0, 1))  # two processes per slice
+    strip = lambda ts: sorted((t["fold"], t["number"], t["inner_f1"], json.dumps(t["test_prob"])) for t in ts)  # noqa: E731
+    assert strip(workers) == strip(_tasks(tmp_path / "s", "workers"))
 
 
-@pytest.mark.parametrize("how", ["ctrl-c", "kill-9"])
-def test_resume_after_interrupt_gives_exact_trial_count(synthetic, tmp_path, how):
-    results = tmp_path / "results"
-    args = ["--space", _space(tmp_path, TINY), "--data-root", synthetic / "CASME2", "--trials", 4, "--concurrency", 1,
-            "--final-seeds", 0, "--baselines", "", "--results", results, "--name", "resume"]
-    proc = subprocess.Popen([sys.executable, "-m", "suite.search", *map(str, args)], cwd=ROOT, env=ENV, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    trials_dir = results / "searches" / "resume" / "casme2" / "trials"
-    deadline = time.time() + 300
-    while time.time() < deadline and len(list(trials_dir.glob("*.json"))) < 1:
-        time.sleep(0.5)
-    time.sleep(2)  # let the next trial start and checkpoint a fold
-    if how == "ctrl-c":
-        proc.send_signal(signal.SIGINT)  # the driver only, as a terminal's Ctrl-C would
-        _, err = proc.communicate(timeout=180)
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # anything of its own Ray cluster still alive
-        except ProcessLookupError:
-            pass
-        assert proc.returncode == 130 and "rerun the same command to resume" in err
-    else:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray cluster it started
-        proc.wait()
-    assert not (results / "searches" / "resume" / "summary.json").exists()  # nothing summarised from a partial search
-    finished_before = len(list(trials_dir.glob("*.json")))
-    assert 1 <= finished_before < 4
-    again = _search(args)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "resuming" in again.stdout
-    assert len(list(trials_dir.glob("*.json"))) == 4
-    complete = [t for t in _study(results, "resume").trials if t.state.name == "COMPLETE"]
-    assert len(complete) == 4
-    assert len({json.dumps(t.params, sort_keys=True) for t in complete}) == 4  # none duplicated
-    summary = json.loads((results / "searches" / "resume" / "summary.json").read_text())
-    assert summary["datasets"][0]["trials_finished"] == 4
-
-
-def test_failing_trial_is_retried_then_recorded(synthetic, tmp_path):
+def test_failing_task_is_recorded_and_the_others_go_on(synthetic, tmp_path):
     results = tmp_path / "results"
     space = _space(tmp_path, "method: micro_au_clip\nparams:\n  lr: {categorical: [0.002, 1.0e+30]}\nfixed: {epochs: 2}\n", "boom")
-    proc = _search(["--space", space, "--data-root", synthetic / "CASME2", "--trials", 3, "--concurrency", 1, "--sampler", "random",
+    proc = _search(["--space", space, "--data-root", synthetic / "CASME2", "--trials", 3, "--round-size", 3, "--sampler", "random",
                     "--seed", 6, "--final-seeds", 0, "--baselines", "", "--results", results, "--name", "boom"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     [ds] = json.loads((results / "searches" / "boom" / "summary.json").read_text())["datasets"]
-    assert ds["trials_finished"] == 2 and len(ds["trials_failed"]) == 1
-    failure = ds["trials_failed"][0]
-    assert failure["config"]["lr"] == 1e30 and "non-finite loss" in failure["reason"]
-    assert "failed trial" in proc.stdout
-    states = [t.state.name for t in _study(results, "boom").trials]
-    assert states.count("COMPLETE") == 2 and states.count("FAIL") == 1
+    failed = ds["tasks_failed"]
+    assert failed and all(f["params"]["lr"] == 1e30 and "non-finite loss" in f["reason"] for f in failed)
+    assert ds["tasks_finished"] == 12 - len(failed)
+    assert "failed task" in proc.stdout
+    for study in _studies(results, "boom").values():
+        states = sorted(t.state.name for t in study.trials)
+        assert states.count("FAIL") == sum(1 for t in study.trials if t.params["lr"] == 1e30) and len(states) == 3
 
 
 @pytest.mark.parametrize("args, message", [
@@ -215,6 +263,7 @@ def test_failing_trial_is_retried_then_recorded(synthetic, tmp_path):
     (["--space", "gsd", "--fidelity", "frozen:frozen"], "two different backbone modes"),
     (["--space", "gsd", "--fidelity", "fast"], "expected LOW:HIGH"),
     (["--space", "gsd", "--fidelity", "frozen:full", "--trials", "2", "--confirm-top", "3"], "--confirm-top 3"),
+    (["--space", "gsd", "--round-size", "0"], "--round-size must be at least 1"),
     (["--space", "sssnet", "--fidelity", "frozen:full"], "has no backbone_mode"),
 ])
 def test_errors_before_any_work(tmp_path, capsys, args, message):
@@ -250,8 +299,7 @@ def test_cluster_configs_validate_against_rays_schema(path):
         validate_config(prepare_config(broken))
 
 
-def test_search_on_two_node_cluster_uses_both_nodes(synthetic, tmp_path, monkeypatch):
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+def test_search_on_two_node_cluster_uses_both_nodes(synthetic, tmp_path):
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
@@ -259,11 +307,11 @@ def test_search_on_two_node_cluster_uses_both_nodes(synthetic, tmp_path, monkeyp
         cluster.add_node(num_cpus=1, num_gpus=1)  # a fake-GPU worker node
         cluster.wait_for_nodes()
         results = tmp_path / "results"
-        proc = _search(["--space", _space(tmp_path, TINY), "--data-root", synthetic / "CASME2", "--trials", 2, "--concurrency", 2,
-                        "--gpus-per-trial", 0, "--final-seeds", 0, "--baselines", "", "--results", results, "--name", "multi",
-                        "--address", cluster.address])
+        proc = _search(["--space", _space(tmp_path, TINY), "--data-root", synthetic / "CASME2", "--trials", 2, "--round-size", 2,
+                        "--concurrency", 2, "--gpus-per-trial", 0, "--final-seeds", 0, "--baselines", "", "--results", results,
+                        "--name", "multi", "--address", cluster.address])
         assert proc.returncode == 0, proc.stderr[-3000:]
-        docs = [json.loads(p.read_text()) for p in (results / "searches" / "multi" / "casme2" / "trials").glob("*.json")]
+        docs = [json.loads(p.read_text()) for p in (results / "searches" / "multi" / "casme2" / "rounds").glob("*.json")]
         assert len(docs) == 2 and len({d["node_id"] for d in docs}) == 2
     finally:
         cluster.shutdown()

@@ -28,7 +28,7 @@ from ..protocol import loso_folds
 from ..registry import get_method, resolve_hparams
 from ..results import config_id, load_record, predictions_frame, write_run
 from ..selection import (CHOSEN_BY, SCHEMA_VERSION, Candidate, common_candidates, deployment_choice, per_fold_choice,
-                         test_fold_choice, top_per_fold)
+                         chosen_on_test_folds, top_per_fold)
 from .options import SearchOptions
 from .studies import Slice, Studies, Task
 from .trial import fold_from_json
@@ -204,7 +204,7 @@ class DatasetSearch:
             raise StageIncomplete(f"error: every task of fold(s) {missing} failed on {self.dataset}: {failed[:3]}", 1)
         common = common_candidates(all_cands, self.folds)
         deploy_key = deployment_choice(common)
-        test_key = test_fold_choice(common, lambda cs: pooled_f1(cs, self.data))
+        test_key = chosen_on_test_folds(common, lambda cs: pooled_f1(cs, self.data))
         chosen = {str(f): {"number": c.number, "params": json.loads(c.params_key), "inner_f1": c.inner_f1} for f, c in choice.items()}
         records = {label: self.record(self.out / label, list(choice.values()), label,
                                       {**self.common_extra(label, len(fold_cands)), "seed_role": "search", "chosen": chosen})}

@@ -2,8 +2,8 @@
 evaluated on its own outer fold with the nested protocol (``Engine.run_fold(fold, "inner")``).
 
 A task that fails on its own (a non-finite loss) is recorded as failed with its reason and the
-others go on; Tune's retries are for crashed processes. The trial reports after every task with a
-checkpoint of the tasks done, so a restored trial continues with the rest. With ``fold_workers``
+others go on; Tune's retries are for crashed processes. The tasks done are kept on disk after
+every task, so a retried or resumed slice continues with the rest. With ``fold_workers``
 > 1 the tasks are dealt to this process and Ray actors in the trial's other placement-group
 bundles. Outputs (``slice_outputs``): ``<out>/r<round>-p<proposal>.json`` (per task: thresholds,
 epochs, inner F1, per-epoch inner scores, test predictions) and ``….inner.parquet`` (per task
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -173,29 +172,26 @@ def trial_resources(cpus: float, gpus: float, fold_workers: int):
 def run_slice(config: dict, ctx: dict, plan: dict) -> None:
     """Ray Tune trainable: ``config`` names the slice (round, proposal: the trial table shows
     only these); ``ctx`` (run context) and ``plan`` (proposal → tasks) come through
-    ``tune.with_parameters``."""
+    ``tune.with_parameters``. Tasks done so far are kept in ``<out>/partial/`` (atomically), so a
+    retried or resumed slice continues with the rest."""
     import ray
     from ray import tune
 
     runner = TaskRunner(ctx, bool(ray.get_gpu_ids()))
-    tasks = plan[config["proposal"]]
-    done: list[dict] = []
-    checkpoint = tune.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            done = json.loads((Path(d) / "tasks.json").read_text())
-    finished = {(t["fold"], t["number"], json.dumps(t["params"], sort_keys=True)) for t in done}
-    todo = [t for t in tasks if (t["fold"], t["number"], json.dumps(t["params"], sort_keys=True)) not in finished]
-    trial_id = tune.get_context().get_trial_id()
+    r, proposal = config["round"], config["proposal"]
+    tasks = plan[proposal]
+    partial = Path(ctx["out_dir"]) / "partial" / slice_paths(Path("."), r, proposal)[0].name
+    done: list[dict] = json.loads(partial.read_text()) if partial.exists() else []
+    key = lambda t: (t["fold"], t["number"], t["role"])  # noqa: E731
+    finished = {key(t) for t in done}
+    todo = [t for t in tasks if key(t) not in finished]
     for out in task_outputs(runner, todo, ctx["fold_workers"]):
         done.append(out)
+        write_json(partial, done)
         ok = [t["inner_f1"] for t in done if t["status"] == "ok"]
-        metrics = {"tasks_done": len(done), "n_tasks": len(tasks), "inner_f1_mean": float(np.mean(ok)) if ok else float("nan")}
-        with tempfile.TemporaryDirectory() as d:
-            (Path(d) / "tasks.json").write_text(json.dumps(done))
-            if len(done) == len(tasks):
-                order = {(t["fold"], t["number"], t["role"]): i for i, t in enumerate(tasks)}
-                done.sort(key=lambda t: order[(t["fold"], t["number"], t["role"])])
-                write_slice(Path(ctx["out_dir"]), config["round"], config["proposal"], done, runner.aus,
-                            {"tune_trial": trial_id, "node_id": ray.get_runtime_context().get_node_id()})
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        tune.report({"tasks_done": len(done), "n_tasks": len(tasks), "inner_f1_mean": float(np.mean(ok)) if ok else float("nan")})
+    order = {key(t): i for i, t in enumerate(tasks)}
+    done.sort(key=lambda t: order[key(t)])
+    write_slice(Path(ctx["out_dir"]), r, proposal, done, runner.aus,
+                {"tune_trial": tune.get_context().get_trial_id(), "node_id": ray.get_runtime_context().get_node_id()})
+    partial.unlink(missing_ok=True)

@@ -3,8 +3,10 @@ baselines) with the trials' resources.
 
 A round is one Tune experiment (``<search>-<dataset>-r<round>``): one trial per slice whose
 outputs are not on disk yet, the run context and the task plan passed with
-``tune.with_parameters`` (trial tables show only round and proposal). An interrupted experiment
-is restored by name; a slice that still fails after Tune's retries has its tasks recorded as
+``tune.with_parameters`` (trial tables show only round and proposal). The slice outputs on disk,
+not Tune's experiment state, say what is done: a resumed round is a new experiment
+(``…-r<round>-resume<n>``) over the slices still missing, and each of those continues from its
+tasks already done. A slice that still fails after Tune's retries has its tasks recorded as
 failed with the reason.
 """
 from __future__ import annotations
@@ -56,17 +58,17 @@ class TuneExecutor:
         plan = {s.proposal: [t.to_json() for t in s.tasks] for s in slices}
         trainable = tune.with_resources(tune.with_parameters(run_slice, ctx=ctx, plan=plan),
                                         trial_resources(opts.cpus_per_trial, opts.gpus_per_trial, opts.fold_workers))
-        exp_path = self.storage / exp_name
-        if tune.Tuner.can_restore(str(exp_path)):
-            print(f"resuming {exp_path}")
-            return tune.Tuner.restore(str(exp_path), trainable, resume_errored=True).fit()
+        name, attempt = exp_name, 0
+        while (self.storage / name).exists():
+            attempt += 1
+            name = f"{exp_name}-resume{attempt}"
+        if attempt:
+            print(f"resuming {exp_name}: {len(slices)} slice(s) left", flush=True)
         tuner = tune.Tuner(
             trainable,
             param_space={"round": slices[0].round, "proposal": tune.grid_search([s.proposal for s in slices])},
             tune_config=tune.TuneConfig(max_concurrent_trials=opts.concurrency, reuse_actors=False),
-            # Checkpoints are small task outputs: keep them all (num_to_keep would force an
-            # experiment snapshot after every report).
-            run_config=tune.RunConfig(name=exp_name, storage_path=str(self.storage), verbose=1,
+            run_config=tune.RunConfig(name=name, storage_path=str(self.storage), verbose=1,
                                       failure_config=tune.FailureConfig(max_failures=MAX_FAILURES)),
         )
         return tuner.fit()

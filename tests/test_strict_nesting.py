@@ -1,0 +1,83 @@
+"""Strict nesting in-process (the search driver with slices run here instead of in Ray Tune; GP
+sampler, whose proposals follow the values themselves, not only their order):
+fold k's proposals and choice never see subject k's labels; a shared study's do."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from suite.data import load_cache, prepare
+from suite.engine import DatasetTensors
+from suite.search.driver import DatasetSearch
+from suite.search.options import SearchOptions
+from suite.search.trial import TaskRunner, write_slice
+from suite.spaces import load_space
+
+SPACE = "method: micro_au_clip\nparams:\n  lambda_gd: {float: [0.01, 1.0], log: true}\n  tau_gd: {float: [0.1, 3.0], log: true}\n" \
+        "  lr: {float: [0.0005, 0.01], log: true}\nfixed: {epochs: 2, batch_size: 8}\n"
+
+
+def in_process(data: DatasetTensors):
+    """An executor running every slice's tasks in this process, on ``data`` (maybe altered)."""
+    runners = {}
+
+    def execute(slices, ctx, name):
+        runner = runners.setdefault(ctx["out_dir"], TaskRunner(ctx, data=data))
+        out = {}
+        for s in slices:
+            tasks = [runner.run(t.to_json()) for t in s.tasks]
+            write_slice(Path(ctx["out_dir"]), s.round, s.proposal, tasks, runner.aus, {"tune_trial": None})
+            out[s.proposal] = json.loads((Path(ctx["out_dir"]) / f"r{s.round:03d}-p{s.proposal:03d}.json").read_text())
+        return out
+    return execute
+
+
+def _search(synthetic, tmp_path, selection, flip_subject=None):
+    space_path = tmp_path / "tiny.yaml"
+    space_path.write_text(SPACE)
+    space = load_space(str(space_path))
+    results = tmp_path / f"results-{selection}-{flip_subject}"
+    opts = SearchOptions(space=str(space_path), trials=4, round_size=2, startup_trials=2, selection=selection, sampler="gp", final_seeds=0,
+                         baselines=(), name="inv", results=results)
+    cache = prepare("casme2", synthetic / "CASME2", results)
+    data = DatasetTensors.from_cache(load_cache(cache.path)[0], (1, 2, 4, 7, 12, 14, 15, 17), torch.device("cpu"), cache.fingerprint)
+    if flip_subject is not None:
+        rows = data.subject == flip_subject
+        data.labels[rows] = 1 - data.labels[rows]
+    search = DatasetSearch(space, "casme2", synthetic / "CASME2", cache, None, opts, results, results / "searches" / "inv",
+                           in_process(data))
+    search.data = data  # selection reads the same (altered) labels
+    summary = search.run(lambda jobs: [])
+    tasks = [t for p in sorted((results / "searches" / "inv" / "casme2" / "rounds").glob("*.json"))
+             for t in json.loads(p.read_text())["tasks"]]
+    return summary, tasks, search
+
+
+@pytest.mark.slow
+def test_fold_k_never_sees_subject_k_but_a_shared_study_does(synthetic, tmp_path):
+    summary, tasks, search = _search(synthetic, tmp_path, "strict")
+    from suite.protocol import loso_folds
+
+    folds = loso_folds(search.data.subject, 0.25, 0)
+    # a subject that is an inner-validation subject of another fold: its labels reach that fold's study
+    k, other = next((f.index, g.index) for f in folds for g in folds
+                    if g.index != f.index and f.test_subject in set(search.data.subject[g.inner_val]))
+    flipped_summary, flipped_tasks, _ = _search(synthetic, tmp_path, "strict", folds[k].test_subject)
+
+    def proposals(ts, fold):
+        return [(t["number"], t["params"]) for t in ts if t["fold"] == fold]
+
+    assert proposals(tasks, k) == proposals(flipped_tasks, k)
+    assert summary["chosen"][str(k)] == flipped_summary["chosen"][str(k)]
+    assert [t["inner_f1"] for t in tasks if t["fold"] == other] != [t["inner_f1"] for t in flipped_tasks if t["fold"] == other]
+    # start-up proposals (numbers 0, 1) coincide across folds; afterwards each fold adapts on its own
+    for n in (0, 1):
+        assert len({json.dumps(p) for t in tasks for num, p in [(t["number"], t["params"])] if num == n}) == 1
+
+    shared, shared_tasks, _ = _search(synthetic, tmp_path, "shared")
+    shared_flipped, shared_flipped_tasks, _ = _search(synthetic, tmp_path, "shared", folds[k].test_subject)
+    after_startup = lambda ts: [p for num, p in proposals(ts, k) if num >= 2]  # noqa: E731
+    assert after_startup(shared_tasks) != after_startup(shared_flipped_tasks)  # subject k steered fold k's candidates
+    assert shared["selection"] == "shared_nested" and summary["selection"] == "strict_nested"
