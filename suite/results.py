@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 
 from .metrics import detection_metrics, recognition_metrics
+from .selection import CHOSEN_BY, SCHEMA_VERSION
 
-RECORD_KEYS = ("method", "dataset", "aus", "hparams", "seed", "protocol", "selection", "f1_avg", "f1_fold_mean",
+RECORD_KEYS = ("method", "dataset", "aus", "hparams", "seed", "protocol", "selection", "schema", "chosen_by", "f1_avg", "f1_fold_mean",
                "per_au_f1", "per_au_auc", "mer", "n_samples", "duration_s", "device", "versions", "git_commit",
                "data_fingerprint", "source", "predictions", "command")
 
@@ -125,7 +126,7 @@ def write_run(stem: Path, frame: pd.DataFrame, *, method: str, dataset: str, aus
     write_predictions(pred_path, frame)
     record = {
         "method": method, "dataset": dataset, "aus": [f"AU{a}" for a in aus], "hparams": hparams, "seed": seed,
-        "protocol": "loso", "selection": selection,
+        "protocol": "loso", "selection": selection, "schema": SCHEMA_VERSION, "chosen_by": CHOSEN_BY[selection],
         **{k: metrics[k] for k in ("f1_avg", "f1_fold_mean", "per_au_f1", "per_au_auc", "mer", "n_samples")},
         "n_folds": int(frame["fold"].nunique()), "duration_s": round(duration_s, 3), "device": device,
         "versions": versions(), "git_commit": git_commit(), "data_fingerprint": fingerprint,

@@ -27,8 +27,7 @@ from ..paths import token_cache_dir
 from ..protocol import loso_folds
 from ..registry import get_method, resolve_hparams
 from ..results import config_id, load_record, predictions_frame, write_run
-from ..selection import (CHOSEN_BY, SCHEMA_VERSION, Candidate, common_candidates, deployment_choice, per_fold_choice,
-                         chosen_on_test_folds, top_per_fold)
+from ..selection import Candidate, chosen_on_test_folds, common_candidates, deployment_choice, per_fold_choice, top_per_fold
 from .options import SearchOptions
 from .studies import Slice, Studies, Task
 from .trial import fold_from_json
@@ -142,11 +141,11 @@ class DatasetSearch:
                          device=", ".join(sorted({c.payload["task"].get("device", "?") for c in cands})),
                          duration_s=self.tune_seconds, extra=extra)
 
-    def common_extra(self, selection: str, n_candidates: int) -> dict:
+    def common_extra(self, n_candidates: int) -> dict:
         o = self.opts
-        return {"schema": SCHEMA_VERSION, "search": o.name, "space": self.space.name, "sampler": o.sampler,
+        return {"search": o.name, "space": self.space.name, "sampler": o.sampler,
                 "search_selection": o.selection, "n_trials": o.trials, "n_candidates": n_candidates, "fidelity": o.fidelity,
-                "chosen_by": CHOSEN_BY[selection], "command": o.command, "data_root": str(self.root) if self.root else "synthetic"}
+                "command": o.command, "data_root": str(self.root) if self.root else "synthetic"}
 
     def final_jobs(self, label: str, hparams_by_fold: dict[int, dict], done_paths: list) -> list[tuple[str, dict]]:
         jobs = []
@@ -158,7 +157,7 @@ class DatasetSearch:
             jobs.append(("run_chosen", {"method": self.space.method, "dataset": self.dataset, "data_root": self.root,
                                         "hparams_by_fold": hparams_by_fold, "seed": seed, "stem": stem, "selection": label,
                                         "results": self.results, "compile": self.opts.compile,
-                                        "extra": {**self.common_extra(label, 0), "seed_role": "final"}}))
+                                        "extra": {**self.common_extra(0), "seed_role": "final"}}))
         return jobs
 
     def baseline_jobs(self, done_paths: dict) -> list[tuple[str, str, dict]]:
@@ -207,11 +206,11 @@ class DatasetSearch:
         test_key = chosen_on_test_folds(common, lambda cs: pooled_f1(cs, self.data))
         chosen = {str(f): {"number": c.number, "params": json.loads(c.params_key), "inner_f1": c.inner_f1} for f, c in choice.items()}
         records = {label: self.record(self.out / label, list(choice.values()), label,
-                                      {**self.common_extra(label, len(fold_cands)), "seed_role": "search", "chosen": chosen})}
+                                      {**self.common_extra(len(fold_cands)), "seed_role": "search", "chosen": chosen})}
         if test_key:
             records["selected_on_test_folds"] = self.record(
                 self.out / "selected_on_test_folds", common[test_key], "selected_on_test_folds",
-                {**self.common_extra("selected_on_test_folds", len(common)), "seed_role": "search", "chosen": json.loads(test_key)})
+                {**self.common_extra(len(common)), "seed_role": "search", "chosen": json.loads(test_key)})
         final_done, base_done = [], {}
         jobs = self.final_jobs(label, {f: c.payload["task"]["hparams"] for f, c in choice.items()}, final_done)
         deploy_done = []
