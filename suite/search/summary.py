@@ -4,8 +4,8 @@ from __future__ import annotations
 
 LABELS = {
     "strict_nested": "strictly nested F1 (headline)",
-    "shared_nested": "nested over a shared search (adaptive sampler saw every subject)",
-    "shared_nested_data_independent": "nested over a shared search (data-independent sampler)",
+    "shared_nested": "nested over a shared search (optimistic)",
+    "shared_nested_data_independent": "nested over a shared random search",
 }
 
 
@@ -31,7 +31,7 @@ def format_summary(summary: dict) -> str:
             rows.append((f"  same per-fold choices, final seeds {d['final_seeds']}", pct(d["final_seeds_mean"]) + spread))
         rows.append(("selected on test folds (optimistic, as most papers)", pct(d["selected_on_test_folds_f1"])))
         dep = d["deployment"]
-        if dep["params"] is not None:
+        if dep["params"] is not None and dep["seeds_f1"]:
             rows.append((f"deployment configuration, {len(dep['seeds_f1'])} seeds (optimistic)", pct(dep["mean"])))
         lines += [f"    {label:<{width}} {value}" for label, value in rows]
         if dep["params"] is not None:
