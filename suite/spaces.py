@@ -54,7 +54,7 @@ class SearchSpace:
     description: str = ""
 
     def suggest(self, trial) -> None:
-        """Optuna define-by-run space (a bound method, so Ray can pickle the searcher)."""
+        """Optuna define-by-run space: draws every parameter on an asked trial."""
         for p in self.params:
             p.suggest(trial)
 
