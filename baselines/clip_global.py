@@ -24,6 +24,8 @@ def _encoder(hp: dict, prompts: list[str]) -> ClipTokenEncoder:
 
 
 class ClipGlobal(MultiLabelDetector):
+    batchable = True  # on cached features, the fold-batched engine may train many of these as one
+
     def __init__(self, hp: dict, aus):
         super().__init__(len(aus))
         if hp["input"] not in ("diff", "apex", "both"):

@@ -24,7 +24,7 @@ from accelerate.utils import set_seed
 from .metrics import f1_per_au
 from .protocol import Fold, verify_fold
 from .registry import MethodSpec
-from .selection import crossfit_inner_f1, halves, pick
+from .selection import inner_choice
 from .token_cache import feature_key, load_or_compute
 
 _ACCELERATOR: Accelerator | None = None
@@ -120,6 +120,16 @@ class Engine:
         # fused: one kernel for all parameters (many small tensors here), on CPU and GPU
         self.optimizer = self.acc.prepare_optimizer(torch.optim.AdamW(params, lr=hparams["lr"], weight_decay=hparams["weight_decay"], fused=True)) \
             if self.trainable else None
+
+    @property
+    def batchable(self) -> tuple[bool, str]:
+        """(whether the fold-batched engine can train this configuration, why not)."""
+        model = self.acc.unwrap_model(self.model)
+        if not getattr(model, "batchable", False):
+            return False, f"{self.spec.name} has no batched form"
+        if self.features is None:
+            return False, "its encoder is trained (backbone_mode is not frozen), so there are no cached features to batch over"
+        return True, ""
 
     # --- data ---------------------------------------------------------------------------
     def _frozen_features(self, model, feature_cache: Path | None) -> tuple[torch.Tensor, bool]:
@@ -228,12 +238,7 @@ class Engine:
             raise ValueError(f"selection {selection!r}: choose 'fixed' or 'inner'")
         val = fold.inner_val[self.data.au_known[fold.inner_val]]
         epoch_numbers, val_probs, history = self.train(fold.inner_train, epochs, fold_seed, val_idx=val)
-        y_val, val_subjects = self.data.labels[val], self.data.subject[val]
-        if halves(val_subjects) is None:  # too few subjects to choose on: fixed epochs, threshold 0.5
-            chosen, threshold = len(epoch_numbers) - 1, np.full(len(self.aus), 0.5)
-        else:
-            chosen, threshold = pick(y_val, val_probs)
-        inner_f1 = crossfit_inner_f1(y_val, val_probs, val_subjects)
+        chosen, threshold, inner_f1 = inner_choice(self.data.labels[val], val_probs, self.data.subject[val])
         best_epoch = epoch_numbers[chosen]
         # training is a prefix: the outer model trained for best_epoch epochs equals one trained
         # longer and read at that epoch (same seed, same order, constant learning rate)

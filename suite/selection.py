@@ -118,6 +118,17 @@ def crossfit_inner_f1(y: np.ndarray, probs: np.ndarray, subjects: np.ndarray) ->
     return float(np.mean(scores))
 
 
+def inner_choice(y: np.ndarray, probs: np.ndarray, subjects: np.ndarray) -> tuple[int, np.ndarray, float]:
+    """What one run chooses on its inner-validation predictions ``probs`` [E, n, K]: (epoch
+    position, thresholds, cross-fitted inner F1). With fewer than two subjects: the last epoch
+    and 0.5, nothing chosen."""
+    if halves(subjects) is None:
+        chosen, threshold = len(probs) - 1, np.full(y.shape[1], 0.5)
+    else:
+        chosen, threshold = pick(y, probs)
+    return chosen, threshold, crossfit_inner_f1(y, probs, subjects)
+
+
 # --- across a search -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Candidate:

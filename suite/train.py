@@ -48,6 +48,9 @@ def main(argv=None) -> int:
     p.add_argument("--results", type=Path, help="results folder (default ./results or $MICRO_AU_RESULTS)")
     p.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
                    help="torch.compile the model once and reuse it across folds (default backend inductor); pays off on long GPU runs")
+    p.add_argument("--engine", default="auto", choices=("auto", "batched", "sequential"),
+                   help="batched: all folds' models trained as one (cached frozen features); auto: batched when possible "
+                        "(default: %(default)s)")
     p.add_argument("--list-methods", action="store_true")
     args = p.parse_args(argv)
     if args.list_methods:
@@ -57,7 +60,7 @@ def main(argv=None) -> int:
     command = "python -m suite.train " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
         paths = run(args.method, args.dataset, args.data_root, parse_sets(args.set), args.seeds, args.out, args.results,
-                    compile=args.compile, extra={"command": command})
+                    compile=args.compile, extra={"command": command}, engine=args.engine)
     except (KeyError, ValueError, DataError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2

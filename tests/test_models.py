@@ -126,3 +126,24 @@ def test_local_pretrained_weights_load(tmp_path):
         assert torch.equal(model.encoder.visual.state_dict()[name], p), name
     random = _model()
     assert not torch.equal(random.encoder.visual.conv1.weight, source.visual.conv1.weight)
+
+
+def test_patch_token_attention_equals_projecting_every_token():
+    """The key/value-free PTA computes what per-token keys and values give."""
+    import math
+
+    import torch
+
+    from suite.models.micro_au_clip import PatchTokenAttention
+
+    torch.manual_seed(0)
+    masks = torch.rand(3, 10) < 0.6
+    masks[:, 0] = True
+    pta = PatchTokenAttention(3, 8, 2, masks)
+    torch.nn.init.normal_(pta.kv.bias)
+    tokens = torch.randn(4, 10, 8)
+    k, v = pta.kv(tokens).view(4, 10, 2, 2, 4).unbind(2)
+    logits = torch.einsum("bnhd,khd->bkhn", k, pta.query) / math.sqrt(4)
+    attn = logits.masked_fill(~masks[None, :, None, :], float("-inf")).softmax(-1)
+    expected = pta.out(torch.einsum("bkhn,bnhd->bkhd", attn, v).reshape(4, -1, 8))
+    torch.testing.assert_close(pta(tokens), expected, rtol=1e-5, atol=1e-6)

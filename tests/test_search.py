@@ -231,7 +231,7 @@ def test_fold_workers_give_identical_outputs(synthetic, tmp_path):
     placement group; the outputs equal those of one process."""
     space = _space(tmp_path, TINY.replace("epochs: 3", "epochs: 2"))
     common = ["--space", space, "--data-root", synthetic / "CASME2", "--trials", 2, "--round-size", 2, "--final-seeds", 0,
-              "--baselines", "", "--name", "workers", "--cpus-per-trial", 1]
+              "--baselines", "", "--name", "workers", "--cpus-per-trial", 1, "--engine", "sequential"]
     assert _search([*common, "--fold-workers", 2, "--results", tmp_path / "w"]).returncode == 0
     assert _search([*common, "--results", tmp_path / "s"]).returncode == 0
     workers = _tasks(tmp_path / "w", "workers")
@@ -264,6 +264,7 @@ def test_failing_task_is_recorded_and_the_others_go_on(synthetic, tmp_path):
     (["--space", "gsd", "--fidelity", "fast"], "expected LOW:HIGH"),
     (["--space", "gsd", "--fidelity", "frozen:full", "--trials", "2", "--confirm-top", "3"], "--confirm-top 3"),
     (["--space", "gsd", "--round-size", "0"], "--round-size must be at least 1"),
+    (["--space", "gsd", "--engine", "batched", "--fold-workers", "2"], "--engine batched trains a slice as one model"),
     (["--space", "sssnet", "--fidelity", "frozen:full"], "has no backbone_mode"),
 ])
 def test_errors_before_any_work(tmp_path, capsys, args, message):

@@ -15,6 +15,20 @@ def pos_weight_from_labels(labels: np.ndarray, enabled: bool = True, max_weight:
     return torch.as_tensor(pw, dtype=torch.float32)
 
 
+def weighted_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Mean of per-sample ``values`` [B]; with ``weight`` [B] (0 for padding in a fold-batched
+    minibatch) the mean over the weighted samples (0 when none is)."""
+    if weight is None:
+        return values.mean()
+    return (values * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def weighted_bce(logits: torch.Tensor, y: torch.Tensor, pos_weight: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """BCE with per-AU ``pos_weight``, averaged over AUs and (weighted) samples."""
+    bce = F.binary_cross_entropy_with_logits(logits.float(), y.float(), pos_weight=pos_weight, reduction="none")
+    return weighted_mean(bce.mean(-1), weight)
+
+
 class MultiLabelDetector(nn.Module):
     """Base for detectors trained with BCE(pos_weight): holds the buffer, sets it per fold, and
     builds the output dict so subclasses only produce logits."""
@@ -32,5 +46,5 @@ class MultiLabelDetector(nn.Module):
     def outputs(self, logits: torch.Tensor, batch: dict) -> dict:
         out = {"logits": logits}
         if "au" in batch:
-            out["loss"] = F.binary_cross_entropy_with_logits(logits.float(), batch["au"].float(), pos_weight=self.pos_weight)
+            out["loss"] = weighted_bce(logits, batch["au"], self.pos_weight, batch.get("weight"))
         return out

@@ -52,6 +52,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     a("--gpus-per-trial", type=float, help="GPUs per Tune trial (default: 0.25 when the cluster has GPUs, else 0)")
     a("--fold-workers", type=int, default=d.fold_workers, help="workers per trial running its fold tasks at once, each with "
                                                                "--cpus/--gpus-per-trial (default: %(default)s)")
+    a("--engine", default=d.engine, choices=("auto", "batched", "sequential"),
+      help="batched: a slice's models (every fold, inner and outer) trained as one on cached frozen features; "
+           "auto: batched when the configuration allows (default: %(default)s)")
     a("--address", help="an existing Ray cluster: auto or HOST:PORT (default: start a local one)")
     a("--name", help="search name: results/searches/NAME (default: the space's name)")
     a("--compile", nargs="?", const="inductor", metavar="BACKEND",
@@ -67,7 +70,8 @@ def options_from_args(args: argparse.Namespace, argv) -> SearchOptions:
         sampler=args.sampler, seed=args.seed, final_seeds=args.final_seeds,
         baselines=tuple(b for b in args.baselines.split(",") if b), fidelity=args.fidelity, confirm_top=args.confirm_top,
         concurrency=args.concurrency, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-        fold_workers=args.fold_workers, address=args.address, name=args.name, compile=args.compile, results=args.results,
+        fold_workers=args.fold_workers, address=args.address, name=args.name, compile=args.compile, engine=args.engine,
+        results=args.results,
         command="python -m suite.search " + shlex.join(sys.argv[1:] if argv is None else [str(a) for a in argv]))
 
 

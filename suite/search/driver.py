@@ -83,7 +83,7 @@ class DatasetSearch:
         return {"method": self.space.method, "fixed": {**self.space.fixed, **({"backbone_mode": backbone} if backbone else {})},
                 "dataset": self.dataset, "cache": str(self.cache.path), "fingerprint": self.cache.fingerprint, "out_dir": str(out_dir),
                 "seed": o.seed, "token_cache": str(token_cache_dir(self.results)), "cpus_per_trial": o.cpus_per_trial,
-                "gpus_per_trial": o.gpus_per_trial or 0, "fold_workers": o.fold_workers, "compile": o.compile}
+                "gpus_per_trial": o.gpus_per_trial or 0, "fold_workers": o.fold_workers, "compile": o.compile, "engine": o.engine}
 
     # --- stages -------------------------------------------------------------------------
     def search_rounds(self) -> list[dict]:
@@ -97,8 +97,10 @@ class DatasetSearch:
                         for d in done.values() for t in d["tasks"]}
             studies.tell_round(r, outcomes)
             docs.extend(done[s.proposal] for s in slices)
+            engines = sorted({t.get("engine", "?") for d in done.values() for t in d["tasks"]})
             print(f"{self.dataset}: round {r + 1}/{len(round_sizes(self.opts.trials, self.opts.round_size))} done "
-                  f"({sum(t['status'] == 'ok' for d in docs for t in d['tasks'])} tasks)", flush=True)
+                  f"({sum(t['status'] == 'ok' for d in docs for t in d['tasks'])} tasks; --engine {self.opts.engine} → "
+                  f"{', '.join(engines)})", flush=True)
         self.study_names = list(studies.names.values())
         return docs
 
@@ -143,7 +145,7 @@ class DatasetSearch:
 
     def common_extra(self, n_candidates: int) -> dict:
         o = self.opts
-        return {"search": o.name, "space": self.space.name, "sampler": o.sampler,
+        return {"search": o.name, "space": self.space.name, "sampler": o.sampler, "search_engine": o.engine,
                 "search_selection": o.selection, "n_trials": o.trials, "n_candidates": n_candidates, "fidelity": o.fidelity,
                 "command": o.command, "data_root": str(self.root) if self.root else "synthetic"}
 
@@ -156,7 +158,7 @@ class DatasetSearch:
                 continue
             jobs.append(("run_chosen", {"method": self.space.method, "dataset": self.dataset, "data_root": self.root,
                                         "hparams_by_fold": hparams_by_fold, "seed": seed, "stem": stem, "selection": label,
-                                        "results": self.results, "compile": self.opts.compile,
+                                        "results": self.results, "compile": self.opts.compile, "engine": self.opts.engine,
                                         "extra": {**self.common_extra(0), "seed_role": "final"}}))
         return jobs
 
@@ -235,6 +237,7 @@ class DatasetSearch:
             "final_seeds_mean": float(np.mean(final_f1)) if final_f1 else None,
             "final_seeds_std": float(np.std(final_f1, ddof=1)) if len(final_f1) > 1 else None,
             "chosen": chosen, "n_common_candidates": len(common),
+            "engines": sorted({t.get("engine", "?") for d in docs for t in d["tasks"]}),
             "deployment": {"params": json.loads(deploy_key) if deploy_key else None, "folds_agreeing": agree,
                            "seeds_f1": deploy_f1, "mean": float(np.mean(deploy_f1)) if deploy_f1 else None},
             "screening": screening, "studies": getattr(self, "study_names", []), "tune_s": self.tune_seconds,

@@ -38,6 +38,7 @@ class SearchOptions:
     address: str | None = None
     name: str | None = None
     compile: str | None = None
+    engine: str = "auto"  # auto | batched | sequential (suite.batched)
     results: Path | None = None
     command: str = ""
     extra: dict = field(default_factory=dict)
@@ -109,5 +110,8 @@ def check_counts(opts: SearchOptions) -> None:
         raise SearchError("--startup-trials must be 0 or more")
     if opts.selection not in SELECTIONS:
         raise SearchError(f"--selection {opts.selection!r}: choose one of {SELECTIONS}")
+    if opts.engine == "batched" and (opts.fold_workers > 1 or opts.compile):
+        raise SearchError("--engine batched trains a slice as one model in one process: drop --fold-workers/--compile, "
+                          "or use --engine sequential")
     if opts.sampler not in SAMPLERS:
         raise SearchError(f"unknown sampler {opts.sampler!r}; choose one of {SAMPLERS}")

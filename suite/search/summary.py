@@ -19,7 +19,8 @@ def format_summary(summary: dict) -> str:
              "F1: binary F1 per AU on test predictions pooled over LOSO folds, averaged over the dataset's AUs (%)"]
     width = 58
     for d in summary["datasets"]:
-        lines.append(f"  {d['dataset']}: {d['n_folds']} folds, {d['tasks_finished']} fold tasks finished, {len(d['tasks_failed'])} failed")
+        lines.append(f"  {d['dataset']}: {d['n_folds']} folds, {d['tasks_finished']} fold tasks finished, {len(d['tasks_failed'])} failed "
+                     f"({' + '.join(d.get('engines', []))} engine)")
         if d.get("screening"):
             sc = d["screening"]
             n = sum(c["role"] == "confirm" for c in sc["confirmed"])

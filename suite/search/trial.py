@@ -3,7 +3,8 @@ evaluated on its own outer fold with the nested protocol (``Engine.run_fold(fold
 
 A task that fails on its own (a non-finite loss) is recorded as failed with its reason and the
 others go on; Tune's retries are for crashed processes. The tasks done are kept on disk after
-every task, so a retried or resumed slice continues with the rest. With ``fold_workers``
+every task, so a retried or resumed slice continues with the rest. With the fold-batched engine
+(``suite.batched``; ``ctx["engine"]`` auto or batched) all of a slice's tasks train together. With ``fold_workers``
 > 1 the tasks are dealt to this process and Ray actors in the trial's other placement-group
 bundles. Outputs (``slice_outputs``): ``<out>/r<round>-p<proposal>.json`` (per task: thresholds,
 epochs, inner F1, per-epoch inner scores, test predictions) and ``….inner.parquet`` (per task
@@ -21,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..aus import DATASET_AUS
+from ..batched import BatchedTrainer, choose_engine, run_folds_batched
 from ..data import load_cache
 from ..engine import DatasetTensors, Engine, FoldOutput, device_name, get_accelerator
 from ..protocol import loso_folds
@@ -61,15 +63,37 @@ class TaskRunner:
                                         feature_cache=token_cache, compile=self.ctx.get("compile"))
         return self._engines[key]
 
+    def engine_for(self, tasks: list[dict]) -> str:
+        """The engine these tasks run with (``ctx["engine"]``: auto | batched | sequential);
+        fold workers and torch.compile are sequential-engine features."""
+        requested = self.ctx.get("engine", "auto")
+        if requested == "auto" and (self.ctx["fold_workers"] > 1 or self.ctx.get("compile")):
+            return "sequential"
+        ok, why = self.engine(tasks[0]["params"]).batchable
+        return choose_engine(requested, self.spec.name, ok, why)
+
     def run(self, task: dict) -> dict:
-        """One task → its outputs as JSON (``status`` ok, or failed with the reason)."""
-        base = {**task, "pid": os.getpid(), "hparams": self.hparams(task["params"])}
+        """One task with the sequential engine → its outputs as JSON (``status`` ok, or failed
+        with the reason)."""
+        base = self._base(task, "sequential")
         try:
             engine = self.engine(task["params"])
             out = engine.run_fold(self.folds[task["fold"]], "inner")
         except FloatingPointError as e:
             return {**base, "status": "failed", "reason": str(e)}
         return {**base, "status": "ok", **fold_to_json(out, self.data), "device": device_name(engine.device)}
+
+    def run_batched(self, tasks: list[dict]) -> list[dict]:
+        """Every task's inner and outer model trained as one batched model (per architecture)."""
+        engine = self.engine(tasks[0]["params"])
+        trainer = BatchedTrainer(self.spec, self.data, self.ctx["seed"], engine.features)
+        outs = run_folds_batched(trainer, [(self.folds[t["fold"]], self.hparams(t["params"])) for t in tasks])
+        return [{**self._base(t, "batched"), "status": "failed", "reason": out} if isinstance(out, str) else
+                {**self._base(t, "batched"), "status": "ok", **fold_to_json(out, self.data), "device": device_name(engine.device)}
+                for t, out in zip(tasks, outs)]
+
+    def _base(self, task: dict, engine: str) -> dict:
+        return {**task, "pid": os.getpid(), "hparams": self.hparams(task["params"]), "engine": engine}
 
 
 def fold_to_json(out: FoldOutput, data: DatasetTensors) -> dict:
@@ -185,7 +209,9 @@ def run_slice(config: dict, ctx: dict, plan: dict) -> None:
     key = lambda t: (t["fold"], t["number"], t["role"])  # noqa: E731
     finished = {key(t) for t in done}
     todo = [t for t in tasks if key(t) not in finished]
-    for out in task_outputs(runner, todo, ctx["fold_workers"]):
+    outputs = (runner.run_batched(todo) if todo and runner.engine_for(todo) == "batched"
+               else task_outputs(runner, todo, ctx["fold_workers"]))
+    for out in outputs:
         done.append(out)
         write_json(partial, done)
         ok = [t["inner_f1"] for t in done if t["status"] == "ok"]

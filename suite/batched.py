@@ -1,0 +1,258 @@
+"""Fold-batched training: the models of a round that share an architecture — folds, inner and
+outer models, seeds, and configurations that differ only in continuous hyper-parameters (learning
+rate, weight decay, loss weights, temperatures) — train as one batched model.
+
+Why: on cached frozen features a model is a small head, and the sequential engine spends its time
+on per-step Python and autograd overhead for tiny matrices, once per fold, per inner/outer model,
+per configuration. Here every model's parameters carry a leading model dimension
+(``torch.func.stack_module_state`` semantics) and one ``vmap`` over ``functional_call`` runs all
+of them in each step.
+
+Each model keeps what the sequential engine gives it: its own initial weights (built from the same
+seed), its own training subset and minibatch order (a generator seeded per fold, as
+``Engine.train``), its own fold statistics (``on_fold_start``), its own AdamW state, its own epoch
+and threshold bookkeeping. Minibatches are padded to the batch size with zero-weight samples, and
+a model whose epoch has fewer steps sits the extra steps out (no update, no AdamW step). A
+non-finite loss stops that model only and is reported for it.
+
+The optimizer is AdamW written out over the stacked parameters (``adamw_step``): PyTorch's
+optimizers step every parameter they hold, and models here must be able to sit a step out. It
+follows ``torch.optim.AdamW``'s update rule. Dropout draws differ from the sequential engine's
+(one RNG stream for the batch), so with ``dropout > 0`` the two engines agree in distribution, and
+with ``dropout = 0`` to floating-point tolerance (tested).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from accelerate.utils import set_seed
+from torch.func import functional_call, vmap
+
+from .engine import DatasetTensors, FoldOutput, InnerPredictions
+from .metrics import f1_per_au
+from .protocol import Fold, verify_fold
+from .registry import MethodSpec
+from .selection import inner_choice
+
+ENGINES = ("auto", "batched", "sequential")
+# hyper-parameters that may differ between models trained as one batch (held in buffers or the optimizer)
+PER_MODEL = ("lr", "weight_decay", "lambda_gd", "tau_gd", "lambda_cl", "tau_cl")
+BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.AdamW defaults, as the sequential engine uses
+
+
+class EngineChoiceError(ValueError):
+    """``--engine batched`` asked for something that cannot be batched."""
+
+
+def architecture_key(hp: dict) -> str:
+    """Models whose hyper-parameters agree outside ``PER_MODEL`` can train as one batch."""
+    return json.dumps({k: v for k, v in hp.items() if k not in PER_MODEL}, sort_keys=True, default=str)
+
+
+def choose_engine(requested: str, method: str, batchable: bool, why_not: str = "") -> str:
+    """``auto`` → batched when the model can be batched; an explicit ``batched`` that cannot be is
+    an error, never a silent swap."""
+    if requested not in ENGINES:
+        raise EngineChoiceError(f"--engine {requested!r}: choose one of {ENGINES}")
+    if requested == "sequential" or (requested == "auto" and not batchable):
+        return "sequential"
+    if not batchable:
+        raise EngineChoiceError(f"--engine batched: {method} cannot be fold-batched ({why_not}); use --engine sequential or auto")
+    return "batched"
+
+
+@dataclass
+class Job:
+    """One model: trained on ``train`` (known AUs), predicting ``evaluate`` after every epoch."""
+
+    hp: dict
+    train: np.ndarray
+    evaluate: np.ndarray
+    fold_seed: int
+
+
+@dataclass
+class JobResult:
+    epochs: list[int]
+    probs: np.ndarray  # [E, n_eval, K] (epochs done; fewer when it failed)
+    losses: list[float]
+    failed_at: int | None = None
+    reason: str | None = None
+
+
+def adamw_step(params: dict, grads: dict, state: dict, lr: torch.Tensor, wd: torch.Tensor, active: torch.Tensor) -> None:
+    """One AdamW step (``torch.optim.AdamW``'s rule) for the models in ``active`` [M]; the others
+    keep parameters and state. ``lr``/``wd`` [M]."""
+    b1, b2 = BETAS
+    step = state["step"] + active.float()
+    bc1, bc2 = 1 - b1 ** step.clamp_min(1), 1 - b2 ** step.clamp_min(1)
+    with torch.no_grad():
+        for name, p in params.items():
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            g, m, v = grads[name], state["m"][name], state["v"][name]
+            a = active.view(shape)
+            m_new = m * b1 + g * (1 - b1)
+            v_new = v * b2 + g * g * (1 - b2)
+            denom = v_new.sqrt() / bc2.sqrt().view(shape) + EPS
+            p_new = p * (1 - lr * wd).view(shape) - (lr / bc1).view(shape) * m_new / denom
+            p.copy_(torch.where(a, p_new, p))
+            m.copy_(torch.where(a, m_new, m))
+            v.copy_(torch.where(a, v_new, v))
+    state["step"] = step
+
+
+class BatchedTrainer:
+    """Trains jobs of one architecture at once on cached features ``[N, tokens, dim]``."""
+
+    def __init__(self, spec: MethodSpec, data: DatasetTensors, seed: int, features: torch.Tensor):
+        self.spec, self.data, self.seed, self.features = spec, data, seed, features
+        self.device = features.device
+        self.y = torch.as_tensor(data.labels, dtype=torch.float32, device=self.device)
+        self._models: dict[str, torch.nn.Module] = {}
+
+    def _model(self, hp: dict) -> torch.nn.Module:
+        """The model of one configuration, built from the seed exactly as ``Engine`` builds it."""
+        key = json.dumps(hp, sort_keys=True, default=str)
+        if key not in self._models:
+            set_seed(self.seed)
+            self._models[key] = self.spec.build(hp, self.data.aus, {"n_samples": len(self.data)}).to(self.device)
+        return self._models[key]
+
+    def _stack(self, jobs: list[Job]):
+        params, buffers = [], []
+        for job in jobs:
+            model = self._model(job.hp)
+            model.on_fold_start(self.data.labels[job.train])
+            params.append({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+            buffers.append({n: b.detach().clone() for n, b in model.named_buffers() if not n.startswith("encoder.")})
+        stacked_p = {n: torch.stack([p[n] for p in params]) for n in params[0]}
+        stacked_b = {n: torch.stack([b[n] for b in buffers]) for n in buffers[0]}
+        return self._model(jobs[0].hp), stacked_p, stacked_b
+
+    def run(self, jobs: list[Job]) -> list[JobResult]:
+        keys = {architecture_key(j.hp) for j in jobs}
+        if len(keys) != 1:
+            raise ValueError("a batch holds one architecture; group jobs by architecture_key first")
+        base, params, buffers = self._stack(jobs)
+        hp, m_count, k = jobs[0].hp, len(jobs), self.y.shape[1]
+        bs, epochs = hp["batch_size"], hp["epochs"]
+        lr = torch.tensor([j.hp["lr"] for j in jobs], device=self.device)
+        wd = torch.tensor([j.hp["weight_decay"] for j in jobs], device=self.device)
+        state = {"step": torch.zeros(m_count, device=self.device), "m": {n: torch.zeros_like(p) for n, p in params.items()},
+                 "v": {n: torch.zeros_like(p) for n, p in params.items()}}
+        for p in params.values():
+            p.requires_grad_(True)
+        gens = [torch.Generator().manual_seed(j.fold_seed) for j in jobs]
+        alive = torch.ones(m_count, dtype=torch.bool, device=self.device)
+        results = [JobResult([], np.zeros((0, len(j.evaluate), k)), []) for j in jobs]
+        autocast = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+        def loss_of(p, b, feats, y, w):
+            return functional_call(base, (p, b), ({"features": feats, "au": y, "weight": w},))["loss"].float()
+
+        def logits_of(p, b, feats):
+            return functional_call(base, (p, b), ({"features": feats},))["logits"].float()
+
+        batched_loss = vmap(loss_of, randomness="different")
+        batched_logits = vmap(logits_of, randomness="different")
+        eval_probs: list[list[np.ndarray]] = [[] for _ in jobs]
+        for epoch in range(1, epochs + 1):
+            base.train()
+            orders = [j.train[torch.randperm(len(j.train), generator=g).numpy()] for j, g in zip(jobs, gens)]
+            steps = [-(-len(o) // bs) for o in orders]
+            loss_sum = torch.zeros(m_count, device=self.device)
+            for s in range(max(steps)):
+                idx = np.zeros((m_count, bs), dtype=np.int64)
+                weight = np.zeros((m_count, bs), dtype=np.float32)
+                for i, o in enumerate(orders):
+                    part = o[s * bs:(s + 1) * bs]
+                    idx[i, :len(part)], weight[i, :len(part)] = part, 1.0
+                t = torch.as_tensor(idx, device=self.device)
+                w = torch.as_tensor(weight, device=self.device)
+                active = alive & torch.as_tensor([s < n for n in steps], device=self.device)
+                with torch.autocast(**autocast):
+                    losses = batched_loss(params, buffers, self.features[t], self.y[t], w)
+                finite = torch.isfinite(losses)
+                for i in torch.nonzero(active & ~finite).flatten().tolist():
+                    results[i].failed_at, results[i].reason = epoch, f"non-finite loss {losses[i].item()} at epoch {epoch}"
+                alive &= ~(active & ~finite)
+                active &= finite
+                if not active.any():
+                    continue
+                grads = torch.autograd.grad(torch.where(active, losses, 0.0).sum(), list(params.values()))
+                adamw_step(params, dict(zip(params, grads)), state, lr, wd, active)
+                loss_sum += torch.where(active, losses.detach(), 0.0)
+            for i, r in enumerate(results):
+                if r.failed_at is None:
+                    r.epochs.append(epoch)
+                    r.losses.append(float(loss_sum[i]) / max(steps[i], 1))
+            self._evaluate(base, batched_logits, params, buffers, jobs, results, eval_probs)
+        if epochs == 0:  # nothing trained: the initial models, scored once as epoch 0
+            self._evaluate(base, batched_logits, params, buffers, jobs, results, eval_probs, epoch0=True)
+        for r, probs in zip(results, eval_probs):
+            if probs:
+                r.probs = np.stack(probs)
+        return results
+
+    @torch.no_grad()
+    def _evaluate(self, base, batched_logits, params, buffers, jobs, results, eval_probs, epoch0: bool = False) -> None:
+        base.eval()
+        n_max = max(len(j.evaluate) for j in jobs)
+        if n_max == 0:
+            for i, r in enumerate(results):
+                if r.failed_at is None:
+                    eval_probs[i].append(np.zeros((0, self.y.shape[1])))
+            return
+        idx = np.zeros((len(jobs), n_max), dtype=np.int64)
+        for i, j in enumerate(jobs):
+            idx[i, :len(j.evaluate)] = j.evaluate
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            probs = torch.sigmoid(batched_logits(params, buffers, self.features[torch.as_tensor(idx, device=self.device)])).cpu().numpy()
+        for i, (j, r) in enumerate(zip(jobs, results)):
+            if r.failed_at is None:
+                eval_probs[i].append(probs[i, :len(j.evaluate)])
+                if epoch0:
+                    r.epochs.append(0)
+
+
+def run_folds_batched(trainer: BatchedTrainer, tasks: list[tuple[Fold, dict]]) -> list[FoldOutput | str]:
+    """Every (fold, hyper-parameters) task's inner and outer model, trained together (grouped by
+    architecture); each result is the task's ``FoldOutput`` — what ``Engine.run_fold(fold,
+    "inner")`` computes — or the reason it failed."""
+    data, seed = trainer.data, trainer.seed
+    jobs, owner = [], []
+    for t, (fold, hp) in enumerate(tasks):
+        verify_fold(data.subject, fold)
+        fold_seed = seed * 100_003 + fold.index
+        known = data.au_known
+        val = fold.inner_val[known[fold.inner_val]]
+        jobs += [Job(hp, fold.inner_train[known[fold.inner_train]], val, fold_seed), Job(hp, fold.train[known[fold.train]], fold.test, fold_seed)]
+        owner += [(t, "inner"), (t, "outer")]
+    groups: dict[str, list[int]] = {}
+    for i, job in enumerate(jobs):
+        groups.setdefault(architecture_key(job.hp), []).append(i)
+    results: list[JobResult | None] = [None] * len(jobs)
+    for members in groups.values():
+        for i, r in zip(members, trainer.run([jobs[i] for i in members])):
+            results[i] = r
+    outputs: list[FoldOutput | str] = []
+    for t, (fold, hp) in enumerate(tasks):
+        inner, outer = results[2 * t], results[2 * t + 1]
+        if inner.failed_at is not None:
+            outputs.append(inner.reason)
+            continue
+        val = jobs[2 * t].evaluate
+        chosen, threshold, inner_f1 = inner_choice(data.labels[val], inner.probs, data.subject[val])
+        best_epoch = inner.epochs[chosen]
+        read_at = max(best_epoch, 1) if hp["epochs"] else 0
+        if outer.failed_at is not None and outer.failed_at <= max(read_at, 1):
+            outputs.append(outer.reason)
+            continue
+        history = [{"epoch": e, **({"loss": inner.losses[i]} if i < len(inner.losses) else {}),
+                    "val_f1": float(f1_per_au(data.labels[val], p >= 0.5).mean())} for i, (e, p) in enumerate(zip(inner.epochs, inner.probs))]
+        outputs.append(FoldOutput(fold.index, fold.test, outer.probs[outer.epochs.index(read_at)], threshold, best_epoch, inner_f1,
+                                  history, InnerPredictions(val, inner.epochs, inner.probs)))
+    return outputs

@@ -1,0 +1,89 @@
+"""The fold-batched engine against the sequential one: same initial weights, the same fold outputs
+within tolerance (dropout 0), isolation of empty, tiny and diverging models, and the engine choice."""
+import numpy as np
+import pytest
+import torch
+
+from suite.aus import DATASET_AUS
+from suite.batched import BatchedTrainer, EngineChoiceError, Job, architecture_key, choose_engine, run_folds_batched
+from suite.data import load_cache, prepare
+from suite.engine import DatasetTensors, Engine
+from suite.protocol import loso_folds
+from suite.registry import get_method, resolve_hparams
+from suite.runs import run
+
+AUS = DATASET_AUS["casme2"]
+FAST = {"epochs": 3, "batch_size": 8, "dropout": 0.0, "selection": "inner", "inner_val_fraction": 0.67}
+
+
+@pytest.fixture(scope="module")
+def data(synthetic, tmp_path_factory):
+    cache = prepare("casme2", synthetic / "CASME2", tmp_path_factory.mktemp("batched"))
+    return DatasetTensors.from_cache(load_cache(cache.path)[0], AUS, torch.device("cpu"), cache.fingerprint)
+
+
+def _setup(data, method="micro_au_clip", **overrides):
+    spec = get_method(method)
+    hp = resolve_hparams(spec, {**FAST, **overrides})
+    return spec, hp, Engine(spec, hp, data, AUS, seed=0), loso_folds(data.subject, hp["inner_val_fraction"], 0)
+
+
+@pytest.mark.parametrize("method", ["micro_au_clip", "clip_global"])
+def test_batched_equals_sequential_for_every_fold_and_two_configurations(data, method):
+    spec, hp, engine, folds = _setup(data, method)
+    other = {**hp, "lr": hp["lr"] * 3}
+    if method == "micro_au_clip":
+        other.update(lambda_gd=0.7, tau_gd=0.3, tau_cl=0.2)
+    assert architecture_key(hp) == architecture_key(other)
+    trainer = BatchedTrainer(spec, data, 0, engine.features)
+    batched = run_folds_batched(trainer, [(f, hp) for f in folds] + [(f, other) for f in folds])
+    other_engine = Engine(spec, other, data, AUS, seed=0)
+    sequential = [engine.run_fold(f, "inner") for f in folds] + [other_engine.run_fold(f, "inner") for f in folds]
+    for s, b in zip(sequential, batched):
+        assert b.fold == s.fold and b.epochs == s.epochs and np.array_equal(b.threshold, s.threshold)
+        assert b.inner_f1 == pytest.approx(s.inner_f1, abs=1e-12)
+        np.testing.assert_allclose(b.prob, s.prob, atol=1e-4)
+        np.testing.assert_allclose(b.inner.probs, s.inner.probs, atol=1e-4)
+        assert np.array_equal(b.prob >= b.threshold, s.prob >= s.threshold)  # same predictions, so the same F1
+
+
+def test_same_initial_weights_as_the_sequential_engine(data):
+    spec, hp, engine, folds = _setup(data)
+    trainer = BatchedTrainer(spec, data, 0, engine.features)
+    _, params, _ = trainer._stack([Job(hp, folds[0].train, folds[0].test, 7), Job(hp, folds[1].train, folds[1].test, 8)])
+    for name, stacked in params.items():
+        for i in range(2):
+            assert torch.equal(stacked[i], engine.initial_state[name])
+
+
+def test_empty_tiny_and_diverging_models_do_not_disturb_the_others(data):
+    spec, hp, engine, folds = _setup(data)
+    fold = folds[0]
+    known = fold.train[data.au_known[fold.train]]
+    normal = Job(hp, known, fold.test, 5)
+    trainer = BatchedTrainer(spec, data, 0, engine.features)
+    [alone] = trainer.run([normal])
+    diverging = Job({**hp, "lr": 1e30}, known, fold.test, 5)
+    together = trainer.run([Job(hp, known[:0], fold.test, 5), Job(hp, known[:1], fold.test, 5), normal, diverging])
+    np.testing.assert_allclose(together[2].probs, alone.probs, atol=1e-5)
+    assert together[0].failed_at is None and len(together[0].epochs) == hp["epochs"]  # nothing to learn from: initial model
+    assert together[1].failed_at is None
+    assert together[3].failed_at is not None and "non-finite loss" in together[3].reason
+    assert together[2].failed_at is None
+
+
+def test_engine_choice_is_explicit(data, synthetic, tmp_path):
+    assert choose_engine("auto", "m", True) == "batched" and choose_engine("auto", "m", False, "x") == "sequential"
+    with pytest.raises(EngineChoiceError, match="cannot be fold-batched"):
+        choose_engine("batched", "constant", False, "constant has no batched form")
+    _, _, full, _ = _setup(data, backbone_mode="full")
+    assert full.batchable == (False, "its encoder is trained (backbone_mode is not frozen), so there are no cached features to batch over")
+    root = synthetic / "CASME2"
+    with pytest.raises(EngineChoiceError, match="constant has no batched form"):
+        run("constant", "casme2", root, {"selection": "inner"}, 1, results=tmp_path, log=None, engine="batched")
+    [path] = run("micro_au_clip", "casme2", root, {"epochs": "1", "selection": "inner"}, 1, results=tmp_path, log=None)
+    import json
+
+    assert json.loads(path.read_text())["engine"] == "batched"
+    [path] = run("constant", "casme2", root, {"selection": "inner"}, 1, results=tmp_path, log=None)
+    assert json.loads(path.read_text())["engine"] == "sequential"
