@@ -66,12 +66,15 @@ def choose_engine(requested: str, method: str, batchable: bool, why_not: str = "
 
 @dataclass
 class Job:
-    """One model: trained on ``train`` (known AUs), predicting ``evaluate`` after every epoch."""
+    """One model: trained on ``train`` (known AUs) for ``epochs``, predicting ``evaluate`` after
+    every epoch (``every_epoch``) or once, after its last."""
 
     hp: dict
     train: np.ndarray
     evaluate: np.ndarray
     fold_seed: int
+    epochs: int
+    every_epoch: bool = True
 
 
 @dataclass
@@ -83,25 +86,27 @@ class JobResult:
     reason: str | None = None
 
 
-def adamw_step(params: dict, grads: dict, state: dict, lr: torch.Tensor, wd: torch.Tensor, active: torch.Tensor) -> None:
-    """One AdamW step (``torch.optim.AdamW``'s rule) for the models in ``active`` [M]; the others
-    keep parameters and state. ``lr``/``wd`` [M]."""
+def adamw_step(params: dict, grads: dict, state: dict, lr: torch.Tensor, wd: torch.Tensor, sel: torch.Tensor, ok: torch.Tensor) -> None:
+    """One AdamW step (``torch.optim.AdamW``'s rule) for the models ``sel`` [S] whose ``ok`` [S]
+    is set; ``grads`` hold the gradients of those S models. Every other model keeps its
+    parameters and optimizer state. ``lr``/``wd`` [M]."""
     b1, b2 = BETAS
-    step = state["step"] + active.float()
+    step = state["step"][sel] + ok.float()
     bc1, bc2 = 1 - b1 ** step.clamp_min(1), 1 - b2 ** step.clamp_min(1)
+    lr_s, wd_s = lr[sel], wd[sel]
     with torch.no_grad():
         for name, p in params.items():
             shape = (-1,) + (1,) * (p.dim() - 1)
-            g, m, v = grads[name], state["m"][name], state["v"][name]
-            a = active.view(shape)
+            g, m, v, ps = grads[name], state["m"][name][sel], state["v"][name][sel], p[sel]
+            a = ok.view(shape)
             m_new = m * b1 + g * (1 - b1)
             v_new = v * b2 + g * g * (1 - b2)
             denom = v_new.sqrt() / bc2.sqrt().view(shape) + EPS
-            p_new = p * (1 - lr * wd).view(shape) - (lr / bc1).view(shape) * m_new / denom
-            p.copy_(torch.where(a, p_new, p))
-            m.copy_(torch.where(a, m_new, m))
-            v.copy_(torch.where(a, v_new, v))
-    state["step"] = step
+            p_new = ps * (1 - lr_s * wd_s).view(shape) - (lr_s / bc1).view(shape) * m_new / denom
+            p[sel] = torch.where(a, p_new, ps)
+            state["m"][name][sel] = torch.where(a, m_new, m)
+            state["v"][name][sel] = torch.where(a, v_new, v)
+    state["step"][sel] = step
 
 
 class BatchedTrainer:
@@ -138,13 +143,12 @@ class BatchedTrainer:
             raise ValueError("a batch holds one architecture; group jobs by architecture_key first")
         base, params, buffers = self._stack(jobs)
         hp, m_count, k = jobs[0].hp, len(jobs), self.y.shape[1]
-        bs, epochs = hp["batch_size"], hp["epochs"]
+        bs, epochs = hp["batch_size"], max(j.epochs for j in jobs)
+        last = torch.as_tensor([j.epochs for j in jobs], device=self.device)
         lr = torch.tensor([j.hp["lr"] for j in jobs], device=self.device)
         wd = torch.tensor([j.hp["weight_decay"] for j in jobs], device=self.device)
         state = {"step": torch.zeros(m_count, device=self.device), "m": {n: torch.zeros_like(p) for n, p in params.items()},
                  "v": {n: torch.zeros_like(p) for n, p in params.items()}}
-        for p in params.values():
-            p.requires_grad_(True)
         gens = [torch.Generator().manual_seed(j.fold_seed) for j in jobs]
         alive = torch.ones(m_count, dtype=torch.bool, device=self.device)
         results = [JobResult([], np.zeros((0, len(j.evaluate), k)), []) for j in jobs]
@@ -172,39 +176,49 @@ class BatchedTrainer:
                     idx[i, :len(part)], weight[i, :len(part)] = part, 1.0
                 t = torch.as_tensor(idx, device=self.device)
                 w = torch.as_tensor(weight, device=self.device)
-                active = alive & torch.as_tensor([s < n for n in steps], device=self.device)
-                with torch.autocast(**autocast):
-                    losses = batched_loss(params, buffers, self.features[t], self.y[t], w)
-                finite = torch.isfinite(losses)
-                for i in torch.nonzero(active & ~finite).flatten().tolist():
-                    results[i].failed_at, results[i].reason = epoch, f"non-finite loss {losses[i].item()} at epoch {epoch}"
-                alive &= ~(active & ~finite)
-                active &= finite
-                if not active.any():
+                # only the models with a step to take are computed (finished ones drop out)
+                sel = torch.nonzero(alive & torch.as_tensor([s < n for n in steps], device=self.device) & (epoch <= last)).flatten()
+                if len(sel) == 0:
                     continue
-                grads = torch.autograd.grad(torch.where(active, losses, 0.0).sum(), list(params.values()))
-                adamw_step(params, dict(zip(params, grads)), state, lr, wd, active)
-                loss_sum += torch.where(active, losses.detach(), 0.0)
-            for i, r in enumerate(results):
-                if r.failed_at is None:
+                p_sel = {n: p[sel].requires_grad_(True) for n, p in params.items()}
+                with torch.autocast(**autocast):
+                    losses = batched_loss(p_sel, {n: b[sel] for n, b in buffers.items()}, self.features[t[sel]], self.y[t[sel]], w[sel])
+                ok = torch.isfinite(losses)
+                for i in torch.nonzero(~ok).flatten().tolist():
+                    m = int(sel[i])
+                    results[m].failed_at, results[m].reason = epoch, f"non-finite loss {losses[i].item()} at epoch {epoch}"
+                    alive[m] = False
+                if not ok.any():
+                    continue
+                grads = torch.autograd.grad(torch.where(ok, losses, 0.0).sum(), list(p_sel.values()))
+                adamw_step(params, dict(zip(params, grads)), state, lr, wd, sel, ok)
+                loss_sum[sel] += torch.where(ok, losses.detach(), 0.0)
+            for i, (j, r) in enumerate(zip(jobs, results)):
+                if r.failed_at is None and epoch <= j.epochs:
                     r.epochs.append(epoch)
                     r.losses.append(float(loss_sum[i]) / max(steps[i], 1))
-            self._evaluate(base, batched_logits, params, buffers, jobs, results, eval_probs)
-        if epochs == 0:  # nothing trained: the initial models, scored once as epoch 0
-            self._evaluate(base, batched_logits, params, buffers, jobs, results, eval_probs, epoch0=True)
+            due = [j.every_epoch and epoch <= j.epochs or epoch == j.epochs for j in jobs]
+            if any(due):
+                self._evaluate(base, batched_logits, params, buffers, jobs, results, eval_probs, due)
+        zero = [j.epochs == 0 for j in jobs]
+        if any(zero):  # nothing to train: the initial models, scored once as epoch 0
+            self._evaluate(base, batched_logits, params, buffers, jobs, results, eval_probs, zero, epoch0=True)
         for r, probs in zip(results, eval_probs):
             if probs:
                 r.probs = np.stack(probs)
         return results
 
     @torch.no_grad()
-    def _evaluate(self, base, batched_logits, params, buffers, jobs, results, eval_probs, epoch0: bool = False) -> None:
+    def _evaluate(self, base, batched_logits, params, buffers, jobs, results, eval_probs, due: list[bool], epoch0: bool = False) -> None:
+        """Predict every due job's evaluation samples (one vmapped pass over all models)."""
         base.eval()
         n_max = max(len(j.evaluate) for j in jobs)
         if n_max == 0:
             for i, r in enumerate(results):
-                if r.failed_at is None:
+                if r.failed_at is None and due[i]:
                     eval_probs[i].append(np.zeros((0, self.y.shape[1])))
+                    if epoch0:
+                        r.epochs.append(0)
             return
         idx = np.zeros((len(jobs), n_max), dtype=np.int64)
         for i, j in enumerate(jobs):
@@ -212,25 +226,14 @@ class BatchedTrainer:
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             probs = torch.sigmoid(batched_logits(params, buffers, self.features[torch.as_tensor(idx, device=self.device)])).cpu().numpy()
         for i, (j, r) in enumerate(zip(jobs, results)):
-            if r.failed_at is None:
+            if r.failed_at is None and due[i]:
                 eval_probs[i].append(probs[i, :len(j.evaluate)])
                 if epoch0:
                     r.epochs.append(0)
 
 
-def run_folds_batched(trainer: BatchedTrainer, tasks: list[tuple[Fold, dict]]) -> list[FoldOutput | str]:
-    """Every (fold, hyper-parameters) task's inner and outer model, trained together (grouped by
-    architecture); each result is the task's ``FoldOutput`` — what ``Engine.run_fold(fold,
-    "inner")`` computes — or the reason it failed."""
-    data, seed = trainer.data, trainer.seed
-    jobs, owner = [], []
-    for t, (fold, hp) in enumerate(tasks):
-        verify_fold(data.subject, fold)
-        fold_seed = seed * 100_003 + fold.index
-        known = data.au_known
-        val = fold.inner_val[known[fold.inner_val]]
-        jobs += [Job(hp, fold.inner_train[known[fold.inner_train]], val, fold_seed), Job(hp, fold.train[known[fold.train]], fold.test, fold_seed)]
-        owner += [(t, "inner"), (t, "outer")]
+def _run_grouped(trainer: BatchedTrainer, jobs: list[Job]) -> list[JobResult]:
+    """Jobs of any architectures: one batched run per architecture, results in job order."""
     groups: dict[str, list[int]] = {}
     for i, job in enumerate(jobs):
         groups.setdefault(architecture_key(job.hp), []).append(i)
@@ -238,21 +241,36 @@ def run_folds_batched(trainer: BatchedTrainer, tasks: list[tuple[Fold, dict]]) -
     for members in groups.values():
         for i, r in zip(members, trainer.run([jobs[i] for i in members])):
             results[i] = r
-    outputs: list[FoldOutput | str] = []
-    for t, (fold, hp) in enumerate(tasks):
-        inner, outer = results[2 * t], results[2 * t + 1]
-        if inner.failed_at is not None:
-            outputs.append(inner.reason)
+    return results
+
+
+def run_folds_batched(trainer: BatchedTrainer, tasks: list[tuple[Fold, dict]]) -> list[FoldOutput | str]:
+    """Every (fold, hyper-parameters) task as ``Engine.run_fold(fold, "inner")`` computes it, or
+    the reason it failed. Two batched phases: all inner models (predicting their inner-validation
+    subjects after every epoch, which chooses each task's epoch count and thresholds), then all
+    outer models, each stopping at its own task's epoch count and predicting its test subject."""
+    data, seed = trainer.data, trainer.seed
+    known = data.au_known
+    inner_jobs = []
+    for fold, hp in tasks:
+        verify_fold(data.subject, fold)
+        inner_jobs.append(Job(hp, fold.inner_train[known[fold.inner_train]], fold.inner_val[known[fold.inner_val]],
+                              seed * 100_003 + fold.index, hp["epochs"]))
+    inner = _run_grouped(trainer, inner_jobs)
+    outputs: list[FoldOutput | str | None] = [None] * len(tasks)
+    outer_jobs, waiting = [], []
+    for t, ((fold, hp), job, res) in enumerate(zip(tasks, inner_jobs, inner)):
+        if res.failed_at is not None:
+            outputs[t] = res.reason
             continue
-        val = jobs[2 * t].evaluate
-        chosen, threshold, inner_f1 = inner_choice(data.labels[val], inner.probs, data.subject[val])
-        best_epoch = inner.epochs[chosen]
-        read_at = max(best_epoch, 1) if hp["epochs"] else 0
-        if outer.failed_at is not None and outer.failed_at <= max(read_at, 1):
-            outputs.append(outer.reason)
-            continue
-        history = [{"epoch": e, **({"loss": inner.losses[i]} if i < len(inner.losses) else {}),
-                    "val_f1": float(f1_per_au(data.labels[val], p >= 0.5).mean())} for i, (e, p) in enumerate(zip(inner.epochs, inner.probs))]
-        outputs.append(FoldOutput(fold.index, fold.test, outer.probs[outer.epochs.index(read_at)], threshold, best_epoch, inner_f1,
-                                  history, InnerPredictions(val, inner.epochs, inner.probs)))
+        chosen, threshold, inner_f1 = inner_choice(data.labels[job.evaluate], res.probs, data.subject[job.evaluate])
+        best_epoch = res.epochs[chosen]
+        history = [{"epoch": e, **({"loss": res.losses[i]} if i < len(res.losses) else {}),
+                    "val_f1": float(f1_per_au(data.labels[job.evaluate], p >= 0.5).mean())} for i, (e, p) in enumerate(zip(res.epochs, res.probs))]
+        outer_jobs.append(Job(hp, fold.train[known[fold.train]], fold.test, job.fold_seed, max(best_epoch, 1) if hp["epochs"] else 0,
+                              every_epoch=False))
+        waiting.append((t, fold, threshold, best_epoch, inner_f1, history, InnerPredictions(job.evaluate, res.epochs, res.probs)))
+    for (t, fold, threshold, best_epoch, inner_f1, history, inner_preds), res in zip(waiting, _run_grouped(trainer, outer_jobs) if outer_jobs else []):
+        outputs[t] = res.reason if res.failed_at is not None else \
+            FoldOutput(fold.index, fold.test, res.probs[-1], threshold, best_epoch, inner_f1, history, inner_preds)
     return outputs

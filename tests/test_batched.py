@@ -50,7 +50,7 @@ def test_batched_equals_sequential_for_every_fold_and_two_configurations(data, m
 def test_same_initial_weights_as_the_sequential_engine(data):
     spec, hp, engine, folds = _setup(data)
     trainer = BatchedTrainer(spec, data, 0, engine.features)
-    _, params, _ = trainer._stack([Job(hp, folds[0].train, folds[0].test, 7), Job(hp, folds[1].train, folds[1].test, 8)])
+    _, params, _ = trainer._stack([Job(hp, folds[0].train, folds[0].test, 7, 1), Job(hp, folds[1].train, folds[1].test, 8, 1)])
     for name, stacked in params.items():
         for i in range(2):
             assert torch.equal(stacked[i], engine.initial_state[name])
@@ -60,11 +60,11 @@ def test_empty_tiny_and_diverging_models_do_not_disturb_the_others(data):
     spec, hp, engine, folds = _setup(data)
     fold = folds[0]
     known = fold.train[data.au_known[fold.train]]
-    normal = Job(hp, known, fold.test, 5)
+    normal = Job(hp, known, fold.test, 5, hp["epochs"])
     trainer = BatchedTrainer(spec, data, 0, engine.features)
     [alone] = trainer.run([normal])
-    diverging = Job({**hp, "lr": 1e30}, known, fold.test, 5)
-    together = trainer.run([Job(hp, known[:0], fold.test, 5), Job(hp, known[:1], fold.test, 5), normal, diverging])
+    diverging = Job({**hp, "lr": 1e30}, known, fold.test, 5, hp["epochs"])
+    together = trainer.run([Job(hp, known[:0], fold.test, 5, 3), Job(hp, known[:1], fold.test, 5, 3), normal, diverging])
     np.testing.assert_allclose(together[2].probs, alone.probs, atol=1e-5)
     assert together[0].failed_at is None and len(together[0].epochs) == hp["epochs"]  # nothing to learn from: initial model
     assert together[1].failed_at is None

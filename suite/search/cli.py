@@ -36,7 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     a("--trials", type=int, default=d.trials, help="configurations per fold study (default: %(default)s)")
     a("--round-size", type=int, default=d.round_size,
       help="proposals each fold study is asked for per round; fixes what is proposed, whatever the concurrency (default: %(default)s)")
-    a("--startup-trials", type=int, help="the sampler's random start-up proposals, shared by every fold (default: the sampler's own, 10 for tpe/gp)")
+    a("--startup-trials", type=int, default=d.startup_trials,
+      help="the sampler's random start-up proposals, shared by every fold: the common candidates (default: %(default)s)")
     a("--selection", default=d.selection, choices=SELECTIONS,
       help="strict: one study per fold (headline); shared: one study told the mean over folds, labelled shared_nested (default: %(default)s)")
     a("--sampler", default=d.sampler, choices=SAMPLERS, help="Optuna sampler (default: %(default)s)")
