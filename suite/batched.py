@@ -75,6 +75,7 @@ class Job:
     fold_seed: int
     epochs: int
     every_epoch: bool = True
+    seed: int | None = None  # the model's initialisation seed (None: the trainer's)
 
 
 @dataclass
@@ -110,38 +111,46 @@ def adamw_step(params: dict, grads: dict, state: dict, lr: torch.Tensor, wd: tor
 
 
 class BatchedTrainer:
-    """Trains jobs of one architecture at once on cached features ``[N, tokens, dim]``."""
+    """Trains jobs of one architecture at once on cached features ``[N, tokens, dim]`` — one
+    tensor per initialisation seed (a random-init encoder differs between seeds)."""
 
-    def __init__(self, spec: MethodSpec, data: DatasetTensors, seed: int, features: torch.Tensor):
-        self.spec, self.data, self.seed, self.features = spec, data, seed, features
-        self.device = features.device
+    def __init__(self, spec: MethodSpec, data: DatasetTensors, seed: int, features: torch.Tensor | dict[int, torch.Tensor]):
+        self.spec, self.data, self.seed = spec, data, seed
+        self.features = features if isinstance(features, dict) else {seed: features}
+        self.device = next(iter(self.features.values())).device
         self.y = torch.as_tensor(data.labels, dtype=torch.float32, device=self.device)
         self._models: dict[str, torch.nn.Module] = {}
 
-    def _model(self, hp: dict) -> torch.nn.Module:
-        """The model of one configuration, built from the seed exactly as ``Engine`` builds it."""
-        key = json.dumps(hp, sort_keys=True, default=str)
+    def seed_of(self, job: Job) -> int:
+        return self.seed if job.seed is None else job.seed
+
+    def _model(self, hp: dict, seed: int) -> torch.nn.Module:
+        """The model of one configuration, built from its seed exactly as ``Engine`` builds it."""
+        key = json.dumps([hp, seed], sort_keys=True, default=str)
         if key not in self._models:
-            set_seed(self.seed)
+            set_seed(seed)
             self._models[key] = self.spec.build(hp, self.data.aus, {"n_samples": len(self.data)}).to(self.device)
         return self._models[key]
 
     def _stack(self, jobs: list[Job]):
         params, buffers = [], []
         for job in jobs:
-            model = self._model(job.hp)
+            model = self._model(job.hp, self.seed_of(job))
             model.on_fold_start(self.data.labels[job.train])
             params.append({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
             buffers.append({n: b.detach().clone() for n, b in model.named_buffers() if not n.startswith("encoder.")})
         stacked_p = {n: torch.stack([p[n] for p in params]) for n in params[0]}
         stacked_b = {n: torch.stack([b[n] for b in buffers]) for n in buffers[0]}
-        return self._model(jobs[0].hp), stacked_p, stacked_b
+        return self._model(jobs[0].hp, self.seed_of(jobs[0])), stacked_p, stacked_b
 
     def run(self, jobs: list[Job]) -> list[JobResult]:
         keys = {architecture_key(j.hp) for j in jobs}
         if len(keys) != 1:
             raise ValueError("a batch holds one architecture; group jobs by architecture_key first")
         base, params, buffers = self._stack(jobs)
+        seeds = sorted({self.seed_of(j) for j in jobs})
+        features = torch.stack([self.features[s] for s in seeds])  # [S, N, tokens, dim]
+        seed_index = torch.as_tensor([seeds.index(self.seed_of(j)) for j in jobs], device=self.device)
         hp, m_count, k = jobs[0].hp, len(jobs), self.y.shape[1]
         bs, epochs = hp["batch_size"], max(j.epochs for j in jobs)
         last = torch.as_tensor([j.epochs for j in jobs], device=self.device)
@@ -182,7 +191,8 @@ class BatchedTrainer:
                     continue
                 p_sel = {n: p[sel].requires_grad_(True) for n, p in params.items()}
                 with torch.autocast(**autocast):
-                    losses = batched_loss(p_sel, {n: b[sel] for n, b in buffers.items()}, self.features[t[sel]], self.y[t[sel]], w[sel])
+                    feats = features[seed_index[sel][:, None], t[sel]]
+                    losses = batched_loss(p_sel, {n: b[sel] for n, b in buffers.items()}, feats, self.y[t[sel]], w[sel])
                 ok = torch.isfinite(losses)
                 for i in torch.nonzero(~ok).flatten().tolist():
                     m = int(sel[i])
@@ -199,17 +209,18 @@ class BatchedTrainer:
                     r.losses.append(float(loss_sum[i]) / max(steps[i], 1))
             due = [j.every_epoch and epoch <= j.epochs or epoch == j.epochs for j in jobs]
             if any(due):
-                self._evaluate(base, batched_logits, params, buffers, jobs, results, eval_probs, due)
+                self._evaluate(base, batched_logits, params, buffers, features, seed_index, jobs, results, eval_probs, due)
         zero = [j.epochs == 0 for j in jobs]
         if any(zero):  # nothing to train: the initial models, scored once as epoch 0
-            self._evaluate(base, batched_logits, params, buffers, jobs, results, eval_probs, zero, epoch0=True)
+            self._evaluate(base, batched_logits, params, buffers, features, seed_index, jobs, results, eval_probs, zero, epoch0=True)
         for r, probs in zip(results, eval_probs):
             if probs:
                 r.probs = np.stack(probs)
         return results
 
     @torch.no_grad()
-    def _evaluate(self, base, batched_logits, params, buffers, jobs, results, eval_probs, due: list[bool], epoch0: bool = False) -> None:
+    def _evaluate(self, base, batched_logits, params, buffers, features, seed_index, jobs, results, eval_probs, due: list[bool],
+                  epoch0: bool = False) -> None:
         """Predict every due job's evaluation samples (one vmapped pass over all models)."""
         base.eval()
         n_max = max(len(j.evaluate) for j in jobs)
@@ -224,7 +235,8 @@ class BatchedTrainer:
         for i, j in enumerate(jobs):
             idx[i, :len(j.evaluate)] = j.evaluate
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            probs = torch.sigmoid(batched_logits(params, buffers, self.features[torch.as_tensor(idx, device=self.device)])).cpu().numpy()
+            feats = features[seed_index[:, None], torch.as_tensor(idx, device=self.device)]
+            probs = torch.sigmoid(batched_logits(params, buffers, feats)).cpu().numpy()
         for i, (j, r) in enumerate(zip(jobs, results)):
             if r.failed_at is None and due[i]:
                 eval_probs[i].append(probs[i, :len(j.evaluate)])
@@ -244,22 +256,24 @@ def _run_grouped(trainer: BatchedTrainer, jobs: list[Job]) -> list[JobResult]:
     return results
 
 
-def run_folds_batched(trainer: BatchedTrainer, tasks: list[tuple[Fold, dict]]) -> list[FoldOutput | str]:
-    """Every (fold, hyper-parameters) task as ``Engine.run_fold(fold, "inner")`` computes it, or
+def run_folds_batched(trainer: BatchedTrainer, tasks: list[tuple]) -> list[FoldOutput | str]:
+    """Every (fold, hyper-parameters[, seed]) task as ``Engine.run_fold(fold, "inner")`` with that
+    seed (default: the trainer's) computes it, or
     the reason it failed. Two batched phases: all inner models (predicting their inner-validation
     subjects after every epoch, which chooses each task's epoch count and thresholds), then all
     outer models, each stopping at its own task's epoch count and predicting its test subject."""
-    data, seed = trainer.data, trainer.seed
+    data = trainer.data
     known = data.au_known
+    tasks = [(t[0], t[1], t[2] if len(t) > 2 else trainer.seed) for t in tasks]
     inner_jobs = []
-    for fold, hp in tasks:
+    for fold, hp, seed in tasks:
         verify_fold(data.subject, fold)
         inner_jobs.append(Job(hp, fold.inner_train[known[fold.inner_train]], fold.inner_val[known[fold.inner_val]],
-                              seed * 100_003 + fold.index, hp["epochs"]))
+                              seed * 100_003 + fold.index, hp["epochs"], seed=seed))
     inner = _run_grouped(trainer, inner_jobs)
     outputs: list[FoldOutput | str | None] = [None] * len(tasks)
     outer_jobs, waiting = [], []
-    for t, ((fold, hp), job, res) in enumerate(zip(tasks, inner_jobs, inner)):
+    for t, ((fold, hp, _), job, res) in enumerate(zip(tasks, inner_jobs, inner)):
         if res.failed_at is not None:
             outputs[t] = res.reason
             continue
@@ -268,7 +282,7 @@ def run_folds_batched(trainer: BatchedTrainer, tasks: list[tuple[Fold, dict]]) -
         history = [{"epoch": e, **({"loss": res.losses[i]} if i < len(res.losses) else {}),
                     "val_f1": float(f1_per_au(data.labels[job.evaluate], p >= 0.5).mean())} for i, (e, p) in enumerate(zip(res.epochs, res.probs))]
         outer_jobs.append(Job(hp, fold.train[known[fold.train]], fold.test, job.fold_seed, max(best_epoch, 1) if hp["epochs"] else 0,
-                              every_epoch=False))
+                              every_epoch=False, seed=job.seed))
         waiting.append((t, fold, threshold, best_epoch, inner_f1, history, InnerPredictions(job.evaluate, res.epochs, res.probs)))
     for (t, fold, threshold, best_epoch, inner_f1, history, inner_preds), res in zip(waiting, _run_grouped(trainer, outer_jobs) if outer_jobs else []):
         outputs[t] = res.reason if res.failed_at is not None else \

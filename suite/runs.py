@@ -29,35 +29,37 @@ def load_dataset(dataset: str, data_root: Path | None, results: Path | None, ima
     return cache, data
 
 
-def evaluate_folds(method: str, hparams_of_fold: Callable[[int], dict], data: DatasetTensors, seed: int, results: Path | None,
-                   compile: str | None = None, engine: str = "auto") -> tuple[list[FoldOutput], str]:
-    """Every LOSO fold (inner-validation split from ``seed``) with the hyper-parameters
-    ``hparams_of_fold(fold index)``; (outputs, the engine that ran them). Sequential: one engine
-    per distinct configuration, built from ``seed``. Batched (``suite.batched``): every fold's
-    models as one batched model, when the configuration allows (``auto``), or as asked."""
+def evaluate_folds(method: str, hparams_of_fold: Callable[[int], dict], data: DatasetTensors, seeds: list[int],
+                   results: Path | None, compile: str | None = None, engine: str = "auto") -> tuple[dict[int, list[FoldOutput]], str]:
+    """Every LOSO fold (inner-validation split from each seed) with the hyper-parameters
+    ``hparams_of_fold(fold index)``, for every seed; ({seed: outputs}, the engine that ran them).
+    Sequential: one engine per (configuration, seed). Batched (``suite.batched``): every fold's
+    models of every seed as one batched model, when the configuration allows (``auto``), or as asked."""
     spec, acc = get_method(method), get_accelerator()
     engines: dict[str, Engine] = {}
-    folds = loso_folds(data.subject, hparams_of_fold(0)["inner_val_fraction"], seed)
+    folds = {seed: loso_folds(data.subject, hparams_of_fold(0)["inner_val_fraction"], seed) for seed in seeds}
 
-    def engine_of(hp: dict) -> Engine:
-        key = json.dumps(hp, sort_keys=True, default=str)
+    def engine_of(hp: dict, seed: int) -> Engine:
+        key = json.dumps([hp, seed], sort_keys=True, default=str)
         if key not in engines:
             engines[key] = Engine(spec, hp, data, data.aus, seed, acc, feature_cache=token_cache_dir(results), compile=compile)
         return engines[key]
 
-    first = hparams_of_fold(folds[0].index)
-    ok, why = engine_of(first).batchable
+    first = hparams_of_fold(0)
+    ok, why = engine_of(first, seeds[0]).batchable
     if first["selection"] != "inner":
         ok, why = False, "selection=fixed runs on the sequential engine"
     used = "sequential" if compile and engine == "auto" else choose_engine(engine, method, ok, why)
     if used == "sequential":
-        return [engine_of(hparams_of_fold(f.index)).run_fold(f) for f in folds], "sequential"
-    trainer = BatchedTrainer(spec, data, seed, engine_of(first).features)
-    outputs = run_folds_batched(trainer, [(f, hparams_of_fold(f.index)) for f in folds])
-    for fold, out in zip(folds, outputs):
+        return {seed: [engine_of(hparams_of_fold(f.index), seed).run_fold(f) for f in folds[seed]] for seed in seeds}, used
+    trainer = BatchedTrainer(spec, data, seeds[0], {seed: engine_of(first, seed).features for seed in seeds})
+    tasks = [(f, hparams_of_fold(f.index), seed) for seed in seeds for f in folds[seed]]
+    flat = run_folds_batched(trainer, tasks)
+    for (fold, _, seed), out in zip(tasks, flat):
         if isinstance(out, str):
-            raise FloatingPointError(f"fold {fold.index}: {out}")
-    return outputs, "batched"
+            raise FloatingPointError(f"seed {seed}, fold {fold.index}: {out}")
+    n = len(folds[seeds[0]])
+    return {seed: flat[i * n:(i + 1) * n] for i, seed in enumerate(seeds)}, used
 
 
 def run(method: str, dataset: str, data_root: Path | None = None, overrides: dict | None = None, seeds: int | list[int] = 1,
@@ -71,12 +73,15 @@ def run(method: str, dataset: str, data_root: Path | None = None, overrides: dic
     cache, data = load_dataset(dataset, data_root, results, hp.get("image_size", 112), spec.needs_flow, log)
     out_dir = Path(out) if out else results_dir(results) / "runs"
     cid = config_id(method, dataset, hp, cache.fingerprint)
+    seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    start = time.time()
+    by_seed, used = evaluate_folds(method, lambda _: hp, data, seeds, results, compile, engine)
+    if log:
+        log(f"{method}: {used} engine, seeds {seeds}, {len(by_seed[seeds[0]])} folds")
+    seconds = (time.time() - start) / len(seeds)  # seeds ran together: each record gets an equal share
     paths = []
-    for seed in (range(seeds) if isinstance(seeds, int) else seeds):
-        start = time.time()
-        outputs, used = evaluate_folds(method, lambda _: hp, data, seed, results, compile, engine)
-        if log:
-            log(f"{method} seed {seed}: {used} engine ({len(outputs)} folds)")
+    for seed in seeds:
+        outputs = by_seed[seed]
         selection = "fixed_epochs" if hp["selection"] == "fixed" else "inner_validation"
         record_extra = {
             "inner_f1": float(np.mean([o.inner_f1 for o in outputs])) if hp["selection"] == "inner" else None,
@@ -86,23 +91,25 @@ def run(method: str, dataset: str, data_root: Path | None = None, overrides: dic
         paths.append(write_run(out_dir / dataset / method / cid / f"seed{seed}", predictions_frame(data, outputs, data.aus),
                                method=method, dataset=dataset, aus=data.aus, hparams=hp, seed=seed, selection=selection,
                                fingerprint=cache.fingerprint, device=device_name(data.device),
-                               duration_s=time.time() - start, extra=record_extra))
+                               duration_s=seconds, extra=record_extra))
     return paths
 
 
-def run_chosen(method: str, dataset: str, data_root: Path | None, hparams_by_fold: dict[int, dict], seed: int, stem: Path,
-               selection: str, results: Path | None, compile: str | None = None, extra: dict | None = None,
-               engine: str = "auto") -> Path:
+def run_chosen(method: str, dataset: str, data_root: Path | None, hparams_by_fold: dict[int, dict], seeds: list[int],
+               stems: list[Path], selection: str, results: Path | None, compile: str | None = None, extra: dict | None = None,
+               engine: str = "auto") -> list[Path]:
     """A search's per-fold choices (``hparams_by_fold``: fold index → resolved hyper-parameters)
-    re-run with ``seed``; the choices stay fixed, epochs and thresholds are re-chosen on each
-    fold's inner-validation subjects as in the search."""
+    re-run with each of ``seeds`` (records at ``stems``); the choices stay fixed, epochs and
+    thresholds are re-chosen on each fold's inner-validation subjects as in the search."""
     spec = get_method(method)
     first = hparams_by_fold[min(hparams_by_fold)]
     cache, data = load_dataset(dataset, data_root, results, first.get("image_size", 112), spec.needs_flow)
     start = time.time()
-    outputs, used = evaluate_folds(method, lambda k: hparams_by_fold[k], data, seed, results, compile, engine)
+    by_seed, used = evaluate_folds(method, lambda k: hparams_by_fold[k], data, seeds, results, compile, engine)
+    seconds = (time.time() - start) / len(seeds)
     distinct = {json.dumps(h, sort_keys=True, default=str) for h in hparams_by_fold.values()}
-    return write_run(stem, predictions_frame(data, outputs, data.aus), method=method, dataset=dataset, aus=data.aus,
-                     hparams=first if len(distinct) == 1 else {"per_fold": {str(k): h for k, h in hparams_by_fold.items()}},
-                     seed=seed, selection=selection, fingerprint=cache.fingerprint, device=device_name(data.device),
-                     duration_s=time.time() - start, extra={"compile": compile, "engine": used, **(extra or {})})
+    hparams = first if len(distinct) == 1 else {"per_fold": {str(k): h for k, h in hparams_by_fold.items()}}
+    return [write_run(stem, predictions_frame(data, by_seed[seed], data.aus), method=method, dataset=dataset, aus=data.aus,
+                      hparams=hparams, seed=seed, selection=selection, fingerprint=cache.fingerprint, device=device_name(data.device),
+                      duration_s=seconds, extra={"compile": compile, "engine": used, **(extra or {})})
+            for seed, stem in zip(seeds, stems)]

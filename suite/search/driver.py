@@ -150,35 +150,43 @@ class DatasetSearch:
                 "command": o.command, "data_root": str(self.root) if self.root else "synthetic"}
 
     def final_jobs(self, label: str, hparams_by_fold: dict[int, dict], done_paths: list) -> list[tuple[str, dict]]:
-        jobs = []
+        """One job re-running the per-fold choices with every final seed not yet recorded (a
+        finished search rerun retrains nothing); the seeds train together on the batched engine."""
+        seeds, stems = [], []
         for seed in self.opts.final_seed_list:
             stem = self.out / "final" / label / f"seed{seed}"
-            if stem.with_suffix(".json").exists():  # a finished search rerun: nothing is retrained
+            if stem.with_suffix(".json").exists():
                 done_paths.append(stem.with_suffix(".json"))
-                continue
-            jobs.append(("run_chosen", {"method": self.space.method, "dataset": self.dataset, "data_root": self.root,
-                                        "hparams_by_fold": hparams_by_fold, "seed": seed, "stem": stem, "selection": label,
-                                        "results": self.results, "compile": self.opts.compile, "engine": self.opts.engine,
-                                        "extra": {**self.common_extra(0), "seed_role": "final"}}))
-        return jobs
+            else:
+                seeds.append(seed)
+                stems.append(stem)
+        if not seeds:
+            return []
+        return [("run_chosen", {"method": self.space.method, "dataset": self.dataset, "data_root": self.root,
+                                "hparams_by_fold": hparams_by_fold, "seeds": seeds, "stems": stems, "selection": label,
+                                "results": self.results, "compile": self.opts.compile, "engine": self.opts.engine,
+                                "extra": {**self.common_extra(0), "seed_role": "final"}})]
 
     def baseline_jobs(self, done_paths: dict) -> list[tuple[str, str, dict]]:
         """Baselines under inner-validation selection with the final seeds (the search seed when
-        there are none); runs that already exist on the same data are reused."""
+        there are none), one job per baseline; runs that already exist on the same data are reused."""
         seeds = self.opts.final_seed_list or [self.opts.seed]
         jobs = []
         for name in self.opts.baselines:
             spec = get_method(name)
             hp = resolve_hparams(spec, {"selection": "inner"})
             cid = config_id(name, self.dataset, hp, self.cache.fingerprint)
+            missing = []
             for seed in seeds:
                 path = self.results / "runs" / self.dataset / name / cid / f"seed{seed}.json"
                 if path.exists():
                     done_paths.setdefault(name, []).append(path)
                 else:
-                    jobs.append((name, "run", {"method": name, "dataset": self.dataset, "data_root": self.root,
-                                               "overrides": {"selection": "inner"}, "seeds": [seed], "results": self.results,
-                                               "log": None, "compile": self.opts.compile}))
+                    missing.append(seed)
+            if missing:
+                jobs.append((name, "run", {"method": name, "dataset": self.dataset, "data_root": self.root,
+                                           "overrides": {"selection": "inner"}, "seeds": missing, "results": self.results,
+                                           "log": None, "compile": self.opts.compile}))
         return jobs
 
     def run(self, run_jobs) -> dict:
@@ -220,12 +228,12 @@ class DatasetSearch:
             deploy_hp = common[deploy_key][0].payload["task"]["hparams"]
             jobs += self.final_jobs("deployment", {f: deploy_hp for f in self.folds}, deploy_done)
         base_jobs = self.baseline_jobs(base_done)
-        print(f"{self.dataset}: final seeds and baselines — {len(jobs) + len(base_jobs)} runs", flush=True)
+        print(f"{self.dataset}: final seeds and baselines — {len(jobs) + len(base_jobs)} jobs", flush=True)
         paths = run_jobs([(fn, kw) for fn, kw in jobs] + [(fn, kw) for _, fn, kw in base_jobs])
-        finals = final_done + [p for (_, kw), p in zip(jobs, paths) if kw["selection"] == label]
-        deploys = deploy_done + [p for (_, kw), p in zip(jobs, paths) if kw["selection"] == "deployment"]
-        for (name, _, _), p in zip(base_jobs, paths[len(jobs):]):
-            base_done.setdefault(name, []).append(p)
+        finals = final_done + [p for (_, kw), ps in zip(jobs, paths) if kw["selection"] == label for p in ps]
+        deploys = deploy_done + [p for (_, kw), ps in zip(jobs, paths) if kw["selection"] == "deployment" for p in ps]
+        for (name, _, _), ps in zip(base_jobs, paths[len(jobs):]):
+            base_done.setdefault(name, []).extend(ps)
         f1 = {k: load_record(p)["f1_avg"] for k, p in records.items()}
         final_f1 = [load_record(p)["f1_avg"] for p in sorted(finals)]
         deploy_f1 = [load_record(p)["f1_avg"] for p in sorted(deploys)]

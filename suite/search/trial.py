@@ -48,6 +48,7 @@ class TaskRunner:
             load_cache(Path(ctx["cache"]))[0], self.aus, self.acc.device, ctx["fingerprint"])
         self.folds = {f.index: f for f in loso_folds(self.data.subject, self.hparams({})["inner_val_fraction"], ctx["seed"])}
         self._engines: dict[str, Engine] = {}
+        self._trainer: BatchedTrainer | None = None  # keeps its built models across slices
 
     def hparams(self, params: dict) -> dict:
         return resolve_hparams(self.spec, {**self.ctx["fixed"], **params, "selection": "inner"})
@@ -85,9 +86,12 @@ class TaskRunner:
 
     def run_batched(self, tasks: list[dict]) -> list[dict]:
         """Every task's inner and outer model trained as one batched model (per architecture)."""
+        import torch
+
         engine = self.engine(tasks[0]["params"])
-        trainer = BatchedTrainer(self.spec, self.data, self.ctx["seed"], engine.features)
-        outs = run_folds_batched(trainer, [(self.folds[t["fold"]], self.hparams(t["params"])) for t in tasks])
+        if self._trainer is None or not torch.equal(self._trainer.features[self.ctx["seed"]], engine.features):
+            self._trainer = BatchedTrainer(self.spec, self.data, self.ctx["seed"], engine.features)
+        outs = run_folds_batched(self._trainer, [(self.folds[t["fold"]], self.hparams(t["params"])) for t in tasks])
         return [{**self._base(t, "batched"), "status": "failed", "reason": out} if isinstance(out, str) else
                 {**self._base(t, "batched"), "status": "ok", **fold_to_json(out, self.data), "device": device_name(engine.device)}
                 for t, out in zip(tasks, outs)]
@@ -193,6 +197,20 @@ def trial_resources(cpus: float, gpus: float, fold_workers: int):
     return tune.PlacementGroupFactory([{"CPU": cpus, **({"GPU": gpus} if gpus else {})}] * fold_workers, strategy="PACK")
 
 
+_RUNNERS: dict[str, TaskRunner] = {}
+
+
+def _runner(ctx: dict, on_gpu: bool) -> TaskRunner:
+    """One TaskRunner per run context in this process: a reused Tune trial process keeps its
+    resident data and engine across slices and rounds (the context has no round-specific keys
+    but the outputs folder, which the runner does not use)."""
+    key = json.dumps({k: v for k, v in ctx.items() if k != "out_dir"}, sort_keys=True, default=str)
+    if key not in _RUNNERS:
+        _RUNNERS.clear()
+        _RUNNERS[key] = TaskRunner(ctx, on_gpu)
+    return _RUNNERS[key]
+
+
 def run_slice(config: dict, ctx: dict, plan: dict) -> None:
     """Ray Tune trainable: ``config`` names the slice (round, proposal: the trial table shows
     only these); ``ctx`` (run context) and ``plan`` (proposal → tasks) come through
@@ -201,7 +219,7 @@ def run_slice(config: dict, ctx: dict, plan: dict) -> None:
     import ray
     from ray import tune
 
-    runner = TaskRunner(ctx, bool(ray.get_gpu_ids()))
+    runner = _runner(ctx, bool(ray.get_gpu_ids()))
     r, proposal = config["round"], config["proposal"]
     tasks = plan[proposal]
     partial = Path(ctx["out_dir"]) / "partial" / slice_paths(Path("."), r, proposal)[0].name

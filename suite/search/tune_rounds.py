@@ -67,14 +67,15 @@ class TuneExecutor:
         tuner = tune.Tuner(
             trainable,
             param_space={"round": slices[0].round, "proposal": tune.grid_search([s.proposal for s in slices])},
-            tune_config=tune.TuneConfig(max_concurrent_trials=opts.concurrency, reuse_actors=False),
+            # reused trial processes keep their imports and their TaskRunner (data, engine, features)
+            tune_config=tune.TuneConfig(max_concurrent_trials=opts.concurrency, reuse_actors=True),
             run_config=tune.RunConfig(name=name, storage_path=str(self.storage), verbose=1,
                                       failure_config=tune.FailureConfig(max_failures=MAX_FAILURES)),
         )
         return tuner.fit()
 
 
-def _train_remote(fn_name: str, kwargs: dict, gpu_fraction: float) -> str:
+def _train_remote(fn_name: str, kwargs: dict, gpu_fraction: float) -> list[str]:
     """One ``suite.runs`` function inside a Ray task: on a cluster, final seeds and baselines run
     on the workers with the trials' resources, not on the head."""
     import ray
@@ -86,15 +87,15 @@ def _train_remote(fn_name: str, kwargs: dict, gpu_fraction: float) -> str:
     if ray.get_gpu_ids() and gpu_fraction < 1:
         torch.cuda.set_per_process_memory_fraction(gpu_fraction)
     get_accelerator(cpu=not ray.get_gpu_ids())
-    result = getattr(runs, fn_name)(**kwargs)
-    return str(result[0] if isinstance(result, list) else result)
+    return [str(p) for p in getattr(runs, fn_name)(**kwargs)]
 
 
-def run_in_ray(jobs: list[tuple[str, dict]], opts: SearchOptions) -> list[Path]:
-    """(``suite.runs`` function name, keyword arguments) jobs as parallel Ray tasks; record paths in order."""
+def run_in_ray(jobs: list[tuple[str, dict]], opts: SearchOptions) -> list[list[Path]]:
+    """(``suite.runs`` function name, keyword arguments) jobs as parallel Ray tasks; each job's
+    record paths, in job order."""
     import ray
 
     if not jobs:
         return []
     task = ray.remote(num_cpus=opts.cpus_per_trial, num_gpus=opts.gpus_per_trial or 0)(_train_remote)
-    return [Path(p) for p in ray.get([task.remote(name, kw, opts.gpus_per_trial or 0) for name, kw in jobs])]
+    return [[Path(p) for p in paths] for paths in ray.get([task.remote(name, kw, opts.gpus_per_trial or 0) for name, kw in jobs])]
