@@ -49,7 +49,7 @@ def _search(synthetic, tmp_path, selection, flip_subject=None):
     search = DatasetSearch(space, "casme2", synthetic / "CASME2", cache, None, opts, results, results / "searches" / "inv",
                            in_process(data))
     search.data = data  # selection reads the same (altered) labels
-    summary = search.run(lambda jobs: [])
+    summary = search.run(lambda jobs: lambda: [])()
     tasks = [t for p in sorted((results / "searches" / "inv" / "casme2" / "rounds").glob("*.json"))
              for t in json.loads(p.read_text())["tasks"]]
     return summary, tasks, search

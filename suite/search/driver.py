@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -189,7 +190,10 @@ class DatasetSearch:
                                            "log": None, "compile": self.opts.compile}))
         return jobs
 
-    def run(self, run_jobs) -> dict:
+    def run(self, submit) -> Callable[[], dict]:
+        """Search and select now; ``submit(jobs)`` starts the final-seed and baseline runs and
+        returns a function that waits for their record paths, so the next dataset's search can
+        run meanwhile. Returns the function that waits and builds this dataset's summary."""
         start = time.time()
         docs = self.search_rounds()
         screening = None
@@ -228,8 +232,13 @@ class DatasetSearch:
             deploy_hp = common[deploy_key][0].payload["task"]["hparams"]
             jobs += self.final_jobs("deployment", {f: deploy_hp for f in self.folds}, deploy_done)
         base_jobs = self.baseline_jobs(base_done)
-        print(f"{self.dataset}: final seeds and baselines — {len(jobs) + len(base_jobs)} jobs", flush=True)
-        paths = run_jobs([(fn, kw) for fn, kw in jobs] + [(fn, kw) for _, fn, kw in base_jobs])
+        print(f"{self.dataset}: final seeds and baselines started ({len(jobs) + len(base_jobs)} jobs, run while the next dataset is searched)", flush=True)
+        wait = submit([(fn, kw) for fn, kw in jobs] + [(fn, kw) for _, fn, kw in base_jobs])
+        return lambda: self.summary(wait(), jobs, base_jobs, final_done, deploy_done, base_done, records, label, choice, common,
+                                    deploy_key, docs, fold_cands, failed, chosen, screening)
+
+    def summary(self, paths, jobs, base_jobs, final_done, deploy_done, base_done, records, label, choice, common, deploy_key,
+                docs, fold_cands, failed, chosen, screening) -> dict:
         finals = final_done + [p for (_, kw), ps in zip(jobs, paths) if kw["selection"] == label for p in ps]
         deploys = deploy_done + [p for (_, kw), ps in zip(jobs, paths) if kw["selection"] == "deployment" for p in ps]
         for (name, _, _), ps in zip(base_jobs, paths[len(jobs):]):

@@ -69,7 +69,7 @@ def run_search(opts: SearchOptions) -> int:
     from ..results import write_atomic, write_json
     from .driver import DatasetSearch
     from .summary import format_summary
-    from .tune_rounds import TuneExecutor, run_in_ray
+    from .tune_rounds import TuneExecutor, submit_to_ray
 
     ray.init(address=opts.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
@@ -79,12 +79,13 @@ def run_search(opts: SearchOptions) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     search_dir = opts.results / "searches" / opts.name
-    summaries = []
     try:
+        finishers = []  # a dataset's final seeds and baselines run while the next dataset is searched
         for dataset in opts.datasets:
             search = DatasetSearch(space, dataset, roots[dataset], caches[dataset], fidelity, opts, opts.results, search_dir,
                                    TuneExecutor(opts, opts.results))
-            summaries.append(search.run(lambda jobs: run_in_ray(jobs, opts)))
+            finishers.append(search.run(lambda jobs: submit_to_ray(jobs, opts)))
+        summaries = [finish() for finish in finishers]
     except StageIncomplete as e:
         print(e.message, file=sys.stderr)
         return e.exit_code

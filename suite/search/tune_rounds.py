@@ -90,12 +90,11 @@ def _train_remote(fn_name: str, kwargs: dict, gpu_fraction: float) -> list[str]:
     return [str(p) for p in getattr(runs, fn_name)(**kwargs)]
 
 
-def run_in_ray(jobs: list[tuple[str, dict]], opts: SearchOptions) -> list[list[Path]]:
-    """(``suite.runs`` function name, keyword arguments) jobs as parallel Ray tasks; each job's
-    record paths, in job order."""
+def submit_to_ray(jobs: list[tuple[str, dict]], opts: SearchOptions):
+    """Start (``suite.runs`` function name, keyword arguments) jobs as parallel Ray tasks; returns
+    a function that waits for them and gives each job's record paths, in job order."""
     import ray
 
-    if not jobs:
-        return []
     task = ray.remote(num_cpus=opts.cpus_per_trial, num_gpus=opts.gpus_per_trial or 0)(_train_remote)
-    return [[Path(p) for p in paths] for paths in ray.get([task.remote(name, kw, opts.gpus_per_trial or 0) for name, kw in jobs])]
+    futures = [task.remote(name, kw, opts.gpus_per_trial or 0) for name, kw in jobs]
+    return lambda: [[Path(p) for p in paths] for paths in ray.get(futures)]
