@@ -15,7 +15,11 @@ Measured (each on one dataset, one configuration, the same epochs):
    stored); ``suite frozen, cached`` every later trial of a search (tokens read from the on-disk
    token cache, ``suite.token_cache``).
 
-4. ``trial packing``: trials per hour of the ``gsd`` search (its Tune stage, ``suite.search`` as
+4. ``trial``: one search trial's work on cached frozen tokens — every fold's inner model (its
+   inner-validation subjects predicted after every epoch) and outer model — with the sequential
+   engine, the fold-batched engine (``suite.batched``) and the peer (nested, tokens not cached).
+
+5. ``trial packing``: trials per hour of the ``gsd`` search (its Tune stage, ``suite.search`` as
    users run it, with this run's CLIP, image size and epochs) with 1 and with K trials sharing
    each GPU (``--packing K``, default 4 on a GPU; on CPU only when asked: K trials share the
    cores).
@@ -113,20 +117,22 @@ class _JpegPairs(Dataset):
                 "au": torch.as_tensor(self.labels[i], dtype=torch.float32)}
 
 
-def run_peer(spec, hp, release, data, aus, device, seed=0) -> float:
-    """A typical research script: rebuild per fold, decode every epoch, batch 32, no token cache."""
+def run_peer(spec, hp, release, data, aus, device, seed=0, nested: bool = False) -> float:
+    """A typical research script: rebuild per model, decode every epoch, batch 32, no token cache.
+    ``nested``: the work of one search trial — per fold an inner model (inner-validation
+    predicted after every epoch) and an outer model predicting the test subject."""
     by_id = {s.sample_id: s for s in release.samples}
     samples = [by_id[str(i)] for i in data.sample_id]
-    _sync(device)
-    start = time.perf_counter()
-    for fold in loso_folds(data.subject, hp["inner_val_fraction"], seed):
+
+    def train_and_predict(train, evaluate, every_epoch):
         torch.manual_seed(seed)
         model = spec.build(hp, aus, {}).to(device)
-        train = fold.train[data.au_known[fold.train]]
+        train = train[data.au_known[train]]
         model.on_fold_start(data.labels[train])
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=hp["lr"], weight_decay=hp["weight_decay"])
         loader = DataLoader(_JpegPairs([samples[i] for i in train], data.labels[train], hp["image_size"]), batch_size=32, shuffle=True)
-        for _ in range(hp["epochs"]):
+        test_loader = DataLoader(_JpegPairs([samples[i] for i in evaluate], data.labels[evaluate], hp["image_size"]), batch_size=32)
+        for epoch in range(hp["epochs"]):
             model.train()
             for batch in loader:
                 batch = {k: v.to(device) for k, v in batch.items()}
@@ -134,12 +140,39 @@ def run_peer(spec, hp, release, data, aus, device, seed=0) -> float:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-        model.eval()
-        test_loader = DataLoader(_JpegPairs([samples[i] for i in fold.test], data.labels[fold.test], hp["image_size"]), batch_size=32)
-        with torch.no_grad():
-            for batch in test_loader:
-                torch.sigmoid(model({k: v.to(device) for k, v in batch.items() if k != "au"})["logits"])
+            if every_epoch or epoch == hp["epochs"] - 1:
+                model.eval()
+                with torch.no_grad():
+                    for batch in test_loader:
+                        torch.sigmoid(model({k: v.to(device) for k, v in batch.items() if k != "au"})["logits"])
+
     _sync(device)
+    start = time.perf_counter()
+    for fold in loso_folds(data.subject, hp["inner_val_fraction"], seed):
+        if nested:
+            train_and_predict(fold.inner_train, fold.inner_val, every_epoch=True)
+        train_and_predict(fold.train, fold.test, every_epoch=False)
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def run_trial(spec, hp, data, aus, engine_name: str, feature_cache: Path, seed=0) -> float:
+    """One search trial's work on cached frozen tokens (every fold, inner and outer model) with the
+    sequential or the fold-batched engine."""
+    from .batched import BatchedTrainer, run_folds_batched
+
+    acc = get_accelerator()
+    hp = {**hp, "selection": "inner"}
+    _sync(acc.device)
+    start = time.perf_counter()
+    engine = Engine(spec, hp, data, aus, seed, acc, feature_cache=feature_cache)
+    folds = loso_folds(data.subject, hp["inner_val_fraction"], seed)
+    if engine_name == "sequential":
+        for fold in folds:
+            engine.run_fold(fold, "inner")
+    else:
+        run_folds_batched(BatchedTrainer(spec, data, seed, engine.features), [(f, hp) for f in folds])
+    _sync(acc.device)
     return time.perf_counter() - start
 
 
@@ -182,6 +215,7 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--packing", type=int, help="trials per device to compare with 1 (default 4 on a GPU, skipped on CPU)")
     p.add_argument("--packing-trials", type=int, default=8, help="trials per packing measurement")
+    p.add_argument("--no-packing", action="store_true", help="skip the packing rows (they run suite.search, which needs Ray)")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     results = results_dir()
@@ -209,6 +243,10 @@ def main(argv=None) -> int:
                 rows["suite full"].update({"backbone_gflop_per_image": per_image / 1e9, "images": images,
                                            "matmul_tflops": rate / 1e12, "floor_seconds": per_image * images / rate})
             rows[f"peer {mode}"] = {"seconds": run_peer(spec, hp, release, data, aus, acc.device)}
+            if mode == "frozen":  # one search trial's work: every fold, inner and outer model, tokens cached
+                for name in ("sequential", "batched"):
+                    rows[f"trial, {name} engine"] = {"seconds": run_trial(spec, hp, data, aus, name, tokens)}
+                rows["trial, peer"] = {"seconds": run_peer(spec, hp, release, data, aus, acc.device, nested=True)}
     report = {
         "device": torch.cuda.get_device_name() if acc.device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         "dataset": args.dataset, "scale": args.scale, "clip": args.clip, "image_size": args.image_size, "epochs": args.epochs,
@@ -219,10 +257,12 @@ def main(argv=None) -> int:
             "frozen: peer / suite": rows["peer frozen"]["seconds"] / rows["suite frozen"]["seconds"],
             "per trial: full / frozen (suite)": rows["suite full"]["seconds"] / rows["suite frozen"]["seconds"],
             "per trial: full / frozen, cached": rows["suite full"]["seconds"] / rows["suite frozen, cached"]["seconds"],
+            "trial: sequential / batched engine": rows["trial, sequential engine"]["seconds"] / rows["trial, batched engine"]["seconds"],
+            "trial: peer / batched engine": rows["trial, peer"]["seconds"] / rows["trial, batched engine"]["seconds"],
         },
         "versions": versions(),
     }
-    packing = args.packing or (4 if acc.device.type == "cuda" else None)
+    packing = None if args.no_packing else args.packing or (4 if acc.device.type == "cuda" else None)
     if packing:
         fixed = {"clip_model": args.clip, "image_size": args.image_size, "epochs": args.epochs}
         runs = [trials_per_hour(args.dataset, root, k, args.packing_trials, fixed, acc.device.type == "cuda") for k in (1, packing)]
@@ -233,9 +273,9 @@ def main(argv=None) -> int:
     for run in report["trial_packing"] if packing else []:
         print(f"packing {run['per_device']} per device: {run['trials']} trials in {run['seconds']:.0f} s = {run['trials_per_hour']:.0f} trials/hour")
     print(f"device: {report['device']}; {args.dataset} {args.scale if not args.data_root else args.data_root} ({len(data)} clips), {args.clip} {args.image_size}px, {args.epochs} epochs")
-    print(f"{'run':<22}{'seconds':>10}")
+    print(f"{'run':<28}{'seconds':>10}")
     for name, row in rows.items():
-        print(f"{name:<22}{row['seconds']:>10.2f}" + (f"   floor {row['floor_seconds']:.1f} s" if "floor_seconds" in row else ""))
+        print(f"{name:<28}{row['seconds']:>10.2f}" + (f"   floor {row['floor_seconds']:.1f} s" if "floor_seconds" in row else ""))
     for name, value in report["ratios"].items():
         print(f"{name:<34}{value:>8.1f}×")
     out = args.out or results / "bench" / f"bench-{args.dataset}-{args.scale}-{args.clip}.json"

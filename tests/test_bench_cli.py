@@ -21,13 +21,16 @@ def test_bench_writes_a_consistent_report(synthetic, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     rows, ratios = report["rows"], report["ratios"]
-    assert set(rows) == {"suite full", "peer full", "suite frozen", "suite frozen, cached", "peer frozen"}
+    assert set(rows) == {"suite full", "peer full", "suite frozen", "suite frozen, cached", "peer frozen",
+                         "trial, sequential engine", "trial, batched engine", "trial, peer"}
     assert all(r["seconds"] > 0 for r in rows.values())
     full = rows["suite full"]
     assert full["images"] > 0 and full["backbone_gflop_per_image"] > 0 and full["matmul_tflops"] > 0
     assert full["floor_seconds"] == pytest.approx(full["backbone_gflop_per_image"] * 1e9 * full["images"] / (full["matmul_tflops"] * 1e12))
     assert ratios["full: peer / suite"] == pytest.approx(rows["peer full"]["seconds"] / full["seconds"])
     assert ratios["per trial: full / frozen, cached"] == pytest.approx(full["seconds"] / rows["suite frozen, cached"]["seconds"])
+    assert ratios["trial: sequential / batched engine"] == pytest.approx(
+        rows["trial, sequential engine"]["seconds"] / rows["trial, batched engine"]["seconds"])
     one, two = report["trial_packing"]
     assert (one["per_device"], two["per_device"]) == (1, 2) and one["trials"] == two["trials"] == 2
     assert ratios["trials/hour: 2 per device / 1"] == pytest.approx(two["trials_per_hour"] / one["trials_per_hour"])

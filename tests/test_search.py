@@ -35,9 +35,14 @@ TINY = "method: micro_au_clip\nparams:\n  lambda_gd: {float: [0.01, 1.0], log: t
        "  lr: {float: [0.0005, 0.01], log: true}\nfixed: {epochs: 3, batch_size: 8, inner_val_fraction: 0.67}\n"
 
 
+def _argv(args) -> list[str]:
+    """``python -m suite.search ARGS``, on CASME II only unless the test names datasets."""
+    args = [str(a) for a in args]
+    return [sys.executable, "-m", "suite.search", *([] if "--datasets" in args else ["--datasets", "casme2"]), *args]
+
+
 def _search(args, timeout=600, **kw):
-    return subprocess.run([sys.executable, "-m", "suite.search", *map(str, args)], cwd=ROOT, env=ENV, capture_output=True,
-                          text=True, timeout=timeout, **kw)
+    return subprocess.run(_argv(args), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout, **kw)
 
 
 def _studies(results: Path, name: str, dataset: str = "casme2"):
@@ -158,7 +163,7 @@ def test_same_figures_at_another_concurrency_and_after_kill_9(synthetic, tmp_pat
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = tmp_path / "two"
     args = [*common, "--concurrency", 2, "--results", two]
-    killed = subprocess.Popen([sys.executable, "-m", "suite.search", *map(str, args)], cwd=ROOT, env=ENV, start_new_session=True,
+    killed = subprocess.Popen(_argv(args), cwd=ROOT, env=ENV, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rounds = two / "searches" / "repro" / "casme2" / "rounds"
     deadline = time.time() + 300
@@ -181,7 +186,7 @@ def test_ctrl_c_exits_130_and_resumes(synthetic, tmp_path):
     results = tmp_path / "results"
     args = ["--space", _space(tmp_path, TINY), "--data-root", synthetic / "CASME2", "--trials", 4, "--round-size", 2,
             "--concurrency", 1, "--final-seeds", 0, "--baselines", "", "--results", results, "--name", "resume"]
-    proc = subprocess.Popen([sys.executable, "-m", "suite.search", *map(str, args)], cwd=ROOT, env=ENV, start_new_session=True,
+    proc = subprocess.Popen(_argv(args), cwd=ROOT, env=ENV, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     rounds = results / "searches" / "resume" / "casme2" / "rounds"
     deadline = time.time() + 300
