@@ -47,6 +47,18 @@ from .registry import get_method, resolve_hparams
 from .results import versions, write_json
 
 
+# (name, numerator row, denominator row or the full row's FLOP floor)
+RATIOS = (
+    ("full: suite / floor", "suite full", "floor"),
+    ("full: peer / suite", "peer full", "suite full"),
+    ("frozen: peer / suite", "peer frozen", "suite frozen"),
+    ("per trial: full / frozen (suite)", "suite full", "suite frozen"),
+    ("per trial: full / frozen, cached", "suite full", "suite frozen, cached"),
+    ("trial: sequential / batched engine", "trial, sequential engine", "trial, batched engine"),
+    ("trial: peer / batched engine", "trial, peer", "trial, batched engine"),
+)
+
+
 def matmul_rate(device: torch.device) -> float:
     """Measured dense matmul FLOP/s: bf16 8192³ on GPU, fp32 2048³ on CPU."""
     n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (2048, torch.float32)
@@ -162,7 +174,7 @@ def run_trial(spec, hp, data, aus, engine_name: str, feature_cache: Path, seed=0
     from .batched import BatchedTrainer, run_folds_batched
 
     acc = get_accelerator()
-    hp = {**hp, "selection": "inner"}
+    hp = {**hp, "selection": "inner", "batch_size": spec.defaults["batch_size"]}  # as a search trial runs it
     _sync(acc.device)
     start = time.perf_counter()
     engine = Engine(spec, hp, data, aus, seed, acc, feature_cache=feature_cache)
@@ -216,6 +228,7 @@ def main(argv=None) -> int:
     p.add_argument("--packing", type=int, help="trials per device to compare with 1 (default 4 on a GPU, skipped on CPU)")
     p.add_argument("--packing-trials", type=int, default=8, help="trials per packing measurement")
     p.add_argument("--no-packing", action="store_true", help="skip the packing rows (they run suite.search, which needs Ray)")
+    p.add_argument("--trial-only", action="store_true", help="only the frozen rows and one search trial's work per engine (no full fine-tuning)")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     results = results_dir()
@@ -230,7 +243,7 @@ def main(argv=None) -> int:
     rows = {}
     with tempfile.TemporaryDirectory(prefix="bench-tokens-") as tokens:  # a cold token cache for this run only
         tokens = Path(tokens)
-        for mode in ("full", "frozen"):
+        for mode in ("frozen",) if args.trial_only else ("full", "frozen"):
             hp = resolve_hparams(spec, {**base, "backbone_mode": mode})
             seconds, engine, folds = run_suite(spec, hp, data, aus, feature_cache=tokens)
             rows[f"suite {mode}"] = {"seconds": seconds}
@@ -251,15 +264,8 @@ def main(argv=None) -> int:
         "device": torch.cuda.get_device_name() if acc.device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         "dataset": args.dataset, "scale": args.scale, "clip": args.clip, "image_size": args.image_size, "epochs": args.epochs,
         "n_samples": len(data), "rows": rows,
-        "ratios": {
-            "full: suite / floor": rows["suite full"]["seconds"] / rows["suite full"]["floor_seconds"],
-            "full: peer / suite": rows["peer full"]["seconds"] / rows["suite full"]["seconds"],
-            "frozen: peer / suite": rows["peer frozen"]["seconds"] / rows["suite frozen"]["seconds"],
-            "per trial: full / frozen (suite)": rows["suite full"]["seconds"] / rows["suite frozen"]["seconds"],
-            "per trial: full / frozen, cached": rows["suite full"]["seconds"] / rows["suite frozen, cached"]["seconds"],
-            "trial: sequential / batched engine": rows["trial, sequential engine"]["seconds"] / rows["trial, batched engine"]["seconds"],
-            "trial: peer / batched engine": rows["trial, peer"]["seconds"] / rows["trial, batched engine"]["seconds"],
-        },
+        "ratios": {name: rows[a]["seconds"] / (rows[a]["floor_seconds"] if b == "floor" else rows[b]["seconds"])
+                   for name, a, b in RATIOS if a in rows and (b in rows or b == "floor")},
         "versions": versions(),
     }
     packing = None if args.no_packing else args.packing or (4 if acc.device.type == "cuda" else None)

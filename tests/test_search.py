@@ -177,6 +177,7 @@ def test_same_figures_at_another_concurrency_and_after_kill_9(synthetic, tmp_pat
     assert again.returncode == 0, again.stderr[-3000:]
     a, b = _figures(one, "repro"), _figures(two, "repro")
     assert a == b
+    assert {t["engine"] for t in _tasks(two, "repro")} == {"batched"}  # the default engine on frozen tokens
     assert len(a["tasks"]) == 16 and len({(f, n) for f, n, _, _ in a["tasks"] if n >= 2}) == 8
     for study in _studies(two, "repro").values():
         assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
