@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import io
 import json
 import sys
@@ -96,7 +97,6 @@ def load_records(results: Path) -> list[dict]:
             continue
         if {"method", "dataset", "f1_avg", "data_fingerprint"} <= set(record):
             record["_path"] = str(path)
-            record["_group"] = path.parent.name  # config id for runs; searches group by their "search" name
             records.append(relabel(record))
     return records
 
@@ -127,8 +127,12 @@ def split_fingerprints(records: list[dict]) -> tuple[list[dict], list[dict]]:
 
 
 def _row_key(r: dict) -> tuple[str, str, str]:
-    group = r.get("search") or r["_group"]
-    return r["method"], r.get("selection", "?"), group
+    """(method, selection, group): a search's records group by its name; other runs by their
+    hyper-parameters (a short hash), so the same configuration on CASME II and SAMM is one row."""
+    if r.get("search"):
+        return r["method"], r.get("selection", "?"), r["search"]
+    config = hashlib.sha1(json.dumps(r.get("hparams"), sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return r["method"], r.get("selection", "?"), config
 
 
 def detection_rows(records: list[dict], datasets: list[str]) -> list[Row]:
