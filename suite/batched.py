@@ -119,29 +119,47 @@ class BatchedTrainer:
         self.features = features if isinstance(features, dict) else {seed: features}
         self.device = next(iter(self.features.values())).device
         self.y = torch.as_tensor(data.labels, dtype=torch.float32, device=self.device)
-        self._models: dict[str, torch.nn.Module] = {}
+        self.autocast = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        self._initial: dict[str, dict] = {}  # (configuration, seed) → its initial state (small)
+        self._bases: dict[str, torch.nn.Module] = {}  # architecture → one module to call functionally
 
     def seed_of(self, job: Job) -> int:
         return self.seed if job.seed is None else job.seed
 
-    def _model(self, hp: dict, seed: int) -> torch.nn.Module:
-        """The model of one configuration, built from its seed exactly as ``Engine`` builds it."""
+    def _initial_state(self, hp: dict, seed: int) -> dict:
+        """Trainable parameters and every buffer (small: fold statistics, loss weights, the
+        prompts' text features — which differ per seed with a random-init tower) of the model
+        built from ``seed`` exactly as ``Engine`` builds it. Only one module per architecture is
+        kept (a frozen encoder can be large)."""
         key = json.dumps([hp, seed], sort_keys=True, default=str)
-        if key not in self._models:
+        if key not in self._initial:
             set_seed(seed)
-            self._models[key] = self.spec.build(hp, self.data.aus, {"n_samples": len(self.data)}).to(self.device)
-        return self._models[key]
+            model = self.spec.build(hp, self.data.aus, {"n_samples": len(self.data)}).to(self.device)
+            self._initial[key] = {**{n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad},
+                                  **{n: b.detach().clone() for n, b in model.named_buffers()}}
+            self._bases.setdefault(architecture_key(hp), model)
+        return self._initial[key]
 
     def _stack(self, jobs: list[Job]):
+        """(the architecture's module, stacked trainable parameters, stacked buffers): each job
+        from its configuration's initial state with its own fold statistics (``on_fold_start``)."""
+        base = None
         params, buffers = [], []
         for job in jobs:
-            model = self._model(job.hp, self.seed_of(job))
-            model.on_fold_start(self.data.labels[job.train])
-            params.append({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
-            buffers.append({n: b.detach().clone() for n, b in model.named_buffers() if not n.startswith("encoder.")})
+            state = self._initial_state(job.hp, self.seed_of(job))
+            base = self._bases[architecture_key(job.hp)]
+            base.load_state_dict(state, strict=False)
+            base.on_fold_start(self.data.labels[job.train])
+            params.append({n: p.detach().clone() for n, p in base.named_parameters() if p.requires_grad})
+            buffers.append({n: b.detach().clone() for n, b in base.named_buffers()})
         stacked_p = {n: torch.stack([p[n] for p in params]) for n in params[0]}
         stacked_b = {n: torch.stack([b[n] for b in buffers]) for n in buffers[0]}
-        return self._model(jobs[0].hp, self.seed_of(jobs[0])), stacked_p, stacked_b
+        return base, stacked_p, stacked_b
+
+    def release(self) -> None:
+        """Forget built models and initial states (a long search sees many configurations)."""
+        self._initial.clear()
+        self._bases.clear()
 
     def run(self, jobs: list[Job]) -> list[JobResult]:
         keys = {architecture_key(j.hp) for j in jobs}
@@ -161,7 +179,6 @@ class BatchedTrainer:
         gens = [torch.Generator().manual_seed(j.fold_seed) for j in jobs]
         alive = torch.ones(m_count, dtype=torch.bool, device=self.device)
         results = [JobResult([], np.zeros((0, len(j.evaluate), k)), []) for j in jobs]
-        autocast = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
 
         def loss_of(p, b, feats, y, w):
             return functional_call(base, (p, b), ({"features": feats, "au": y, "weight": w},))["loss"].float()
@@ -190,7 +207,7 @@ class BatchedTrainer:
                 if len(sel) == 0:
                     continue
                 p_sel = {n: p[sel].requires_grad_(True) for n, p in params.items()}
-                with torch.autocast(**autocast):
+                with torch.autocast(**self.autocast):
                     feats = features[seed_index[sel][:, None], t[sel]]
                     losses = batched_loss(p_sel, {n: b[sel] for n, b in buffers.items()}, feats, self.y[t[sel]], w[sel])
                 ok = torch.isfinite(losses)
@@ -234,7 +251,7 @@ class BatchedTrainer:
         idx = np.zeros((len(jobs), n_max), dtype=np.int64)
         for i, j in enumerate(jobs):
             idx[i, :len(j.evaluate)] = j.evaluate
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        with torch.autocast(**self.autocast):
             feats = features[seed_index[:, None], torch.as_tensor(idx, device=self.device)]
             probs = torch.sigmoid(batched_logits(params, buffers, feats)).cpu().numpy()
         for i, (j, r) in enumerate(zip(jobs, results)):
@@ -258,8 +275,7 @@ def _run_grouped(trainer: BatchedTrainer, jobs: list[Job]) -> list[JobResult]:
 
 def run_folds_batched(trainer: BatchedTrainer, tasks: list[tuple]) -> list[FoldOutput | str]:
     """Every (fold, hyper-parameters[, seed]) task as ``Engine.run_fold(fold, "inner")`` with that
-    seed (default: the trainer's) computes it, or
-    the reason it failed. Two batched phases: all inner models (predicting their inner-validation
+    seed (default: the trainer's) computes it, or the reason it failed. Two batched phases: all inner models (predicting their inner-validation
     subjects after every epoch, which chooses each task's epoch count and thresholds), then all
     outer models, each stopping at its own task's epoch count and predicting its test subject."""
     data = trainer.data
@@ -270,7 +286,17 @@ def run_folds_batched(trainer: BatchedTrainer, tasks: list[tuple]) -> list[FoldO
         verify_fold(data.subject, fold)
         inner_jobs.append(Job(hp, fold.inner_train[known[fold.inner_train]], fold.inner_val[known[fold.inner_val]],
                               seed * 100_003 + fold.index, hp["epochs"], seed=seed))
-    inner = _run_grouped(trainer, inner_jobs)
+    try:
+        inner = _run_grouped(trainer, inner_jobs)
+        outputs = _finish_tasks(trainer, tasks, inner_jobs, inner)
+    finally:
+        trainer.release()
+    return outputs
+
+
+def _finish_tasks(trainer: BatchedTrainer, tasks: list[tuple], inner_jobs: list[Job], inner: list[JobResult]) -> list[FoldOutput | str]:
+    """Each task's choices from its inner model, then all outer models as one batched phase."""
+    data, known = trainer.data, trainer.data.au_known
     outputs: list[FoldOutput | str | None] = [None] * len(tasks)
     outer_jobs, waiting = [], []
     for t, ((fold, hp, _), job, res) in enumerate(zip(tasks, inner_jobs, inner)):

@@ -58,9 +58,9 @@ CHOSEN_BY = {
     "deployment": {"configuration": "best mean inner-validation F1 over all folds among the common candidates",
                    "epochs_thresholds": "each fold's inner-validation subjects",
                    "test_labels": "every test subject is an inner-validation subject of other folds", "optimistic": True},
-    "inner_validation": {"configuration": "fixed (given on the command line)", "epochs_thresholds": "each fold's inner-validation subjects",
+    "inner_validation": {"configuration": "fixed (the method's defaults and any --set)", "epochs_thresholds": "each fold's inner-validation subjects",
                          "test_labels": "never used", "optimistic": False},
-    "fixed_epochs": {"configuration": "fixed (given on the command line)", "epochs_thresholds": "fixed (threshold 0.5)",
+    "fixed_epochs": {"configuration": "fixed (the method's defaults and any --set)", "epochs_thresholds": "fixed (threshold 0.5)",
                      "test_labels": "never used", "optimistic": False},
 }
 # regimes ranked in the leaderboard's main table (no test subject's labels made any choice)

@@ -87,3 +87,18 @@ def test_engine_choice_is_explicit(data, synthetic, tmp_path):
     assert json.loads(path.read_text())["engine"] == "batched"
     [path] = run("constant", "casme2", root, {"selection": "inner"}, 1, results=tmp_path, log=None)
     assert json.loads(path.read_text())["engine"] == "sequential"
+
+
+def test_seeds_batched_together_equal_each_seed_run_alone(data):
+    """Final seeds train as one batch: each seed's random-init tower gives its own features and
+    its own text prompts, and every seed's outputs equal the sequential engine with that seed."""
+    spec, hp, _, _ = _setup(data)
+    seeds = (1, 2)
+    engines = {s: Engine(spec, hp, data, AUS, seed=s) for s in seeds}
+    folds = {s: loso_folds(data.subject, hp["inner_val_fraction"], s) for s in seeds}
+    trainer = BatchedTrainer(spec, data, seeds[0], {s: e.features for s, e in engines.items()})
+    batched = run_folds_batched(trainer, [(f, hp, s) for s in seeds for f in folds[s]])
+    sequential = [engines[s].run_fold(f, "inner") for s in seeds for f in folds[s]]
+    for s, b in zip(sequential, batched):
+        assert b.epochs == s.epochs and np.array_equal(b.threshold, s.threshold)
+        np.testing.assert_allclose(b.prob, s.prob, atol=1e-4)
