@@ -81,3 +81,30 @@ def test_fold_k_never_sees_subject_k_but_a_shared_study_does(synthetic, tmp_path
     after_startup = lambda ts: [p for num, p in proposals(ts, k) if num >= 2]  # noqa: E731
     assert after_startup(shared_tasks) != after_startup(shared_flipped_tasks)  # subject k steered fold k's candidates
     assert shared["selection"] == "shared_nested" and summary["selection"] == "strict_nested"
+
+
+def _plan(journal: Path, space, opts, interrupt: bool = False):
+    from suite.search.studies import Studies
+
+    studies = Studies(journal, "repro-casme2", "casme2", [0, 1, 2], space, opts)
+    first = studies.plan_round(0, 2)
+    studies.tell_round(0, {(t.fold, t.number): float(t.number % 2 == t.fold % 2) for s in first for t in s.tasks})
+    if interrupt:  # killed while asking round 1: fold 0 has its proposals, the other folds none
+        studies._ask(studies.studies["fold0"], "fold0", 1, 0)
+        studies._ask(studies.studies["fold0"], "fold0", 1, 1)
+        studies = Studies(journal, "repro-casme2", "casme2", [0, 1, 2], space, opts)  # the resumed driver
+    return first + studies.plan_round(1, 2), studies
+
+
+def test_a_search_killed_while_asking_proposes_what_an_uninterrupted_one_would(tmp_path):
+    """Proposals are drawn from (seed, proposal number) and written in one journal record each, so
+    a resumed ask reuses what the journal holds and draws the rest exactly as before."""
+    space_path = tmp_path / "tiny.yaml"
+    space_path.write_text(SPACE)
+    space = load_space(str(space_path))
+    opts = SearchOptions(space=str(space_path), trials=4, round_size=2, startup_trials=2, sampler="tpe", name="repro")
+    plain, _ = _plan(tmp_path / "plain.log", space, opts)
+    resumed, studies = _plan(tmp_path / "resumed.log", space, opts, interrupt=True)
+    assert plain == resumed
+    assert len({t.params_key for s in plain[2:] for t in s.tasks}) > 2  # past start-up the folds' studies diverge
+    assert all([t.number for t in study.trials] == [0, 1, 2, 3] for study in studies.studies.values())

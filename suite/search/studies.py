@@ -94,31 +94,33 @@ class Studies:
         return sorted((t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("round") == r), key=lambda t: t.number)
 
     def _ask(self, study, key: str, r: int, proposal: int) -> None:
-        number = len(study.get_trials(deepcopy=False))
-        study.sampler = make_sampler(self.opts.sampler, derived_seed(self.opts.seed, number), self.opts.startup_trials)
-        trial = study.ask()
-        self.space.suggest(trial)
-        for name, value in {"round": r, "proposal": proposal, "dataset": self.dataset, "fold": key}.items():
-            trial.set_user_attr(name, value)
+        """Draw the proposal in a scratch in-memory copy of the study, then write it to the journal
+        as one record (parameters and round/proposal attributes together): a kill can never leave
+        a half-asked trial whose number would shift every later proposal's seed."""
+        import optuna
+        from optuna.trial import TrialState, create_trial
+
+        trials = study.get_trials(deepcopy=False)
+        sampler = make_sampler(self.opts.sampler, derived_seed(self.opts.seed, len(trials)), self.opts.startup_trials)
+        scratch = optuna.create_study(direction="maximize", sampler=sampler)
+        scratch.add_trials(trials)
+        drawn = scratch.ask()
+        self.space.suggest(drawn)
+        attrs = {"round": r, "proposal": proposal, "dataset": self.dataset, "fold": key}
+        study.add_trial(create_trial(state=TrialState.RUNNING, params=drawn.params, distributions=drawn.distributions,
+                                     user_attrs=attrs))
 
     def plan_round(self, r: int, size: int) -> list[Slice]:
         """The round's slices: proposal j of every study. Proposals already in the journal for
         this round are reused; the missing ones are asked now."""
-        from optuna.trial import TrialState
-
-        expected = {p.name for p in self.space.params}
         for key, study in self.studies.items():
-            for t in self._round_trials(study, r):  # asked but interrupted before every parameter was drawn
-                if t.state == TrialState.RUNNING and set(t.params) != expected:
-                    study.tell(t.number, state=TrialState.FAIL)
-            have = [t for t in self._round_trials(study, r) if set(t.params) == expected]
-            for proposal in range(len(have), size):
+            for proposal in range(len(self._round_trials(study, r)), size):
                 self._ask(study, key, r, proposal)
         slices = []
         for j in range(size):
             tasks = []
             for fold in self.folds:
-                trial = [t for t in self._round_trials(self.studies[self._key(fold)], r) if set(t.params) == expected][j]
+                trial = self._round_trials(self.studies[self._key(fold)], r)[j]
                 tasks.append(Task(fold, trial.number, dict(trial.params)))
             slices.append(Slice(r, j, tuple(tasks)))
         return slices
