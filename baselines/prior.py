@@ -17,9 +17,11 @@ class PriorDetector(MultiLabelDetector):
         self.register_buffer("prevalence", torch.full((n_aus,), 0.5))
         self.generator = torch.Generator()
 
-    def on_fold_start(self, train_labels: np.ndarray) -> None:
-        super().on_fold_start(train_labels)
-        self.prevalence.copy_(torch.as_tensor(np.asarray(train_labels, float).mean(0), dtype=torch.float32))
+    def on_fold_start(self, train_labels: np.ndarray, known: np.ndarray) -> None:
+        super().on_fold_start(train_labels, known)
+        y, known = np.asarray(train_labels, float), np.asarray(known, bool)
+        prevalence = (y * known).sum(0) / np.maximum(known.sum(0), 1)
+        self.prevalence.copy_(torch.as_tensor(prevalence, dtype=torch.float32))
         self.generator.manual_seed(int(torch.initial_seed() % 2**31))
 
     def forward(self, batch: dict) -> dict:

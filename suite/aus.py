@@ -3,8 +3,8 @@
 The parser implements the rules in ``docs/datasets.md`` (from the CASME II and SAMM coding sheets):
 an AU token reduces to its number (side ``L``/``R``, asymmetry ``A``, lip ``T``/``B`` prefixes and
 intensity ``A``-``E`` suffixes are dropped), ``ref(x)`` is selectable, alternatives (``a or b``,
-``a/b``) are resolved by a selectable rule, ``?`` marks the AU labels as unknown and free text is
-reported. Digits of two AUs are never joined: every AU number comes from one run of digits.
+``a/b``) are resolved by a selectable rule, ``?`` makes labels unknown (per AU, by its form) and
+free text is reported. Digits of two AUs are never joined: every AU number comes from one run of digits.
 """
 from __future__ import annotations
 
@@ -92,22 +92,24 @@ def au_prompt(number: int, present: bool) -> str:
 # --------------------------------------------------------------------------------------------
 
 RefRule = Literal["present", "drop"]
-AlternativeRule = Literal["intersection", "union", "first"]
+AlternativeRule = Literal["mask", "intersection", "union", "first"]
 REF_RULES: tuple[str, ...] = ("present", "drop")
-ALTERNATIVE_RULES: tuple[str, ...] = ("intersection", "union", "first")
+ALTERNATIVE_RULES: tuple[str, ...] = ("mask", "intersection", "union", "first")
 
 
 @dataclass(frozen=True)
 class AURules:
     """How ambiguous AU cells are resolved; both are user options (``docs/datasets.md``).
 
-    ``alternatives``: ``intersection`` (default) counts only AUs present in every alternative
-    (``4D or 4E`` → {4}; ``L12 or L14`` → {}), ``union`` counts every alternative's AUs,
-    ``first`` takes the first alternative as written.
+    ``alternatives``: ``mask`` (default) counts the AUs present in every alternative and makes
+    the ones they disagree on unknown for the clip (``4D or 4E`` → {4}; ``L12 or L14`` → {},
+    AU12 and AU14 unknown); ``intersection`` counts only the agreed AUs and takes the others as
+    absent; ``union`` counts every alternative's AUs; ``first`` takes the first alternative as
+    written.
     """
 
     ref: RefRule = "present"
-    alternatives: AlternativeRule = "intersection"
+    alternatives: AlternativeRule = "mask"
 
     def __post_init__(self):
         if self.ref not in REF_RULES:
@@ -120,21 +122,31 @@ class AURules:
 
 @dataclass(frozen=True)
 class ParsedAUs:
-    aus: frozenset[int]
+    aus: frozenset[int]  # AUs coded present
     raw: str
-    unknown: bool = False  # '?' cell: AU labels unknown, exclude from AU detection
+    others_unknown: bool = False  # a '?' operand ('?', '12+?'): every AU not coded present is unknown
+    uncertain: frozenset[int] = frozenset()  # AUs whose label is unknown ('14?', alternatives under 'mask')
     alternatives: tuple[str, ...] = ()  # alternative groups resolved by the rule, as written
     refs: tuple[int, ...] = ()  # AUs written as ref(x)
     ignored: tuple[str, ...] = ()  # free text and tokens that are not AUs
     notes: tuple[str, ...] = field(default=())
 
+    def known(self, au: int) -> bool:
+        """Whether the cell says if ``au`` is present (masked from loss and metrics otherwise)."""
+        return au not in self.uncertain and (au in self.aus or not self.others_unknown)
+
     @property
     def problems(self) -> list[tuple[str, str]]:
         """(problem, action) pairs worth reporting for this cell."""
         out = []
-        if self.unknown:
-            out.append(("AU cell is '?' (AUs unknown)", "excluded from AU detection, kept for emotion recognition"))
-        if not self.aus and not self.unknown and not self.raw.strip():
+        if self.others_unknown:
+            coded = "+".join(f"AU{a}" for a in sorted(self.aus))
+            out.append(("AU cell has a '?' operand", f"{coded + ' known present, ' if coded else ''}every other AU unknown for this clip "
+                        "(masked from AU detection; kept for emotion recognition)"))
+        if self.uncertain:
+            out.append((f"AU(s) {', '.join(f'AU{a}' for a in sorted(self.uncertain))} uncertain ('?' or disagreeing alternatives)",
+                        "unknown for this clip (masked from AU detection loss and metrics)"))
+        if not self.aus and not self.others_unknown and not self.raw.strip():
             out.append(("AU cell is empty", "treated as no AU present"))
         for ref in self.refs:
             out.append((f"ref({ref}) in AU cell", "counted as present" if ref in self.aus else "dropped (ref rule 'drop')"))
@@ -180,7 +192,8 @@ class _Parser:
         self.s = text
         self.i = 0
         self.rules = rules
-        self.unknown = False
+        self.others_unknown = False
+        self.uncertain: set[int] = set()
         self.alternatives: list[str] = []
         self.refs: list[int] = []
         self.ignored: list[str] = []
@@ -232,7 +245,10 @@ class _Parser:
             return set().union(*options)
         if self.rules.alternatives == "first":
             return options[0]
-        return set.intersection(*options)
+        agreed = set.intersection(*options)
+        if self.rules.alternatives == "mask":
+            self.uncertain |= set().union(*options) - agreed
+        return agreed
 
     def _atom(self, in_ref: bool) -> set[int] | None:
         """One operand; None when it carries no AU information (free text, nothing)."""
@@ -241,7 +257,7 @@ class _Parser:
             return None
         if c == "?":
             self.i += 1
-            self.unknown = True
+            self.others_unknown = True
             return None
         ref = _REF_OPEN.match(self.s, self.i)
         if ref:
@@ -258,6 +274,10 @@ class _Parser:
         tok = _AU_TOKEN.match(self.s, self.i)
         if tok and not _glued_to_letters(self.s, tok):
             self.i = tok.end()
+            if self.s.startswith("?", self.i):  # '14?': this AU's label is unknown
+                self.i += 1
+                self.uncertain.add(int(tok.group("num")))
+                return set()
             return {int(tok.group("num"))}
         return self._free_text()
 
@@ -309,7 +329,8 @@ def parse_au_string(cell, rules: AURules = AURules()) -> ParsedAUs:
     return ParsedAUs(
         aus=aus,
         raw=text,
-        unknown=parser.unknown,
+        others_unknown=parser.others_unknown,
+        uncertain=frozenset(parser.uncertain),
         alternatives=tuple(parser.alternatives),
         refs=tuple(parser.refs),
         ignored=tuple(parser.ignored),

@@ -119,6 +119,7 @@ class BatchedTrainer:
         self.features = features if isinstance(features, dict) else {seed: features}
         self.device = next(iter(self.features.values())).device
         self.y = torch.as_tensor(data.labels, dtype=torch.float32, device=self.device)
+        self.known = torch.as_tensor(data.known, dtype=torch.float32, device=self.device)
         self.autocast = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
         self._initial: dict[str, dict] = {}  # (configuration, seed) → its initial state (small)
         self._bases: dict[str, torch.nn.Module] = {}  # architecture → one module to call functionally
@@ -149,7 +150,7 @@ class BatchedTrainer:
             state = self._initial_state(job.hp, self.seed_of(job))
             base = self._bases[architecture_key(job.hp)]
             base.load_state_dict(state, strict=False)
-            base.on_fold_start(self.data.labels[job.train])
+            base.on_fold_start(self.data.labels[job.train], self.data.known[job.train])
             params.append({n: p.detach().clone() for n, p in base.named_parameters() if p.requires_grad})
             buffers.append({n: b.detach().clone() for n, b in base.named_buffers()})
         stacked_p = {n: torch.stack([p[n] for p in params]) for n in params[0]}
@@ -209,7 +210,8 @@ class BatchedTrainer:
                 p_sel = {n: p[sel].requires_grad_(True) for n, p in params.items()}
                 with torch.autocast(**self.autocast):
                     feats = features[seed_index[sel][:, None], t[sel]]
-                    losses = batched_loss(p_sel, {n: b[sel] for n, b in buffers.items()}, feats, self.y[t[sel]], w[sel])
+                    losses = batched_loss(p_sel, {n: b[sel] for n, b in buffers.items()}, feats, self.y[t[sel]],
+                                          w[sel, :, None] * self.known[t[sel]])  # padding and unknown labels weigh 0
                 ok = torch.isfinite(losses)
                 for i in torch.nonzero(~ok).flatten().tolist():
                     m = int(sel[i])
@@ -279,12 +281,11 @@ def run_folds_batched(trainer: BatchedTrainer, tasks: list[tuple]) -> list[FoldO
     subjects after every epoch, which chooses each task's epoch count and thresholds), then all
     outer models, each stopping at its own task's epoch count and predicting its test subject."""
     data = trainer.data
-    known = data.au_known
     tasks = [(t[0], t[1], t[2] if len(t) > 2 else trainer.seed) for t in tasks]
     inner_jobs = []
     for fold, hp, seed in tasks:
         verify_fold(data.subject, fold)
-        inner_jobs.append(Job(hp, fold.inner_train[known[fold.inner_train]], fold.inner_val[known[fold.inner_val]],
+        inner_jobs.append(Job(hp, data.any_known(fold.inner_train), data.any_known(fold.inner_val),
                               seed * 100_003 + fold.index, hp["epochs"], seed=seed))
     try:
         inner = _run_grouped(trainer, inner_jobs)
@@ -296,18 +297,19 @@ def run_folds_batched(trainer: BatchedTrainer, tasks: list[tuple]) -> list[FoldO
 
 def _finish_tasks(trainer: BatchedTrainer, tasks: list[tuple], inner_jobs: list[Job], inner: list[JobResult]) -> list[FoldOutput | str]:
     """Each task's choices from its inner model, then all outer models as one batched phase."""
-    data, known = trainer.data, trainer.data.au_known
+    data = trainer.data
     outputs: list[FoldOutput | str | None] = [None] * len(tasks)
     outer_jobs, waiting = [], []
     for t, ((fold, hp, _), job, res) in enumerate(zip(tasks, inner_jobs, inner)):
         if res.failed_at is not None:
             outputs[t] = res.reason
             continue
-        chosen, threshold, inner_f1 = inner_choice(data.labels[job.evaluate], res.probs, data.subject[job.evaluate])
+        y, known, metric = data.labels[job.evaluate], data.known[job.evaluate], hp["metric"]
+        chosen, threshold, inner_f1 = inner_choice(y, res.probs, data.subject[job.evaluate], metric, known)
         best_epoch = res.epochs[chosen]
         history = [{"epoch": e, **({"loss": res.losses[i]} if i < len(res.losses) else {}),
-                    "val_f1": float(f1_per_au(data.labels[job.evaluate], p >= 0.5).mean())} for i, (e, p) in enumerate(zip(res.epochs, res.probs))]
-        outer_jobs.append(Job(hp, fold.train[known[fold.train]], fold.test, job.fold_seed, max(best_epoch, 1) if hp["epochs"] else 0,
+                    "val_f1": float(f1_per_au(y, p >= 0.5, metric, known).mean())} for i, (e, p) in enumerate(zip(res.epochs, res.probs))]
+        outer_jobs.append(Job(hp, data.any_known(fold.train), fold.test, job.fold_seed, max(best_epoch, 1) if hp["epochs"] else 0,
                               every_epoch=False, seed=job.seed))
         waiting.append((t, fold, threshold, best_epoch, inner_f1, history, InnerPredictions(job.evaluate, res.epochs, res.probs)))
     for (t, fold, threshold, best_epoch, inner_f1, history, inner_preds), res in zip(waiting, _run_grouped(trainer, outer_jobs) if outer_jobs else []):

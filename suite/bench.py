@@ -139,8 +139,8 @@ def run_peer(spec, hp, release, data, aus, device, seed=0, nested: bool = False)
     def train_and_predict(train, evaluate, every_epoch):
         torch.manual_seed(seed)
         model = spec.build(hp, aus, {}).to(device)
-        train = train[data.au_known[train]]
-        model.on_fold_start(data.labels[train])
+        train = data.any_known(train)
+        model.on_fold_start(data.labels[train], data.known[train])
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=hp["lr"], weight_decay=hp["weight_decay"])
         loader = DataLoader(_JpegPairs([samples[i] for i in train], data.labels[train], hp["image_size"]), batch_size=32, shuffle=True)
         test_loader = DataLoader(_JpegPairs([samples[i] for i in evaluate], data.labels[evaluate], hp["image_size"]), batch_size=32)
@@ -251,7 +251,7 @@ def main(argv=None) -> int:
                 rows["suite frozen, cached"] = {"seconds": run_suite(spec, hp, data, aus, feature_cache=tokens)[0]}
             if mode == "full":
                 per_image = backbone_flops_per_image(engine, args.image_size)
-                images = sum(2 * int(data.au_known[f.train].sum()) * args.epochs + 2 * len(f.test) for f in folds)
+                images = sum(2 * len(data.any_known(f.train)) * args.epochs + 2 * len(f.test) for f in folds)
                 rate = matmul_rate(acc.device)
                 rows["suite full"].update({"backbone_gflop_per_image": per_image / 1e9, "images": images,
                                            "matmul_tflops": rate / 1e12, "floor_seconds": per_image * images / rate})

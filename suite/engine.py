@@ -53,7 +53,7 @@ class DatasetTensors:
     subject: np.ndarray
     emotion: np.ndarray
     objective_class: np.ndarray
-    au_known: np.ndarray  # bool [N]
+    known: np.ndarray  # bool [N, K]: the clip's label for that AU is known (masked from loss and metrics otherwise)
     labels: np.ndarray  # int [N, K]
     frames: dict[str, torch.Tensor]  # "onset"/"apex" uint8 [N, H, W, 3], optional "flow"
     fingerprint: str | None = None  # the Arrow cache's content fingerprint (keys derived caches)
@@ -61,10 +61,11 @@ class DatasetTensors:
 
     @classmethod
     def from_cache(cls, arrays: dict, aus: tuple[int, ...], device, fingerprint: str | None = None) -> "DatasetTensors":
-        labels = np.array([[a in set(row) for a in aus] for row in arrays["aus"]], dtype=np.int64)
+        labels = np.array([[a in set(row) for a in aus] for row in arrays["aus"]], dtype=np.int64).reshape(-1, len(aus))
+        known = np.array([[a not in set(row) for a in aus] for row in arrays["aus_unknown"]], dtype=bool).reshape(-1, len(aus))
         frames = {k: torch.from_numpy(np.ascontiguousarray(arrays[k])).to(device) for k in ("onset", "apex", "flow") if k in arrays}
         return cls(np.asarray(arrays["sample_id"]), np.asarray(arrays["subject"]), np.asarray(arrays["emotion"]),
-                   np.asarray(arrays["objective_class"]), np.asarray(arrays["au_known"], bool), labels, frames, fingerprint,
+                   np.asarray(arrays["objective_class"]), known, labels, frames, fingerprint,
                    tuple(aus))
 
     @property
@@ -73,6 +74,10 @@ class DatasetTensors:
 
     def __len__(self) -> int:
         return len(self.sample_id)
+
+    def any_known(self, idx: np.ndarray) -> np.ndarray:
+        """``idx`` without the clips whose every evaluated AU is unknown (they can neither train nor score)."""
+        return idx[self.known[idx].any(1)]
 
 
 @dataclass
@@ -107,6 +112,7 @@ class Engine:
         self.model = self.acc.prepare_model(model)
         self.device = self.acc.device
         self.y = torch.as_tensor(data.labels, dtype=torch.float32, device=self.device)
+        self.known = torch.as_tensor(data.known, dtype=torch.float32, device=self.device)
         self.features, self.features_from_disk = None, False
         if getattr(model, "encoder_frozen", False):
             self.features, self.features_from_disk = self._frozen_features(model, feature_cache)
@@ -160,7 +166,7 @@ class Engine:
         t = torch.as_tensor(idx, device=self.device)
         b = {"features": self.features[t]} if self.features is not None else self._frames(t)
         if with_labels:
-            b["au"] = self.y[t]
+            b["au"], b["weight"] = self.y[t], self.known[t]
         return b
 
     # --- training -----------------------------------------------------------------------
@@ -171,13 +177,13 @@ class Engine:
         if self.optimizer is not None:
             self.optimizer.optimizer.state.clear()
         if hasattr(self.model, "on_fold_start"):
-            self.model.on_fold_start(self.data.labels[train_idx])
+            self.model.on_fold_start(self.data.labels[train_idx], self.data.known[train_idx])
 
     def train(self, train_idx: np.ndarray, epochs: int, fold_seed: int, val_idx: np.ndarray | None = None):
-        """Train on ``train_idx`` (samples with known AUs only). With ``val_idx``, predict it
+        """Train on ``train_idx`` (its clips with any known label; unknown labels are masked). With ``val_idx``, predict it
         after every epoch; returns (epoch numbers, validation probabilities [E, n, K], history).
         A model with nothing to train is scored once, as epoch 0."""
-        train_idx = train_idx[self.data.au_known[train_idx]]
+        train_idx = self.data.any_known(train_idx)
         self.reset(fold_seed, train_idx)
         gen = torch.Generator().manual_seed(fold_seed)
         history, epoch_numbers, val_probs = [], [], []
@@ -199,15 +205,18 @@ class Engine:
             entry = {"epoch": epoch, "loss": float(np.mean(losses))}
             if val_idx is not None:
                 prob = self.predict(val_idx)
-                entry["val_f1"] = float(f1_per_au(self.data.labels[val_idx], prob >= 0.5).mean())
+                entry["val_f1"] = self._f1(val_idx, prob)
                 epoch_numbers.append(epoch)
                 val_probs.append(prob)
             history.append(entry)
         if val_idx is not None and not val_probs:
             prob = self.predict(val_idx)
             epoch_numbers, val_probs = [0], [prob]
-            history.append({"epoch": 0, "val_f1": float(f1_per_au(self.data.labels[val_idx], prob >= 0.5).mean())})
+            history.append({"epoch": 0, "val_f1": self._f1(val_idx, prob)})
         return epoch_numbers, (np.stack(val_probs) if val_idx is not None else None), history
+
+    def _f1(self, idx: np.ndarray, prob: np.ndarray) -> float:
+        return float(f1_per_au(self.data.labels[idx], prob >= 0.5, self.hp["metric"], self.data.known[idx]).mean())
 
     @torch.no_grad()
     def predict(self, idx: np.ndarray, chunk: int = 256) -> np.ndarray:
@@ -236,9 +245,10 @@ class Engine:
             return FoldOutput(fold.index, fold.test, self.predict(fold.test), np.full(len(self.aus), 0.5), epochs)
         if selection != "inner":
             raise ValueError(f"selection {selection!r}: choose 'fixed' or 'inner'")
-        val = fold.inner_val[self.data.au_known[fold.inner_val]]
+        val = self.data.any_known(fold.inner_val)
         epoch_numbers, val_probs, history = self.train(fold.inner_train, epochs, fold_seed, val_idx=val)
-        chosen, threshold, inner_f1 = inner_choice(self.data.labels[val], val_probs, self.data.subject[val])
+        chosen, threshold, inner_f1 = inner_choice(self.data.labels[val], val_probs, self.data.subject[val], self.hp["metric"],
+                                                   self.data.known[val])
         best_epoch = epoch_numbers[chosen]
         # training is a prefix: the outer model trained for best_epoch epochs equals one trained
         # longer and read at that epoch (same seed, same order, constant learning rate)

@@ -24,9 +24,11 @@ import numpy as np
 import yaml
 
 from .aus import DATASET_AUS
+from .metrics import F1_LABELS, F1_VARIANTS
 from .paths import results_dir
 from .results import write_atomic
 from .selection import HEADLINE_SELECTIONS, SCHEMA_VERSION
+from .stats import INTERVAL_LABEL, bootstrap_interval, holm, paired_test, subject_counts
 
 DATASET_NAMES = {"casme2": "CASME II", "samm": "SAMM"}
 SELECTION_LABELS = {
@@ -47,12 +49,15 @@ OTHER_REGIMES = {
                   "final seeds; every test subject helped choose it.",
 }
 HEADLINE_PRIORITY = {s: i for i, s in enumerate(HEADLINE_SELECTIONS)}
+HEADLINE_METHOD = "micro_au_clip"  # compared, paired over subjects, with every other ranked method
 ABLATIONS = ("micro_au_clip", "micro_au_clip_no_pta", "micro_au_clip_no_gda", "micro_au_clip_no_gdloss", "micro_au_clip_no_miaucl")
 REPORTED_FILE = Path(__file__).resolve().parent / "reported.yaml"
 PROTOCOL_TEXT = (
     "Leave-one-subject-out outer folds; every clip is predicted once, by the model of its own subject's fold. "
-    "Headline F1: per-AU binary F1 on predictions pooled over all folds, averaged over the dataset's AUs "
-    "(CASME II: AU1, 2, 4, 7, 12, 14, 15, 17; SAMM: AU2, 4, 7, 12); clips with '?' AU labels are not scored. "
+    "F1 per AU on predictions pooled over all folds, averaged over the dataset's AUs "
+    "(CASME II: AU1, 2, 4, 7, 12, 14, 15, 17; SAMM: AU2, 4, 7, 12), in two variants: binary (positive class) and "
+    "macro (mean of positive- and negative-class F1); every table names its variant. A label the coding sheet leaves "
+    "unknown ('?', alternatives that disagree) is masked for that AU only: in neither loss nor metric. "
     "No choice is made on a test subject: fixed epochs, or epochs and thresholds chosen on inner-validation "
     "subjects. A search is strictly nested: every outer fold has its own Optuna study told only that fold's "
     "inner-validation F1, and per fold the configuration best in its own study predicts the test subject. "
@@ -64,9 +69,12 @@ PROTOCOL_TEXT = (
 @dataclass
 class Cell:
     mean: float
-    std: float
+    std: float | None  # over seeds; None for one seed (undefined, not zero)
     n: int
     fold_mean: float
+    lo: float | None = None  # subject-bootstrap interval of the row's F1 (``suite.stats``)
+    hi: float | None = None
+    counts: np.ndarray | None = field(default=None, repr=False)  # per seed, per subject [R, S, K, 4]
 
 
 @dataclass
@@ -135,9 +143,31 @@ def _row_key(r: dict) -> tuple[str, str, str]:
     return r["method"], r.get("selection", "?"), config
 
 
-def detection_rows(records: list[dict], datasets: list[str]) -> list[Row]:
-    """One row per (method, selection, config or search); a search's per-fold choices re-run with
-    final seeds replace its search-seed record in the row."""
+def f1_of(record: dict, variant: str, key: str = "pooled") -> float | None:
+    """A record's F1 in ``variant``; records written before both variants were stored are binary."""
+    if "f1" in record:
+        return record["f1"][variant][key]
+    if variant == "binary":
+        return record["f1_avg"] if key == "pooled" else record["f1_fold_mean"]
+    return None
+
+
+def record_counts(record: dict) -> np.ndarray | None:
+    """Per-subject confusion counts [S, K, 4] from the record's predictions (None: an older file
+    without per-AU label masks)."""
+    import pandas as pd
+
+    if "_counts" not in record:
+        path = Path(record["_path"]).with_name(record["predictions"])
+        frame = pd.read_parquet(path) if path.exists() else None
+        ok = frame is not None and all(f"known_{a}" in frame.columns for a in record["aus"])
+        record["_counts"] = subject_counts(frame, [int(a[2:]) for a in record["aus"]])[1] if ok else None
+    return record["_counts"]
+
+
+def detection_rows(records: list[dict], datasets: list[str], variant: str = "binary") -> list[Row]:
+    """One row per (method, selection, config or search), F1 in ``variant``; a search's per-fold
+    choices re-run with final seeds replace its search-seed record in the row."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
         groups[(*_row_key(r), bool(r.get("_legacy")))].append(r)
@@ -147,11 +177,15 @@ def detection_rows(records: list[dict], datasets: list[str]) -> list[Row]:
             recs = [r for r in recs if r.get("seed_role") == "final"]
         row = Row(f"{method}|{selection}|{config}{'|legacy' if legacy else ''}", method, selection, config, records=recs, legacy=legacy)
         for d in datasets:
-            vals = [r for r in recs if r["dataset"] == d]
-            if vals:
-                f1 = np.array([r["f1_avg"] for r in vals]) * 100
+            vals = sorted((r for r in recs if r["dataset"] == d), key=lambda r: r.get("seed", 0))
+            if vals and all(f1_of(r, variant) is not None for r in vals):
+                f1 = np.array([f1_of(r, variant) for r in vals]) * 100
                 std = float(f1.std(ddof=1)) if len(f1) > 1 else None  # undefined for one seed, not zero
-                row.cells[d] = Cell(float(f1.mean()), std, len(vals), float(np.mean([r["f1_fold_mean"] for r in vals]) * 100))
+                counts = [record_counts(r) for r in vals]
+                stacked = np.stack(counts) if all(c is not None for c in counts) and len({c.shape for c in counts}) == 1 else None
+                lo, hi = (100 * x for x in bootstrap_interval(stacked, variant)) if stacked is not None else (None, None)
+                row.cells[d] = Cell(float(f1.mean()), std, len(vals), float(np.mean([f1_of(r, variant, "fold_mean") for r in vals]) * 100),
+                                    lo, hi, stacked)
         if all(d in row.cells for d in datasets):
             row.average = float(np.mean([row.cells[d].mean for d in datasets]))
         rows.append(row)
@@ -207,6 +241,40 @@ def rank_rows(rows: list[Row], datasets: list[str]) -> None:
                 r.marks[column] = "second"
 
 
+def paired_comparisons(rows: list[Row], datasets: list[str], variant: str) -> list[dict]:
+    """The headline method's ranked row against every other ranked row, per dataset: a paired
+    permutation test over subjects (``suite.stats.paired_test``), Holm-corrected over the
+    comparisons of that dataset."""
+    head = next((r for r in rows if r.method == HEADLINE_METHOD), None)
+    out = []
+    for d in datasets:
+        a = head.cells.get(d) if head else None
+        if a is None or a.counts is None:
+            continue
+        found = []
+        for r in rows:
+            b = r.cells.get(d)
+            if r is head or b is None or b.counts is None or b.counts.shape[1:] != a.counts.shape[1:]:
+                continue
+            seeds = lambda row: sorted(x.get("seed") for x in row.records if x["dataset"] == d)
+            found.append({"dataset": DATASET_NAMES[d], "against": r, "same_seeds": seeds(head) == seeds(r),
+                          **paired_test(a.counts, b.counts, variant)})
+        for c, p in zip(found, holm([c["p"] for c in found])):
+            c["p_holm"] = p
+        out.extend(found)
+    return out
+
+
+def detection_view(kept: list[dict], datasets: list[str], variant: str) -> dict:
+    """Every detection table of the page in one F1 variant."""
+    rows = detection_rows(kept, datasets, variant)
+    headline, others, optimistic, legacy = split_regimes(rows, datasets)
+    return {"variant": variant, "label": F1_LABELS[variant], "rows": headline, "other_rows": others, "optimistic": optimistic,
+            "legacy_rows": legacy, "comparisons": paired_comparisons(headline, datasets, variant),
+            "all_rows": rows, "heatmaps": [(DATASET_NAMES[d], heatmap(headline, d, variant)) for d in datasets
+                                           if any(d in r.cells for r in headline)]}
+
+
 def _png(fig) -> str:
     import matplotlib.pyplot as plt
 
@@ -216,7 +284,7 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def heatmap(rows: list[Row], dataset: str) -> str | None:
+def heatmap(rows: list[Row], dataset: str, variant: str) -> str | None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -230,13 +298,14 @@ def heatmap(rows: list[Row], dataset: str) -> str | None:
         recs = [x for x in r.records if x["dataset"] == dataset]
         if recs:
             name = f"{r.method} [{SELECTION_LABELS.get(r.selection, r.selection)}, {r.config}]"
-            data[name] = [100 * np.mean([x["per_au_f1"].get(a, np.nan) for x in recs]) for a in aus]
+            data[name] = [100 * np.mean([x["f1"][variant]["per_au"].get(a, np.nan) if "f1" in x else
+                                         (x["per_au_f1"].get(a, np.nan) if variant == "binary" else np.nan) for x in recs]) for a in aus]
     if not data:
         return None
     frame = pd.DataFrame(data, index=aus).T
     fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(aus), 0.8 + 0.38 * len(frame)))
-    sns.heatmap(frame, annot=True, fmt=".0f", cmap="viridis", vmin=0, vmax=100, cbar_kws={"label": "F1 (%)"}, ax=ax)
-    ax.set_title(f"Per-AU F1, {DATASET_NAMES[dataset]}")
+    sns.heatmap(frame, annot=True, fmt=".0f", cmap="viridis", vmin=0, vmax=100, cbar_kws={"label": f"{variant} F1 (%)"}, ax=ax)
+    ax.set_title(f"Per-AU {variant} F1, {DATASET_NAMES[dataset]}")
     return _png(fig)
 
 
@@ -283,7 +352,7 @@ def top_common(docs: list[dict], record_path: Path, k: int) -> list[dict]:
 
     record = json.loads(record_path.read_text())
     truth = pd.read_parquet(record_path.with_name(record["predictions"])).set_index("sample_id")
-    true_cols = [c for c in truth.columns if c.startswith("true_")]
+    aus = record["aus"]  # "AU1", …
     by_params: dict[str, list[dict]] = defaultdict(list)
     for doc in docs:
         for t in doc["tasks"]:
@@ -296,11 +365,11 @@ def top_common(docs: list[dict], record_path: Path, k: int) -> list[dict]:
             continue
         ids = [s for t in tasks for s in t["test_ids"]]
         pred = np.concatenate([np.asarray(t["test_prob"]) >= np.asarray(t["threshold"]) for t in tasks])
-        known = truth.loc[ids, "au_known"].to_numpy(bool)
-        true = truth.loc[ids, true_cols].to_numpy(int)
+        known = truth.loc[ids, [f"known_{a}" for a in aus]].to_numpy(bool)
+        true = truth.loc[ids, [f"true_{a}" for a in aus]].to_numpy(int)
         out.append({"proposal": min(t["number"] for t in tasks), "params": json.loads(key),
                     "inner": 100 * float(np.mean([t["inner_f1"] for t in tasks])),
-                    "outer": 100 * float(f1_per_au(true[known], pred[known]).mean())})
+                    "outer": 100 * float(f1_per_au(true, pred, record.get("metric", "binary"), known).mean())})
     return sorted(out, key=lambda t: (-t["inner"], t["proposal"]))[:k]
 
 
@@ -381,22 +450,25 @@ def build_context(results: Path) -> dict:
     records = load_records(results)
     kept, flagged = split_fingerprints(records)
     datasets = list(DATASET_NAMES)  # both columns always: a missing dataset shows as a gap
-    rows = detection_rows(kept, datasets)
-    headline, others, optimistic, legacy = split_regimes(rows, datasets)
-    ablation = [r for r in rows if r.method in ABLATIONS and r.selection == "fixed_epochs" and not r.legacy]
+    chosen_with = Counter(r.get("metric", "binary") for r in kept)
+    headline_variant = max(F1_VARIANTS, key=lambda v: (chosen_with[v], v == "binary"))  # what the records chose with
+    views = [detection_view(kept, datasets, v) for v in sorted(F1_VARIANTS, key=lambda v: v != headline_variant)]
+    main = views[0]
+    ablation = [r for r in main["all_rows"] if r.method in ABLATIONS and r.selection == "fixed_epochs" and not r.legacy]
     reported = load_reported()
-    table_data = [{"method": r.method, "selection": r.selection, "config": r.config, "rank": r.rank, "win_rate": r.win_rate,
-                   "average": r.average, "legacy": r.legacy, "ranked": r in headline, **{d: vars(r.cells[d]) for d in r.cells}}
-                  for r in rows]
+    table_data = {v["variant"]: [{"method": r.method, "selection": r.selection, "config": r.config, "rank": r.rank, "win_rate": r.win_rate,
+                                  "average": r.average, "legacy": r.legacy, "ranked": r in v["rows"],
+                                  **{d: {k: x for k, x in vars(r.cells[d]).items() if k != "counts"} for d in r.cells}}
+                                 for r in v["all_rows"]] for v in views}
     return {
         "empty": not records,
-        "datasets": datasets, "dataset_names": DATASET_NAMES, "rows": headline, "other_rows": others, "optimistic": optimistic,
-        "optimistic_notes": OTHER_REGIMES, "legacy_rows": legacy, "selection_labels": SELECTION_LABELS,
+        "datasets": datasets, "dataset_names": DATASET_NAMES, "views": views, "rows": main["rows"],
+        "mixed_metrics": len(chosen_with) > 1, "interval_label": INTERVAL_LABEL, "headline_method": HEADLINE_METHOD,
+        "optimistic_notes": OTHER_REGIMES, "selection_labels": SELECTION_LABELS,
         "reported": [x for x in reported if x["task"] == "detection"],
         "reported_recognition": [x for x in reported if x["task"] == "recognition"],
-        "heatmaps": [(DATASET_NAMES[d], heatmap(headline, d)) for d in datasets if any(d in r.cells for r in headline)],
         "ablation": ablation if len({r.method for r in ablation}) > 1 else [],
-        "mer": mer_rows(headline, datasets), "searches": search_sections(results), "flagged": flagged,
+        "mer": mer_rows(main["rows"], datasets), "searches": search_sections(results), "flagged": flagged,
         "provenance": provenance(kept), "protocol": PROTOCOL_TEXT,
         # '<' escaped as \u003c: still valid JSON, and no string can close the <script> element.
         "data_json": json.dumps({"detection": table_data, "reported": reported}, default=str).replace("<", "\\u003c"),

@@ -9,6 +9,8 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .metrics import F1_VARIANTS
+
 # Modules that register methods when imported (Micro-AU CLIP and every baseline).
 METHOD_MODULES = (
     "suite.models.micro_au_clip",
@@ -29,6 +31,7 @@ TRAINING_DEFAULTS = {
     "weight_decay": 0.01,
     "selection": "fixed",  # fixed epochs + threshold 0.5, or "inner": epochs & thresholds on inner-val subjects
     "inner_val_fraction": 0.25,  # share of training subjects held out as inner validation
+    "metric": "binary",  # F1 variant of every choice (epochs, thresholds, search objective) and of the headline: binary | macro
 }
 
 
@@ -101,4 +104,7 @@ def resolve_hparams(spec: MethodSpec, overrides: dict | None = None) -> dict:
     unknown = sorted(set(overrides) - set(spec.defaults))
     if unknown:
         raise KeyError(f"unknown hyper-parameter(s) {unknown} for method {spec.name!r}; valid: {', '.join(sorted(spec.defaults))}")
-    return {**spec.defaults, **{k: _coerce(k, v, spec.defaults[k]) for k, v in overrides.items()}}
+    hp = {**spec.defaults, **{k: _coerce(k, v, spec.defaults[k]) for k, v in overrides.items()}}
+    if hp["metric"] not in F1_VARIANTS:
+        raise ValueError(f"metric={hp['metric']!r}: choose one of {F1_VARIANTS}")
+    return hp

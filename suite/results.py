@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .metrics import detection_metrics, recognition_metrics
+from .metrics import F1_VARIANTS, detection_metrics, recognition_metrics
 from .selection import CHOSEN_BY, SCHEMA_VERSION
+from .stats import INTERVAL_LABEL, bootstrap_interval, subject_counts
 
 RECORD_KEYS = ("method", "dataset", "aus", "hparams", "seed", "protocol", "selection", "schema", "chosen_by", "f1_avg", "f1_fold_mean",
                "per_au_f1", "per_au_auc", "mer", "n_samples", "duration_s", "device", "versions", "git_commit",
@@ -86,17 +87,31 @@ def config_id(method: str, dataset: str, hparams: dict, fingerprint: str) -> str
     return hashlib.sha1(blob).hexdigest()[:10]
 
 
-def metrics_from_predictions(frame: pd.DataFrame, dataset: str, aus) -> dict:
-    """Every record metric, recomputed from a predictions table (the record's source of truth)."""
-    known = frame["au_known"].to_numpy(bool)
+def metric_of(hparams: dict) -> str:
+    """The headline F1 variant a run chose with (per-fold hyper-parameters agree on it)."""
+    if "per_fold" in hparams:
+        return next(iter(hparams["per_fold"].values())).get("metric", "binary")
+    return hparams.get("metric", "binary")
+
+
+def metrics_from_predictions(frame: pd.DataFrame, dataset: str, aus, metric: str = "binary") -> dict:
+    """Every record metric, recomputed from a predictions table (the record's source of truth):
+    both F1 variants, each pooled F1 with its subject-bootstrap interval (``suite.stats``)."""
     cols = [f"AU{a}" for a in aus]
-    y = frame[[f"true_{c}" for c in cols]].to_numpy()[known]
-    prob = frame[[f"prob_{c}" for c in cols]].to_numpy()[known]
-    pred = frame[[f"pred_{c}" for c in cols]].to_numpy()[known]
-    out = detection_metrics(y, prob, pred, frame["fold"].to_numpy()[known], aus)
+    known = frame[[f"known_{c}" for c in cols]].to_numpy(bool)
+    scored = known.any(1)
+    y = frame[[f"true_{c}" for c in cols]].to_numpy()[scored]
+    prob = frame[[f"prob_{c}" for c in cols]].to_numpy()[scored]
+    pred = frame[[f"pred_{c}" for c in cols]].to_numpy()[scored]
+    out = detection_metrics(y, prob, pred, frame["fold"].to_numpy()[scored], aus, known[scored], metric)
+    out["n_masked"] = {c: int((~known[:, k]).sum()) for k, c in enumerate(cols)}  # over every predicted clip
+    _, counts = subject_counts(frame, aus)
+    for variant in F1_VARIANTS:
+        out["f1"][variant]["ci95"] = list(bootstrap_interval(counts[None], variant))
+    out["interval"] = INTERVAL_LABEL
     pred_sets = [{a for a, v in zip(aus, row) if v} for row in frame[[f"pred_{c}" for c in cols]].to_numpy()]
     out["mer"] = recognition_metrics(dataset, pred_sets, frame["emotion"].tolist(), frame["objective_class"].tolist())
-    out["n_samples"] = int(known.sum())
+    out["n_samples"] = int(scored.sum())
     return out
 
 
@@ -108,11 +123,12 @@ def predictions_frame(data, outputs, aus) -> pd.DataFrame:
     for out in outputs:
         for j, i in enumerate(out.test):
             row = {"sample_id": data.sample_id[i], "subject": data.subject[i], "fold": out.fold,
-                   "au_known": bool(data.au_known[i]), "emotion": data.emotion[i], "objective_class": int(data.objective_class[i])}
+                   "emotion": data.emotion[i], "objective_class": int(data.objective_class[i])}
             for k, a in enumerate(aus):
                 row[f"prob_AU{a}"] = float(out.prob[j, k])
                 row[f"pred_AU{a}"] = int(out.prob[j, k] >= out.threshold[k])
                 row[f"true_AU{a}"] = int(data.labels[i, k])
+                row[f"known_AU{a}"] = bool(data.known[i, k])
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -121,13 +137,14 @@ def write_run(stem: Path, frame: pd.DataFrame, *, method: str, dataset: str, aus
               selection: str, fingerprint: str, device: str, duration_s: float, extra: dict | None = None) -> Path:
     """Write ``<stem>.predictions.parquet`` and the record ``<stem>.json`` (metrics recomputed
     from the predictions, so the two can never disagree). Returns the record path."""
-    metrics = metrics_from_predictions(frame, dataset, aus)
+    metrics = metrics_from_predictions(frame, dataset, aus, metric_of(hparams))
     pred_path = stem.with_name(stem.name + ".predictions.parquet")
     write_predictions(pred_path, frame)
     record = {
         "method": method, "dataset": dataset, "aus": [f"AU{a}" for a in aus], "hparams": hparams, "seed": seed,
         "protocol": "loso", "selection": selection, "schema": SCHEMA_VERSION, "chosen_by": CHOSEN_BY[selection],
-        **{k: metrics[k] for k in ("f1_avg", "f1_fold_mean", "per_au_f1", "per_au_auc", "mer", "n_samples")},
+        **{k: metrics[k] for k in ("metric", "f1_avg", "f1_fold_mean", "per_au_f1", "f1", "interval", "per_au_auc", "n_masked", "mer",
+                                   "n_samples")},
         "n_folds": int(frame["fold"].nunique()), "duration_s": round(duration_s, 3), "device": device,
         "versions": versions(), "git_commit": git_commit(), "data_fingerprint": fingerprint,
         "source": "measured", "predictions": pred_path.name, "command": None, **(extra or {}),

@@ -68,30 +68,38 @@ HEADLINE_SELECTIONS = ("strict_nested", "shared_nested_data_independent", "inner
 
 
 # --- inside one run: epochs and thresholds -------------------------------------------------
-def choose_thresholds(y: np.ndarray, prob: np.ndarray) -> np.ndarray:
-    """Per-AU threshold maximising F1 on ``prob``; 0.5 for an AU without positives. Ties: the
-    middle of the tied grid values (upper middle when even) — neither the lowest threshold, which
-    over-predicts positives on new subjects, nor the highest."""
+# Every function below takes the F1 ``variant`` (``suite.metrics.F1_VARIANTS``) that chooses, and
+# ``known`` [n, K]: the labels the coding sheet leaves unknown never influence a choice.
+def _known(y: np.ndarray, known: np.ndarray | None) -> np.ndarray:
+    return np.ones(y.shape, bool) if known is None else known
+
+
+def choose_thresholds(y: np.ndarray, prob: np.ndarray, variant: str = "binary", known: np.ndarray | None = None) -> np.ndarray:
+    """Per-AU threshold maximising F1 on ``prob``; 0.5 for an AU without known positives. Ties:
+    the middle of the tied grid values (upper middle when even) — neither the lowest threshold,
+    which over-predicts positives on new subjects, nor the highest."""
+    known = _known(y, known)
     out = np.full(y.shape[1], 0.5)
     for k in range(y.shape[1]):
-        if y[:, k].sum() == 0:
+        if (y[:, k] * known[:, k]).sum() == 0:
             continue
-        scores = np.array([f1_per_au(y[:, [k]], prob[:, [k]] >= t)[0] for t in THRESHOLD_GRID])
+        yk, pk = y[known[:, k]][:, [k]], prob[known[:, k]][:, [k]]
+        scores = np.array([f1_per_au(yk, pk >= t, variant)[0] for t in THRESHOLD_GRID])
         tied = np.flatnonzero(scores >= scores.max() - 1e-12)
         out[k] = THRESHOLD_GRID[tied[len(tied) // 2]]
     return out
 
 
-def choose_epoch(y: np.ndarray, probs: np.ndarray) -> int:
+def choose_epoch(y: np.ndarray, probs: np.ndarray, variant: str = "binary", known: np.ndarray | None = None) -> int:
     """Position (in ``probs`` [E, n, K]) of the epoch with the best F1 at threshold 0.5; ties: the earliest."""
-    scores = [f1_per_au(y, p >= 0.5).mean() for p in probs]
+    scores = [f1_per_au(y, p >= 0.5, variant, known).mean() for p in probs]
     return int(np.argmax(scores))
 
 
-def pick(y: np.ndarray, probs: np.ndarray) -> tuple[int, np.ndarray]:
+def pick(y: np.ndarray, probs: np.ndarray, variant: str = "binary", known: np.ndarray | None = None) -> tuple[int, np.ndarray]:
     """(epoch position, thresholds) chosen on ``probs`` [E, n, K] with labels ``y`` [n, K]."""
-    e = choose_epoch(y, probs)
-    return e, choose_thresholds(y, probs[e])
+    e = choose_epoch(y, probs, variant, known)
+    return e, choose_thresholds(y, probs[e], variant, known)
 
 
 def halves(subjects: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -104,29 +112,32 @@ def halves(subjects: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     return np.flatnonzero(a), np.flatnonzero(~a)
 
 
-def crossfit_inner_f1(y: np.ndarray, probs: np.ndarray, subjects: np.ndarray) -> float:
+def crossfit_inner_f1(y: np.ndarray, probs: np.ndarray, subjects: np.ndarray, variant: str = "binary",
+                      known: np.ndarray | None = None) -> float:
     """Honest inner F1: epoch and thresholds chosen on one half of the inner-validation subjects,
     F1 scored on the other half, both ways, averaged. Fewer than two subjects: the last epoch at
     threshold 0.5 (nothing is chosen on the scored predictions)."""
+    known = _known(y, known)
     split = halves(subjects)
     if split is None:
-        return float(f1_per_au(y, probs[-1] >= 0.5).mean())
+        return float(f1_per_au(y, probs[-1] >= 0.5, variant, known).mean())
     scores = []
     for choose_on, score_on in (split, split[::-1]):
-        e, thr = pick(y[choose_on], probs[:, choose_on])
-        scores.append(f1_per_au(y[score_on], probs[e][score_on] >= thr).mean())
+        e, thr = pick(y[choose_on], probs[:, choose_on], variant, known[choose_on])
+        scores.append(f1_per_au(y[score_on], probs[e][score_on] >= thr, variant, known[score_on]).mean())
     return float(np.mean(scores))
 
 
-def inner_choice(y: np.ndarray, probs: np.ndarray, subjects: np.ndarray) -> tuple[int, np.ndarray, float]:
+def inner_choice(y: np.ndarray, probs: np.ndarray, subjects: np.ndarray, variant: str = "binary",
+                 known: np.ndarray | None = None) -> tuple[int, np.ndarray, float]:
     """What one run chooses on its inner-validation predictions ``probs`` [E, n, K]: (epoch
     position, thresholds, cross-fitted inner F1). With fewer than two subjects: the last epoch
     and 0.5, nothing chosen."""
     if halves(subjects) is None:
         chosen, threshold = len(probs) - 1, np.full(y.shape[1], 0.5)
     else:
-        chosen, threshold = pick(y, probs)
-    return chosen, threshold, crossfit_inner_f1(y, probs, subjects)
+        chosen, threshold = pick(y, probs, variant, known)
+    return chosen, threshold, crossfit_inner_f1(y, probs, subjects, variant, known)
 
 
 # --- across a search -----------------------------------------------------------------------

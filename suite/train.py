@@ -15,13 +15,22 @@ from .data import DATASETS, DataError
 from .registry import methods
 from .runs import run
 
+
 def au_table(record: dict) -> str:
+    """Per AU both F1 variants (the headline one first) and AUC, in percent, with the masked
+    label counts; then the pooled averages with their subject-bootstrap intervals."""
+    f1, head = record["f1"], record["metric"]
+    other = "macro" if head == "binary" else "binary"
     lines = [f"{record['method']} on {record['dataset']} (seed {record['seed']}, {record['n_samples']} clips, {record['duration_s']:.1f} s)",
-             f"{'AU':>6}  {'F1':>6}  {'AUC':>6}"]
-    for au, f1 in record["per_au_f1"].items():
-        auc = record["per_au_auc"][au]
-        lines.append(f"{au:>6}  {f1:6.3f}  {auc:6.3f}")
-    lines.append(f"{'pooled':>6}  {record['f1_avg']:6.3f}   (per-fold mean {record['f1_fold_mean']:.3f})")
+             f"{'AU':>6}  {head + ' F1':>9}  {other + ' F1':>9}  {'AUC':>6}  {'masked':>6}"]
+    for au in f1[head]["per_au"]:
+        lines.append(f"{au:>6}  {100 * f1[head]['per_au'][au]:9.1f}  {100 * f1[other]['per_au'][au]:9.1f}  "
+                     f"{100 * record['per_au_auc'][au]:6.1f}  {record['n_masked'][au]:6d}")
+    for variant in (head, other):
+        lo, hi = f1[variant]["ci95"]
+        lines.append(f"pooled {variant} F1 {100 * f1[variant]['pooled']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]  "
+                     f"(per-fold mean {100 * f1[variant]['fold_mean']:.1f})")
+    lines.append(f"[..]: {record['interval']}")
     for name, m in record["mer"].items():
         lines.append(f"{name}: UF1 {m['uf1']:.3f}  UAR {m['uar']:.3f}  WF1 {m['wf1']:.3f}  acc {m['accuracy']:.3f}  (n={m['n']})")
     return "\n".join(lines)
@@ -51,6 +60,9 @@ def main(argv=None) -> int:
     p.add_argument("--engine", default="auto", choices=("auto", "batched", "sequential"),
                    help="batched: all folds' models trained as one (cached frozen features); auto: batched when possible "
                         "(default: %(default)s)")
+    p.add_argument("--metric", choices=("binary", "macro"),
+                   help="F1 variant that chooses epochs and thresholds and heads the table; records carry both "
+                        "(same as --set metric=…; default: binary)")
     p.add_argument("--list-methods", action="store_true")
     args = p.parse_args(argv)
     if args.list_methods:
@@ -59,7 +71,8 @@ def main(argv=None) -> int:
         return 0
     command = "python -m suite.train " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
-        paths = run(args.method, args.dataset, args.data_root, parse_sets(args.set), args.seeds, args.out, args.results,
+        overrides = parse_sets(args.set) | ({"metric": args.metric} if args.metric else {})
+        paths = run(args.method, args.dataset, args.data_root, overrides, args.seeds, args.out, args.results,
                     compile=args.compile, extra={"command": command}, engine=args.engine)
     except (KeyError, ValueError, DataError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)

@@ -30,11 +30,38 @@ def test_quirks(cell, expected):
 
 def test_unknown_and_free_text_are_reported():
     q = parse_au_string("?")
-    assert q.unknown and not q.aus
-    assert any("unknown" in p for p, _ in q.problems)
+    assert q.others_unknown and not q.aus
+    assert any("unknown" in a for _, a in q.problems)
     t = parse_au_string("R14+17+soft focus")
     assert t.ignored == ("soft focus",)
     assert any("soft focus" in p for p, _ in t.problems)
+
+
+AUS = DATASET_AUS["casme2"] + (6, 23)
+
+
+@pytest.mark.parametrize("cell, present, unknown", [
+    ("?", set(), set(AUS)),                         # '?' alone: nothing is known
+    ("12+?", {12}, set(AUS) - {12}),                 # a '?' operand: the coded AU is known, every other one is not
+    ("14?", set(), {14}),                            # '?' glued to an AU: only that AU is unknown
+    ("4+14?", {4}, {14}),
+    ("L12 or L14", set(), {12, 14}),                 # alternatives: what they disagree on is unknown, not absent
+    ("(R6 or R12)+R15", {15}, {6, 12}),
+    ("4D or 4E", {4}, set()),                        # they agree: known present
+    ("4/7", set(), {4, 7}),
+    ("R14A or 17A or 24A", set(), {14, 17}),         # 24 is not in AUS
+    ("12+15", {12, 15}, set()),
+])
+def test_per_au_label_masks(cell, present, unknown):
+    """Each form makes unknown exactly what it covers; every other AU is known (absent unless coded)."""
+    parsed = parse_au_string(cell)
+    assert {a for a in AUS if not parsed.known(a)} == unknown
+    assert {a for a in AUS if parsed.known(a) and a in parsed.aus} == present
+
+
+def test_other_alternative_rules_keep_their_labels_known():
+    assert all(parse_au_string("L12 or L14", AURules(alternatives=rule)).known(12) for rule in ("intersection", "union", "first"))
+    assert 12 not in parse_au_string("L12 or L14", AURules(alternatives="intersection")).aus
 
 
 def test_rules_are_selectable():

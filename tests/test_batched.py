@@ -59,7 +59,7 @@ def test_same_initial_weights_as_the_sequential_engine(data):
 def test_empty_tiny_and_diverging_models_do_not_disturb_the_others(data):
     spec, hp, engine, folds = _setup(data)
     fold = folds[0]
-    known = fold.train[data.au_known[fold.train]]
+    known = data.any_known(fold.train)
     normal = Job(hp, known, fold.test, 5, hp["epochs"])
     trainer = BatchedTrainer(spec, data, 0, engine.features)
     [alone] = trainer.run([normal])

@@ -35,7 +35,14 @@ def test_record_is_complete_and_recomputable_from_predictions(train):
     assert again["per_au_f1"] == pytest.approx(record["per_au_f1"])
     assert again["f1_fold_mean"] == pytest.approx(record["f1_fold_mean"])
     assert again["mer"]["emotion5"]["uf1"] == pytest.approx(record["mer"]["emotion5"]["uf1"])
-    assert record["n_samples"] == int(frame["au_known"].sum()) == 22  # the two '?' clips are not scored
+    known = frame.filter(like="known_").to_numpy(bool)
+    assert record["n_samples"] == int(known.any(1).sum()) == 23  # the '?' clip is not scored; '12+?' keeps its coded AU
+    assert record["n_masked"] == {f"AU{a}": int((~known[:, k]).sum()) for k, a in enumerate((1, 2, 4, 7, 12, 14, 15, 17))}
+    assert record["metric"] == "binary" and set(record["f1"]) == {"binary", "macro"}
+    for variant in ("binary", "macro"):
+        lo, hi = record["f1"][variant]["ci95"]
+        assert lo <= record["f1"][variant]["pooled"] <= hi and again["f1"][variant]["ci95"] == pytest.approx([lo, hi])
+    assert record["f1"]["macro"]["pooled"] > record["f1"]["binary"]["pooled"]  # rare AUs: the negative class is easy
     assert record["f1_avg"] == pytest.approx(np.mean(list(record["per_au_f1"].values())))
 
 
@@ -59,9 +66,8 @@ def test_constant_floor_equals_prevalence_formula(train):
     [path] = train(method="constant")
     record = load_record(path)
     frame = pd.read_parquet(path.with_name(record["predictions"]))
-    known = frame[frame["au_known"]]
     for au, f1 in record["per_au_f1"].items():
-        p = known[f"true_{au}"].mean()
+        p = frame.loc[frame[f"known_{au}"], f"true_{au}"].mean()
         assert f1 == pytest.approx(2 * p / (1 + p))
 
 

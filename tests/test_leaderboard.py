@@ -151,7 +151,7 @@ def test_text_from_records_is_escaped_and_json_embedded(results):
     page = _parse(results / "leaderboard.html")
     [data] = [text for attrs, text in page.scripts if attrs.get("id") == "leaderboard-data"]
     payload = json.loads(data)
-    assert {row["method"] for row in payload["detection"]} >= {"micro_au_clip", "constant", EVIL}
+    assert {row["method"] for row in payload["detection"]["binary"]} >= {"micro_au_clip", "constant", EVIL}
     assert any(r["method"] == "Micro-AU CLIP" and r["value"] == 78.2 for r in payload["reported"])
 
 
@@ -200,3 +200,37 @@ def test_chromium_renders_table_without_console_errors(results, tmp_path):
     img = cv2.imread(str(shot))
     table_area = img[150:600, 30:1200]  # the detection table sits below the title
     assert (table_area < 200).any(axis=2).mean() > 0.02  # text and borders, not a blank page
+
+
+def test_intervals_variants_and_paired_tests_recompute_from_predictions(synthetic, tmp_path):
+    """Real runs: every cell's bracket is the subject bootstrap of its predictions, both F1
+    variants have their own labelled table, and the paired test compares micro_au_clip with the
+    constant floor on the same seeds."""
+    import pandas as pd
+
+    from suite.runs import run
+    from suite.stats import bootstrap_interval, holm, paired_test, subject_counts
+
+    fast = {"epochs": "2", "batch_size": "8", "selection": "inner"}
+    paths = {m: run(m, "casme2", synthetic / "CASME2", fast, 2, results=tmp_path, log=None) for m in ("micro_au_clip", "constant")}
+    page = _parse(render(tmp_path))
+    html = (tmp_path / "leaderboard.html").read_text()
+    assert 'data-variant="macro" hidden' in html and ">binary F1 (positive class) — headline<" in html
+    counts = {}
+    for variant, table in (("binary", "detection"), ("macro", "detection-macro")):
+        header = [c[1] for c in page.tables[table][0]["cells"]]
+        assert f"CASME II {variant} F1" in header
+        rows = {r["cells"][0][1].strip(): r for r in page.tables[table] if r["class"] == "measured"}
+        for method, recs in paths.items():
+            frames = [pd.read_parquet(p.with_name(json.loads(p.read_text())["predictions"])) for p in recs]
+            counts[method] = np.stack([subject_counts(f, (1, 2, 4, 7, 12, 14, 15, 17))[1] for f in frames])
+            f1 = np.array([json.loads(p.read_text())["f1"][variant]["pooled"] for p in recs]) * 100
+            lo, hi = (100 * x for x in bootstrap_interval(counts[method], variant))
+            assert rows[method]["cells"][3][1].strip() == f"{f1.mean():.1f} ± {f1.std(ddof=1):.1f} [{lo:.1f}, {hi:.1f}]"
+        [paired] = page.tables["paired" + ("" if variant == "binary" else "-macro")][1:]
+        expected = paired_test(counts["micro_au_clip"], counts["constant"], variant)
+        assert [c[1].strip() for c in paired["cells"][:2]] == ["CASME II", "constant"]
+        assert paired["cells"][3][1] == f"{100 * expected['difference']:+.1f}" and paired["cells"][4][1] == f"{expected['p']:.4f}"
+        assert paired["cells"][5][1].startswith(f"{holm([expected['p']])[0]:.4f}") and paired["cells"][6][1] == "yes"
+    reported = [r for r in page.tables["detection"] if r["class"] == "reported"]
+    assert any("variant: macro" in r["cells"][2][1] for r in reported) and any("variant: unknown" in r["cells"][2][1] for r in reported)

@@ -13,9 +13,22 @@ from suite.protocol import Fold, LeakageError, loso_folds, verify_fold
 @settings(max_examples=100, deadline=None)
 @given(arrays(np.int8, (30, 4), elements=st.integers(0, 1)), arrays(np.int8, (30, 4), elements=st.integers(0, 1)))
 def test_f1_matches_sklearn(y, p):
-    ours = f1_per_au(y, p)
-    ref = f1_score(y, p, average=None, zero_division=0)
-    assert np.allclose(ours, ref)
+    assert np.allclose(f1_per_au(y, p), f1_score(y, p, average=None, zero_division=0))
+    assert np.allclose(f1_per_au(y, p, "binary"), [f1_score(y[:, k], p[:, k], average="binary", zero_division=0) for k in range(4)])
+    assert np.allclose(f1_per_au(y, p, "macro"), [f1_score(y[:, k], p[:, k], average="macro", zero_division=0) for k in range(4)])
+
+
+@settings(max_examples=100, deadline=None)
+@given(arrays(np.int8, (30, 3), elements=st.integers(0, 1)), arrays(np.int8, (30, 3), elements=st.integers(0, 1)),
+       arrays(np.bool_, (30, 3)), arrays(np.int8, 30, elements=st.integers(0, 3)), st.sampled_from(["binary", "macro"]))
+def test_masked_pooled_and_fold_mean_f1_match_sklearn(y, p, known, folds, variant):
+    """An AU's masked labels are left out of its F1, pooled and inside every fold."""
+    pooled = [f1_score(y[known[:, k], k], p[known[:, k], k], average=variant, zero_division=0) if known[:, k].any() else 0.0
+              for k in range(3)]
+    assert np.allclose(f1_per_au(y, p, variant, known), pooled)
+    per_fold = [[f1_score(y[m, k], p[m, k], average=variant, zero_division=0) if m.any() else 0.0
+                 for k in range(3) for m in [(folds == f) & known[:, k]]] for f in np.unique(folds)]
+    assert np.allclose(fold_mean_f1(y, p, folds, variant, known), np.mean(per_fold, 0))
 
 
 @settings(max_examples=100, deadline=None)
@@ -45,7 +58,7 @@ def test_fold_mean_differs_from_pooled():
     p = np.array([[1], [0], [1], [1], [1], [0]])
     folds = np.array([0, 0, 1, 1, 2, 2])
     per_fold = [f1_score(y[folds == f], p[folds == f], average="binary", zero_division=0) for f in range(3)]
-    assert fold_mean_f1(y, p, folds) == pytest.approx(np.mean(per_fold))
+    assert fold_mean_f1(y, p, folds)[0] == pytest.approx(np.mean(per_fold))
     assert f1_per_au(y, p)[0] == pytest.approx(f1_score(y, p))
 
 

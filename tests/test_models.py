@@ -147,3 +147,32 @@ def test_patch_token_attention_equals_projecting_every_token():
     attn = logits.masked_fill(~masks[None, :, None, :], float("-inf")).softmax(-1)
     expected = pta.out(torch.einsum("bkhn,bnhd->bkhd", attn, v).reshape(4, -1, 8))
     torch.testing.assert_close(pta(tokens), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["micro_au_clip", "clip_global"])
+def test_masked_labels_change_neither_the_loss_nor_the_fold_statistics(method):
+    """A label the coding sheet leaves unknown (weight 0) may be anything: loss and gradients are
+    the same; the fold's pos_weight and dependency targets count only known labels."""
+    torch.manual_seed(0)
+    model = get_method(method).build(resolve_hparams(get_method(method)), AUS, {})
+    batch = _batch(b=4)
+    known = torch.ones_like(batch["au"])
+    known[1, 2] = known[3, 5] = 0
+    flipped = {**batch, "au": batch["au"].clone(), "weight": known}
+    flipped["au"][1, 2], flipped["au"][3, 5] = 1 - batch["au"][1, 2], 1 - batch["au"][3, 5]
+    y, m = batch["au"].numpy(), known.numpy().astype(bool)
+    losses = []
+    for b in ({**batch, "weight": known}, flipped):
+        model.on_fold_start(b["au"].numpy(), m)
+        stats = [x.clone() for n, x in model.named_buffers() if n in ("pos_weight", "dependency")]
+        model.zero_grad()
+        torch.manual_seed(1)  # the same dropout masks
+        loss = model(b)["loss"]
+        loss.backward()
+        losses.append((loss.item(), stats, [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (l0, s0, g0), (l1, s1, g1) = losses
+    assert l0 == pytest.approx(l1, abs=1e-6) and all(torch.allclose(a, b) for a, b in zip(s0 + g0, s1 + g1))
+    assert not np.allclose(y, flipped["au"].numpy())
+    model.on_fold_start(flipped["au"].numpy(), np.ones_like(m))  # the flipped labels taken as known do weigh in
+    torch.manual_seed(1)
+    assert model({**flipped, "weight": torch.ones_like(known)})["loss"].item() != pytest.approx(l1, abs=1e-4)

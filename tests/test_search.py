@@ -61,13 +61,13 @@ def _tasks(results: Path, name: str, stage="rounds", dataset="casme2"):
 
 
 def _truth(synthetic, results):
-    """Labels, known flags and subjects by sample id, read from the dataset cache."""
+    """Labels, per-AU known masks and subjects by sample id, read from the dataset cache."""
     from suite.data import load_cache, prepare
 
     arrays = load_cache(prepare("casme2", synthetic / "CASME2", results).path)[0]
     aus = (1, 2, 4, 7, 12, 14, 15, 17)
     labels = {str(s): np.array([a in set(row) for a in aus], int) for s, row in zip(arrays["sample_id"], arrays["aus"])}
-    known = dict(zip(map(str, arrays["sample_id"]), arrays["au_known"]))
+    known = {str(s): np.array([a not in set(row) for a in aus]) for s, row in zip(arrays["sample_id"], arrays["aus_unknown"])}
     subject = dict(zip(map(str, arrays["sample_id"]), arrays["subject"]))
     return labels, known, subject
 
@@ -108,19 +108,20 @@ def test_strict_search_end_to_end_recomputes_from_files(synthetic, tmp_path):
             epochs = sorted(rows["epoch"].unique())
             ids = task["inner_val_ids"]
             stack = np.stack([rows[rows["epoch"] == e].set_index("sample_id").loc[ids, prob_cols].to_numpy() for e in epochs])
-            y = np.stack([labels[s] for s in ids])
+            y, m = np.stack([labels[s] for s in ids]), np.stack([known[s] for s in ids])
             assert len({subject[s] for s in ids}) == 2
-            assert crossfit_inner_f1(y, stack, np.array([subject[s] for s in ids])) == pytest.approx(task["inner_f1"], abs=1e-9)
-            e, thr = pick(y, stack)
+            assert crossfit_inner_f1(y, stack, np.array([subject[s] for s in ids]), "binary", m) == pytest.approx(task["inner_f1"], abs=1e-9)
+            e, thr = pick(y, stack, "binary", m)
             assert epochs[e] == task["epochs"] and np.allclose(thr, task["threshold"])
     # start-up proposals are shared by every fold (the common candidates)
     for n in (0, 1):
         assert len({json.dumps(t["params"], sort_keys=True) for t in tasks if t["number"] == n}) == 1
     # the strictly nested F1: per fold the best inner F1 of its own study (ties: lowest proposal), pooled
     chosen = {k: max((t for t in tasks if t["fold"] == k), key=lambda t: (t["inner_f1"], -t["number"])) for k in range(4)}
-    pairs = [(np.array(p) >= np.array(c["threshold"]), labels[s]) for c in chosen.values()
-             for s, p in zip(c["test_ids"], c["test_prob"]) if known[s]]
-    expected = float(f1_per_au(np.array([t for _, t in pairs]), np.array([p for p, _ in pairs])).mean())
+    rows = [(np.array(p) >= np.array(c["threshold"]), labels[s], known[s]) for c in chosen.values()
+            for s, p in zip(c["test_ids"], c["test_prob"])]
+    expected = float(f1_per_au(*(np.array(x) for x in [[r[1] for r in rows], [r[0] for r in rows]]), "binary",
+                               np.array([r[2] for r in rows])).mean())
     [ds] = json.loads((results / "searches" / "e2e" / "summary.json").read_text())["datasets"]
     record = json.loads(Path(ds["records"]["strict_nested"]).read_text())
     assert record["f1_avg"] == pytest.approx(expected) and ds["headline_f1"] == pytest.approx(expected)
@@ -136,9 +137,10 @@ def test_strict_search_end_to_end_recomputes_from_files(synthetic, tmp_path):
     assert sorted(r["seed"] for r in base) == [1, 2] and {r["selection"] for r in base} == {"inner_validation"}
     # selected on test folds: the common candidate with the best pooled test F1
     def pooled(number):
-        pairs = [(np.array(p) >= np.array(t["threshold"]), labels[s]) for t in tasks if t["number"] == number
-                 for s, p in zip(t["test_ids"], t["test_prob"]) if known[s]]
-        return float(f1_per_au(np.array([t for _, t in pairs]), np.array([p for p, _ in pairs])).mean())
+        rows = [(np.array(p) >= np.array(t["threshold"]), labels[s], known[s]) for t in tasks if t["number"] == number
+                for s, p in zip(t["test_ids"], t["test_prob"])]
+        return float(f1_per_au(np.array([r[1] for r in rows]), np.array([r[0] for r in rows]), "binary",
+                               np.array([r[2] for r in rows])).mean())
 
     test_sel = json.loads(Path(ds["records"]["selected_on_test_folds"]).read_text())
     assert test_sel["selection"] == "selected_on_test_folds" and test_sel["f1_avg"] == pytest.approx(max(pooled(0), pooled(1)))

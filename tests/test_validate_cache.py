@@ -17,10 +17,10 @@ def test_validate_json(synthetic, capsys, dataset, folder):
     out = json.loads(capsys.readouterr().out)
     assert {"dataset", "samples", "subjects", "au_counts", "problems"} <= set(out)
     truth = [json.loads(line) for line in open(synthetic / "truth" / f"{dataset}.jsonl")]
-    known = [t for t in truth if t["au_cell"] != "?"]
-    counts = Counter(a for t in known for a in t["aus"])
+    counts = Counter(a for t in truth for a in t["aus"] if a not in t["aus_unknown"])  # known present
     assert out["samples"] == len(truth) and out["subjects"] == len({t["subject"] for t in truth})
     assert out["au_counts"] == {f"AU{a}": counts.get(a, 0) for a in DATASET_AUS[dataset]}
+    assert out["au_labels_unknown"] == {f"AU{a}": sum(a in t["aus_unknown"] for t in truth) for a in DATASET_AUS[dataset]}
     assert all({"row", "clip", "problem", "action"} <= set(p) for p in out["problems"])
 
 

@@ -19,7 +19,8 @@ def _reader_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", default="cropped", choices=["cropped", "raw_selected", "raw"], help="CASME II frame folders")
     p.add_argument("--boxes", type=Path, help="SAMM: CSV clip,x,y,w,h of face boxes, instead of face detection")
     p.add_argument("--ref", default="present", choices=REF_RULES, help="how ref(x) AU tokens count")
-    p.add_argument("--alternatives", default="intersection", choices=ALTERNATIVE_RULES, help="how 'a or b' AU cells resolve")
+    p.add_argument("--alternatives", default=AURules().alternatives, choices=ALTERNATIVE_RULES,
+                   help="how 'a or b' AU cells resolve: mask makes the AUs they disagree on unknown (default: %(default)s)")
 
 
 def _release(args, annotations_only=False):
@@ -43,8 +44,8 @@ def cmd_generate(args) -> int:
 
 def validation_summary(release) -> dict:
     aus = DATASET_AUS[release.dataset]
-    known = [s for s in release.samples if s.au_known]
-    counts = Counter(a for s in known for a in s.aus)
+    known = [s for s in release.samples if not set(aus) & set(s.aus_unknown)]
+    counts = Counter(a for s in release.samples for a in s.aus if a not in s.aus_unknown)
     return {
         "dataset": release.dataset,
         "root": str(release.root),
@@ -53,6 +54,7 @@ def validation_summary(release) -> dict:
         "subjects": len({s.subject for s in release.samples}),
         "samples_with_known_aus": len(known),
         "au_counts": {au_name(a): counts.get(a, 0) for a in aus},
+        "au_labels_unknown": {au_name(a): sum(a in s.aus_unknown for s in release.samples) for a in aus},
         "emotions": dict(Counter(s.emotion for s in release.samples)),
         "problems": [p.as_dict() for p in release.problems],
         "fatal": len(release.fatal),

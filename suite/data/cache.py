@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from .records import DataError, Release, Sample
 
-PREPROCESS_VERSION = 1  # bump when the preprocessing below changes what it writes
+PREPROCESS_VERSION = 2  # bump when the preprocessing below changes what it writes
 
 
 def load_rgb(path: Path, box: tuple[int, int, int, int] | None, size: int) -> np.ndarray:
@@ -53,7 +53,7 @@ def fingerprint(release: Release, image_size: int, flow: bool) -> str:
     h.update(json.dumps({"dataset": release.dataset, "options": release.options, "image_size": image_size,
                          "flow": flow, "version": PREPROCESS_VERSION}, sort_keys=True).encode())
     for s in release.samples:
-        h.update(json.dumps([s.sample_id, s.onset, s.apex, s.offset, s.aus, s.au_known, s.emotion,
+        h.update(json.dumps([s.sample_id, s.onset, s.apex, s.offset, s.aus, s.aus_unknown, s.emotion,
                              s.objective_class, s.face_box], default=str).encode())
         if s.frames:
             h.update(_file_digest(s.onset_path).encode())
@@ -74,7 +74,7 @@ def _features(image_size: int, flow: bool):
     feats = {
         "sample_id": Value("string"), "subject": Value("string"), "clip": Value("string"),
         "onset": Array3D((image_size, image_size, 3), "uint8"), "apex": Array3D((image_size, image_size, 3), "uint8"),
-        "aus": Sequence(Value("int32")), "au_known": Value("bool"), "emotion": Value("string"),
+        "aus": Sequence(Value("int32")), "aus_unknown": Sequence(Value("int32")), "emotion": Value("string"),
         "objective_class": Value("int32"),
     }
     if flow:
@@ -87,7 +87,7 @@ def _rows(samples: list[Sample], image_size: int, flow: bool):
         onset = load_rgb(s.onset_path, s.face_box, image_size)
         apex = load_rgb(s.apex_path, s.face_box, image_size)
         row = {"sample_id": s.sample_id, "subject": s.subject, "clip": s.clip, "onset": onset, "apex": apex,
-               "aus": list(s.aus), "au_known": s.au_known, "emotion": s.emotion,
+               "aus": list(s.aus), "aus_unknown": list(s.aus_unknown), "emotion": s.emotion,
                "objective_class": -1 if s.objective_class is None else s.objective_class}
         if flow:
             row["flow"] = optical_flow(onset, apex)
@@ -138,7 +138,7 @@ def load_cache(path: Path) -> tuple[dict[str, np.ndarray], dict]:
             cols[name] = np.asarray(ds.with_format("numpy", dtype=np.uint8)[name])
         elif name == "flow":
             cols[name] = np.asarray(ds.with_format("numpy", dtype=np.float32)[name])
-        elif name in ("aus",):
+        elif name in ("aus", "aus_unknown"):
             cols[name] = ds[name]
         else:
             cols[name] = np.asarray(ds[name])

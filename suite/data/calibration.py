@@ -19,7 +19,7 @@ def _features(frames: np.ndarray, size: int = 16) -> np.ndarray:
 def probe_f1(arrays: dict, aus: tuple[int, ...]) -> dict[str, float]:
     """Mean pooled LOSO F1 over ``aus`` for: the constant 'all present' floor, a logistic
     regression on the apex frame alone, and one on apex − onset."""
-    known = np.asarray(arrays["au_known"], bool)
+    known = np.array([not set(aus) & set(unknown) for unknown in arrays["aus_unknown"]], bool)  # every probed AU known
     subjects = np.asarray(arrays["subject"])[known]
     y = np.array([[a in set(row) for a in aus] for row, k in zip(arrays["aus"], known) if k], int)
     onset, apex = _features(arrays["onset"][known]), _features(arrays["apex"][known])

@@ -38,7 +38,7 @@ class Sample:
     offset: int
     aus: tuple[int, ...]  # sorted AU numbers under the parsing rules
     au_raw: str
-    au_known: bool  # False for '?' cells: excluded from AU detection
+    aus_unknown: tuple[int, ...]  # AUs whose label this clip's cell leaves unknown ('?', disagreeing alternatives)
     emotion: str
     objective_class: int | None
     row: int

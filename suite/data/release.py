@@ -5,7 +5,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from ..aus import AURules, cell_to_text, parse_au_string
+from ..aus import ACTION_UNITS, AURules, cell_to_text, parse_au_string
 from .records import Problem, Sample
 from .sheets import SheetTable, as_int, is_blank, subject_id
 
@@ -65,7 +65,7 @@ def rows_to_samples(table: SheetTable, dataset: str, subject_width: int, rules: 
         samples.append(Sample(
             sample_id=sample_id, dataset=dataset, subject=f"{dataset}/{subject}", clip=clip,
             onset=onset, apex=apex, offset=offset, aus=tuple(sorted(parsed.aus)), au_raw=parsed.raw,
-            au_known=not parsed.unknown, emotion=emotion,
+            aus_unknown=tuple(a for a in sorted(set(ACTION_UNITS) | parsed.uncertain) if not parsed.known(a)), emotion=emotion,
             objective_class=as_int(cells.get("objective")) if "objective" in cells else None,
             row=row, problems=sample_problems,
         ))

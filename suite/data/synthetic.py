@@ -16,12 +16,14 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 
 import cv2
 import numpy as np
 import openpyxl
 
+from ..aus import ACTION_UNITS
 from ..emotions import SAMM_EMOTIONS, objective_class
 
 # --------------------------------------------------------------------------------------------
@@ -275,6 +277,7 @@ class ClipTruth:
     offset: int
     render_apex: int  # where the motion actually peaks
     objective_class: int
+    aus_unknown: list[int] = dataclass_field(default_factory=list)  # AUs the cell leaves unknown (default rules): masked, not negative
     frame_padding: int = 0
     face_box: tuple[float, float, float, float] | None = None  # SAMM: x, y, w, h in the frame
 
@@ -315,8 +318,20 @@ def _casme2_au_cell(rng: np.random.Generator, aus: set[int]) -> str | int:
     return "+".join(tokens)
 
 
-def _samm_au_cell(rng: np.random.Generator, aus: set[int], quirk: str | None) -> tuple[str | int, set[int]]:
-    """The SAMM-style cell for ``aus`` and the AU set the default rules read from it."""
+def _casme2_unknown_cell(rng: np.random.Generator, aus: set[int], form: int) -> tuple[str, list[int]]:
+    """A CASME II cell with a '?' (the three forms of ``docs/datasets.md``) and the AUs it leaves
+    unknown: '?' (all), '12+?' (all but the coded ones), '14?' (that AU)."""
+    if form == 0 or not aus:
+        return "?", sorted(ACTION_UNITS)
+    tokens = [_side_token(rng, au, 0.15) for au in sorted(aus)]
+    if form == 1:
+        return "+".join(tokens) + "+?", sorted(set(ACTION_UNITS) - aus)
+    tokens[-1] += "?"
+    return "+".join(tokens), [max(aus)]
+
+
+def _samm_au_cell(rng: np.random.Generator, aus: set[int], quirk: str | None) -> tuple[str | int, set[int], list[int]]:
+    """The SAMM-style cell for ``aus``, the AUs animated, and the AUs the cell leaves unknown."""
     def tok(au: int) -> str:
         pre = ""
         r = rng.random()
@@ -333,24 +348,34 @@ def _samm_au_cell(rng: np.random.Generator, aus: set[int], quirk: str | None) ->
             suf += "/" + chr(ord(suf) + 1) if suf != "E" else ""
         return pre + str(au) + suf
 
-    parts = [tok(a) for a in sorted(aus)]
+    truth, unknown = set(aus), []
+    if quirk in ("or_evaluated", "or_group"):  # the real sheet pits an evaluated AU against another one
+        truth |= {12, 15} if quirk == "or_group" else {12}
+    parts = [tok(a) for a in sorted(truth - ({12, 14} if quirk == "or_evaluated" else {6, 12} if quirk == "or_group" else set()))]
     rng.shuffle(parts)
-    truth = set(aus)
-    if quirk == "ref":
+    if quirk == "or_evaluated":  # 'L12 or L14': AU12 was animated, the coder could not tell 12 from 14
+        parts.append("L12 or L14")
+        unknown = [12, 14]
+    elif quirk == "or_group":  # '(R6 or R12)+R15'
+        parts = [p for p in parts if int(re.search(r"\d+", p).group()) != 15] + ["(R6 or R12)+R15"]
+        unknown = [6, 12]
+    elif quirk == "ref":
         parts[-1] = f"ref({parts[-1]})"
     elif quirk == "or_same":  # same AU, two intensities: intersection keeps it
         au = sorted(aus)[0]
         parts = [p for p in parts if int(re.search(r"\d+", p).group()) != au]
         parts.append(f"{au}D or {au}E")
-    elif quirk == "or_diff":  # uncertain between two non-evaluated AUs: intersection keeps neither
-        parts.append("(R6 or R10)" if rng.random() < 0.5 else "L38 or L39")
+    elif quirk == "or_diff":  # uncertain between two AUs, neither animated: both unknown
+        pair = [6, 10] if rng.random() < 0.5 else [38, 39]
+        parts.append("(R6 or R10)" if pair == [6, 10] else "L38 or L39")
+        unknown = pair
     elif quirk == "free_text":
         parts.append("soft focus")
     elif quirk == "spaces":
-        return " + ".join(parts) + " ", truth
+        return " + ".join(parts) + " ", truth, unknown
     if len(parts) == 1 and parts[0].isdigit():
-        return int(parts[0]), truth
-    return "+".join(parts), truth
+        return int(parts[0]), truth, unknown
+    return "+".join(parts), truth, unknown
 
 
 # --------------------------------------------------------------------------------------------
@@ -461,7 +486,11 @@ def write_casme2(root: Path, spec: SyntheticSpec, rng: np.random.Generator) -> l
                 apex_cell = onset
             elif row == apex_offset:
                 apex_cell = offset
-            au_cell = "?" if (row in unknown_rows and spec.casme2_sheet == "20140508") else _casme2_au_cell(rng, aus)
+            aus_unknown: list[int] = []
+            if row in unknown_rows and spec.casme2_sheet == "20140508":
+                au_cell, aus_unknown = _casme2_unknown_cell(rng, aus, sorted(unknown_rows).index(row) % 3)
+            else:
+                au_cell = _casme2_au_cell(rng, aus)
             amp = {au: rng.uniform(0.7, 1.1) for au in aus}
             pose = _pose(rng)
             box = (0.02 * crop_w, 0.01 * crop_h, 0.96 * crop_w, 0.98 * crop_h)
@@ -476,7 +505,7 @@ def write_casme2(root: Path, spec: SyntheticSpec, rng: np.random.Generator) -> l
                         _jpeg(root / folder / f"sub{subject}" / filename / f"img{frame}.jpg", raw)
             landmarks[f"sub{subject}/{filename}"] = np.stack(frames_lm).astype(np.float32)
             truths.append(ClipTruth("casme2", subject, filename, emotion, sorted(aus), au_cell, onset, apex_cell,
-                                    offset, render_apex, objective_class(aus)))
+                                    offset, render_apex, objective_class(aus), aus_unknown))
             row += 1
     # The release ships a Windows shortcut inside one clip folder.
     first = truths[0]
@@ -525,7 +554,8 @@ def write_samm(root: Path, spec: SyntheticSpec, rng: np.random.Generator) -> lis
     n = sum(counts)
     order = rng.permutation(n)
     bad_apex = set(order[:2])
-    quirks = {int(order[2 + i]): q for i, q in enumerate(["ref", "or_same", "or_diff", "free_text", "spaces", "ref", "or_diff", "spaces"])}
+    quirks = {int(order[2 + i]): q for i, q in enumerate(["ref", "or_same", "or_diff", "or_evaluated", "or_group", "free_text", "spaces",
+                                                            "ref", "or_diff", "or_evaluated", "spaces"]) if 2 + i < n}
     row = 0
     W, H = 960, 650
     for sid, n_clips in zip(subject_ids, counts):
@@ -543,7 +573,7 @@ def write_samm(root: Path, spec: SyntheticSpec, rng: np.random.Generator) -> lis
             if row in bad_apex:  # coded apex outside the clip; the reader falls back to the midpoint
                 render_apex = (onset + offset) // 2
                 apex_cell = offset + int(rng.integers(3, 40)) if row == min(bad_apex) else onset - int(rng.integers(3, 40))
-            au_cell, truth_aus = _samm_au_cell(rng, aus, quirks.get(row))
+            au_cell, truth_aus, aus_unknown = _samm_au_cell(rng, aus, quirks.get(row))
             padding = int(rng.choice([0, 4, 5]))
             amp = {au: rng.uniform(0.7, 1.1) for au in truth_aus}
             pose = _pose(rng)
@@ -556,7 +586,7 @@ def write_samm(root: Path, spec: SyntheticSpec, rng: np.random.Generator) -> lis
             landmarks[filename] = np.stack(frames_lm).astype(np.float32)
             samm_emotion = SAMM_EMOTIONS.get(emotion, emotion.capitalize())
             truths.append(ClipTruth("samm", subject, filename, samm_emotion, sorted(truth_aus), au_cell, onset, apex_cell,
-                                    offset, render_apex, objective_class(truth_aus), padding, box))
+                                    offset, render_apex, objective_class(truth_aus), aus_unknown, padding, box))
             row += 1
     rows = [*SAMM_PREAMBLE, SAMM_HEADER]
     for i, t in enumerate(truths):

@@ -1,4 +1,7 @@
-"""What every detector shares: per-AU pos_weight from the training fold, and the output dict."""
+"""What every detector shares: per-AU pos_weight from the training fold, and the output dict.
+
+Losses take a per-label ``weight`` [B, K]: 0 for the padding of a fold-batched minibatch and for
+labels the coding sheet leaves unknown (per-AU masks), so neither enters the loss."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,26 +10,28 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def pos_weight_from_labels(labels: np.ndarray, enabled: bool = True, max_weight: float = 20.0) -> torch.Tensor:
-    """negatives / positives per AU on the training fold, clipped to [1, max_weight]."""
-    y = np.asarray(labels, float)
-    pos = y.sum(0)
-    pw = np.clip((len(y) - pos) / np.maximum(pos, 1), 1.0, max_weight) if enabled else np.ones(y.shape[1])
+def pos_weight_from_labels(labels: np.ndarray, known: np.ndarray, enabled: bool = True, max_weight: float = 20.0) -> torch.Tensor:
+    """negatives / positives per AU among the training fold's known labels, clipped to [1, max_weight]."""
+    y, known = np.asarray(labels, float), np.asarray(known, bool)
+    pos, neg = (y * known).sum(0), ((1 - y) * known).sum(0)
+    pw = np.clip(neg / np.maximum(pos, 1), 1.0, max_weight) if enabled else np.ones(y.shape[1])
     return torch.as_tensor(pw, dtype=torch.float32)
 
 
 def weighted_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-    """Mean of per-sample ``values`` [B]; with ``weight`` [B] (0 for padding in a fold-batched
-    minibatch) the mean over the weighted samples (0 when none is)."""
+    """Mean of per-label ``values`` [B, K] (or per-sample [B]: a sample counts when any of its
+    labels does) over the entries ``weight`` [B, K] keeps; 0 when it keeps none."""
     if weight is None:
         return values.mean()
+    if values.dim() == 1:
+        weight = weight.amax(-1)
     return (values * weight).sum() / weight.sum().clamp_min(1.0)
 
 
 def weighted_bce(logits: torch.Tensor, y: torch.Tensor, pos_weight: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """BCE with per-AU ``pos_weight``, averaged over AUs and (weighted) samples."""
+    """BCE with per-AU ``pos_weight``, averaged over the (weighted) labels."""
     bce = F.binary_cross_entropy_with_logits(logits.float(), y.float(), pos_weight=pos_weight, reduction="none")
-    return weighted_mean(bce.mean(-1), weight)
+    return weighted_mean(bce, weight)
 
 
 class MultiLabelDetector(nn.Module):
@@ -40,8 +45,8 @@ class MultiLabelDetector(nn.Module):
         self.use_pos_weight = use_pos_weight
         self.register_buffer("pos_weight", torch.ones(n_aus))
 
-    def on_fold_start(self, train_labels: np.ndarray) -> None:
-        self.pos_weight.copy_(pos_weight_from_labels(train_labels, self.use_pos_weight))
+    def on_fold_start(self, train_labels: np.ndarray, known: np.ndarray) -> None:
+        self.pos_weight.copy_(pos_weight_from_labels(train_labels, known, self.use_pos_weight))
 
     def outputs(self, logits: torch.Tensor, batch: dict) -> dict:
         out = {"logits": logits}

@@ -148,12 +148,15 @@ class GlobalDependencyAttention(nn.Module):
         return f, attn.mean(1)
 
 
-def dependency_matrix(labels: np.ndarray) -> np.ndarray:
-    """Row-normalised P(AU j | AU i) from training labels [N, K]; uniform rows for absent AUs."""
+def dependency_matrix(labels: np.ndarray, known: np.ndarray | None = None) -> np.ndarray:
+    """Row-normalised P(AU j | AU i) from training labels [N, K], each pair counted on the clips
+    where both labels are known; uniform rows for absent AUs."""
     y = np.asarray(labels, float)
-    co = y.T @ y
+    m = np.ones_like(y) if known is None else np.asarray(known, float)
+    co = (y * m).T @ (y * m)  # clips with both AUs present (and known)
+    with_i = (y * m).T @ m  # clips with AU i present and AU j known
     count = np.diag(co).copy()
-    cond = np.divide(co, count[:, None], out=np.zeros_like(co), where=count[:, None] > 0)
+    cond = np.divide(co, with_i, out=np.zeros_like(co), where=with_i > 0)
     rows = cond.sum(1, keepdims=True)
     k = y.shape[1]
     return np.where(rows > 0, cond / np.where(rows > 0, rows, 1), 1.0 / k)
@@ -161,19 +164,20 @@ def dependency_matrix(labels: np.ndarray) -> np.ndarray:
 
 def gd_loss(attention: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over samples and rows of KL(target row ‖ attention row); 0 iff they are equal.
-    ``weight`` [B]: per-sample weights (0 for the padding of a fold-batched minibatch)."""
+    ``weight`` [B, K]: a sample counts when any of its labels does (the target is the fold's)."""
     t = target.unsqueeze(0).expand_as(attention)
     kl = (t * (torch.log(t.clamp_min(1e-12)) - torch.log(attention.clamp_min(1e-12)))).sum(-1)
     return weighted_mean(kl.mean(-1), weight)
 
 
 def miau_contrastive_loss(features: torch.Tensor, text: torch.Tensor, labels: torch.Tensor, tau, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """features [B, K, E]; text [2K, E] (K present prompts, then K absent); labels [B, K] in {0, 1}."""
+    """features [B, K, E]; text [2K, E] (K present prompts, then K absent); labels [B, K] in {0, 1};
+    ``weight`` [B, K] leaves out padding and unknown labels."""
     b, k = features.shape[:2]
     logits = F.normalize(features, dim=-1) @ text.T / tau  # [B, K, 2K]
     target = torch.arange(k, device=features.device)[None, :] + k * (1 - labels.long())
     ce = F.cross_entropy(logits.reshape(-1, 2 * k), target.reshape(-1), reduction="none").view(b, k)
-    return weighted_mean(ce.mean(-1), weight)
+    return weighted_mean(ce, weight)
 
 
 class MicroAUCLIP(nn.Module):
@@ -221,11 +225,11 @@ class MicroAUCLIP(nn.Module):
         """What ``encode`` depends on besides the encoder's weights (keys the token cache)."""
         return {"method": "micro_au_clip", "motion": self.hp["motion"], "token_index": self.encoder.token_index}
 
-    def on_fold_start(self, train_labels: np.ndarray) -> None:
-        """Fold statistics from the training subjects only."""
+    def on_fold_start(self, train_labels: np.ndarray, known: np.ndarray) -> None:
+        """Fold statistics from the training subjects' known labels only."""
         y = np.asarray(train_labels, float)
-        self.pos_weight.copy_(pos_weight_from_labels(y, self.hp["pos_weight"]))
-        self.dependency.copy_(torch.as_tensor(dependency_matrix(y), dtype=torch.float32))
+        self.pos_weight.copy_(pos_weight_from_labels(y, known, self.hp["pos_weight"]))
+        self.dependency.copy_(torch.as_tensor(dependency_matrix(y, known), dtype=torch.float32))
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
         backbone = [p for p in self.encoder.parameters() if p.requires_grad]

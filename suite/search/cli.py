@@ -56,6 +56,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     a("--engine", default=d.engine, choices=("auto", "batched", "sequential"),
       help="batched: a slice's models (every fold, inner and outer) trained as one on cached frozen features; "
            "auto: batched when the configuration allows (default: %(default)s)")
+    a("--metric", default=d.metric, choices=("binary", "macro"),
+      help="F1 variant that chooses (search objective, epochs, thresholds) and heads the page; records carry both "
+           "(binary: positive class; macro: mean of positive- and negative-class F1) (default: %(default)s)")
     a("--address", help="an existing Ray cluster: auto or HOST:PORT (default: start a local one)")
     a("--name", help="search name: results/searches/NAME (default: the space's name)")
     a("--compile", nargs="?", const="inductor", metavar="BACKEND",
@@ -72,7 +75,7 @@ def options_from_args(args: argparse.Namespace, argv) -> SearchOptions:
         baselines=tuple(b for b in args.baselines.split(",") if b), fidelity=args.fidelity, confirm_top=args.confirm_top,
         concurrency=args.concurrency, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         fold_workers=args.fold_workers, address=args.address, name=args.name, compile=args.compile, engine=args.engine,
-        results=args.results,
+        metric=args.metric, results=args.results,
         command="python -m suite.search " + shlex.join(sys.argv[1:] if argv is None else [str(a) for a in argv]))
 
 

@@ -51,12 +51,11 @@ def candidates_of(docs: list[dict], index_of: dict[str, int], roles=("search", "
     return out
 
 
-def pooled_f1(cands: list[Candidate], data: DatasetTensors) -> float:
+def pooled_f1(cands: list[Candidate], data: DatasetTensors, metric: str) -> float:
     outs = [c.payload["output"] for c in cands]
     idx = np.concatenate([o.test for o in outs])
     pred = np.concatenate([o.prob >= o.threshold for o in outs])
-    keep = data.au_known[idx]
-    return float(f1_per_au(data.labels[idx][keep], pred[keep]).mean())
+    return float(f1_per_au(data.labels[idx], pred, metric, data.known[idx]).mean())
 
 
 class DatasetSearch:
@@ -77,11 +76,11 @@ class DatasetSearch:
 
     def hparams(self, params: dict, backbone: str | None = None) -> dict:
         fixed = {**self.space.fixed, **({"backbone_mode": backbone} if backbone else {})}
-        return resolve_hparams(self.spec, {**fixed, **params, "selection": "inner"})
+        return resolve_hparams(self.spec, {**fixed, **params, "selection": "inner", "metric": self.opts.metric})
 
     def context(self, out_dir: Path, backbone: str | None) -> dict:
         o = self.opts
-        return {"method": self.space.method, "fixed": {**self.space.fixed, **({"backbone_mode": backbone} if backbone else {})},
+        return {"method": self.space.method, "fixed": {**self.space.fixed, "metric": o.metric, **({"backbone_mode": backbone} if backbone else {})},
                 "dataset": self.dataset, "cache": str(self.cache.path), "fingerprint": self.cache.fingerprint, "out_dir": str(out_dir),
                 "seed": o.seed, "token_cache": str(token_cache_dir(self.results)), "cpus_per_trial": o.cpus_per_trial,
                 "gpus_per_trial": o.gpus_per_trial or 0, "fold_workers": o.fold_workers, "compile": o.compile, "engine": o.engine}
@@ -175,7 +174,8 @@ class DatasetSearch:
         jobs = []
         for name in self.opts.baselines:
             spec = get_method(name)
-            hp = resolve_hparams(spec, {"selection": "inner"})
+            overrides = {"selection": "inner", "metric": self.opts.metric}
+            hp = resolve_hparams(spec, overrides)
             cid = config_id(name, self.dataset, hp, self.cache.fingerprint)
             missing = []
             for seed in seeds:
@@ -186,7 +186,7 @@ class DatasetSearch:
                     missing.append(seed)
             if missing:
                 jobs.append((name, "run", {"method": name, "dataset": self.dataset, "data_root": self.root,
-                                           "overrides": {"selection": "inner"}, "seeds": missing, "results": self.results,
+                                           "overrides": overrides, "seeds": missing, "results": self.results,
                                            "log": None, "compile": self.opts.compile}))
         return jobs
 
@@ -217,7 +217,7 @@ class DatasetSearch:
             raise StageIncomplete(f"error: every task of fold(s) {missing} failed on {self.dataset}: {failed[:3]}", 1)
         common = common_candidates(all_cands, self.folds)
         deploy_key = deployment_choice(common)
-        test_key = chosen_on_test_folds(common, lambda cs: pooled_f1(cs, self.data))
+        test_key = chosen_on_test_folds(common, lambda cs: pooled_f1(cs, self.data, self.opts.metric))
         chosen = {str(f): {"number": c.number, "params": json.loads(c.params_key), "inner_f1": c.inner_f1} for f, c in choice.items()}
         records = {label: self.record(self.out / label, list(choice.values()), label,
                                       {**self.common_extra(len(fold_cands)), "seed_role": "search", "chosen": chosen})}

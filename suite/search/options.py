@@ -41,6 +41,7 @@ class SearchOptions:
     name: str | None = None
     compile: str | None = None
     engine: str = "auto"  # auto | batched | sequential (suite.batched)
+    metric: str = "binary"  # F1 variant of every choice and of the headline (suite.metrics.F1_VARIANTS)
     results: Path | None = None
     command: str = ""
     extra: dict = field(default_factory=dict)
