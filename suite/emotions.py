@@ -1,14 +1,17 @@
 """Emotion vocabularies and the AU → class rule tables for emotion-label-free ME recognition.
 
-Rules (documented in ``docs/datasets.md``):
+Rules (documented in ``docs/datasets.md``), fixed a priori — never tuned on any data:
 
 * CASME II emotions (Yan et al., PLoS ONE 2014, Table 2): happiness ↔ AU6 or AU12; surprise ↔
   AU1+2, AU25 or AU2; disgust ↔ AU9, AU10 or AU4+7; repression ↔ AU15 and/or AU17; otherwise
   others. When several rules match, the first in that order wins (our choice; the paper does not
   order them).
-* Objective classes I–VII (Davison et al., FG 2018): checked in the order IV (AU9, AU10, incl.
-  AU4+9 / AU4+10), I (AU12 ±6/7), II (AU1+2, AU5, AU25 ±26), III (AU4, AU4+7, AU23), V (AU1,
-  AU15 ±17), VI (AU20), else VII. The order is ours where a set matches several classes.
+* Objective classes I–VII: Davison, Merghani & Yap, "Objective Classes for Micro-Facial
+  Expression Recognition", J. Imaging 4(10):119, 2018 (arXiv 1708.07549), the table of AU
+  combinations per class. The paper's body could not be read here: ``OBJECTIVE_TABLE`` is our
+  reading of that table and may differ from it in detail. A clip's class: among the table's
+  combinations contained in its AU set, the largest; ties between classes by the order I, II,
+  III, IV, V, VI (ours); none → VII (others).
 """
 from __future__ import annotations
 
@@ -38,19 +41,29 @@ def casme2_emotion(aus: Iterable[int]) -> str:
     return "others"
 
 
-def objective_class(aus: Iterable[int]) -> int:
-    """Davison et al. objective class (1–7) of an AU set."""
+# Class → AU combinations (our reading of Davison, Merghani & Yap 2018, see above).
+OBJECTIVE_TABLE: dict[int, tuple[frozenset[int], ...]] = {
+    cls: tuple(frozenset(c) for c in combos) for cls, combos in {
+        1: [{6}, {12}, {6, 12}, {6, 7, 12}, {7, 12}],
+        2: [{1, 2}, {5}, {25}, {1, 2, 25}, {25, 26}, {5, 24}],
+        3: [{23}, {4}, {4, 7}, {4, 5}, {4, 5, 7}, {17, 24}, {4, 6, 7}, {4, 38}],
+        4: [{10}, {9}, {4, 9}, {4, 40}, {4, 5, 40}, {4, 7, 9}, {4, 9, 17}, {4, 7, 10}, {4, 5, 7, 9}, {7, 10}],
+        5: [{1}, {15}, {1, 4}, {6, 15}, {15, 17}],
+        6: [{1, 2, 4}, {20}],
+    }.items()
+}
+
+
+def objective_matches(aus: Iterable[int]) -> dict[int, int]:
+    """Class → size of its largest table combination contained in ``aus`` (matching classes only)."""
     a = set(aus)
-    if 9 in a or 10 in a:
-        return 4
-    if 12 in a:
-        return 1
-    if {1, 2} <= a or 5 in a or 25 in a:
-        return 2
-    if 4 in a or 23 in a:
-        return 3
-    if 1 in a or 15 in a:
-        return 5
-    if 20 in a:
-        return 6
-    return 7
+    sizes = {cls: max((len(c) for c in combos if c <= a), default=0) for cls, combos in OBJECTIVE_TABLE.items()}
+    return {cls: n for cls, n in sizes.items() if n}
+
+
+def objective_class(aus: Iterable[int]) -> int:
+    """Objective class (1–7) of an AU set: the most specific matching combination wins."""
+    matches = objective_matches(aus)
+    if not matches:
+        return 7
+    return max(matches, key=lambda cls: (matches[cls], -cls))

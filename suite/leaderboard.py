@@ -316,8 +316,10 @@ def mer_rows(rows: list[Row], datasets: list[str]) -> list[dict]:
             recs = [x for x in r.records if x["dataset"] == d]
             for task in sorted({t for x in recs for t in x.get("mer", {})}):
                 vals = [x["mer"][task] for x in recs if task in x.get("mer", {})]
+                oracle = [v["oracle"]["uf1"] for v in vals if "oracle" in v]
                 out.append({"row": r, "dataset": DATASET_NAMES[d], "task": task, "n": len(vals),
-                            **{m: 100 * float(np.mean([v[m] for v in vals])) for m in ("uf1", "uar", "wf1", "accuracy")}})
+                            **{m: 100 * float(np.mean([v[m] for v in vals])) for m in ("uf1", "uar", "wf1", "accuracy")},
+                            "oracle_uf1": 100 * float(np.mean(oracle)) if oracle else None})
     return out
 
 

@@ -95,17 +95,24 @@ def classification_scores(y_true: Sequence, y_pred: Sequence, classes: Sequence)
     }
 
 
-def recognition_metrics(dataset: str, pred_sets: list[set[int]], emotions: Sequence[str], objective: Sequence[int]) -> dict:
+def recognition_metrics(dataset: str, pred_sets: list[set[int]], emotions: Sequence[str], objective: Sequence[int],
+                        true_sets: list[set[int]]) -> dict:
     """Emotion-label-free ME recognition: predicted AU sets → classes by rule tables, scored
     against the dataset's labels. CASME II: 5 emotion classes and objective classes; SAMM:
-    objective classes (no published AU → SAMM-emotion rule table)."""
+    objective classes (no published AU → SAMM-emotion rule table). Each task also carries its
+    ``oracle``: the true labels of the evaluated AUs through the same rules — the ceiling of
+    perfect detection, below 1 because the rules also use AUs outside the evaluated set."""
     out = {}
+    tasks = []
     if dataset == "casme2":
-        keep = [i for i, e in enumerate(emotions) if e in CASME2_CLASSES]
-        out["emotion5"] = classification_scores([emotions[i] for i in keep], [casme2_emotion(pred_sets[i]) for i in keep], CASME2_CLASSES)
-    keep = [i for i, c in enumerate(objective) if c in OBJECTIVE_CLASSES]
-    if keep:
-        out["objective"] = classification_scores([objective[i] for i in keep], [objective_class(pred_sets[i]) for i in keep], OBJECTIVE_CLASSES)
+        tasks.append(("emotion5", emotions, CASME2_CLASSES, casme2_emotion))
+    tasks.append(("objective", objective, OBJECTIVE_CLASSES, objective_class))
+    for name, labels, classes, rule in tasks:
+        keep = [i for i, c in enumerate(labels) if c in classes]
+        if keep:
+            truth = [labels[i] for i in keep]
+            out[name] = {**classification_scores(truth, [rule(pred_sets[i]) for i in keep], classes),
+                         "oracle": classification_scores(truth, [rule(true_sets[i]) for i in keep], classes)}
     return out
 
 

@@ -109,8 +109,9 @@ def metrics_from_predictions(frame: pd.DataFrame, dataset: str, aus, metric: str
     for variant in F1_VARIANTS:
         out["f1"][variant]["ci95"] = list(bootstrap_interval(counts[None], variant))
     out["interval"] = INTERVAL_LABEL
-    pred_sets = [{a for a, v in zip(aus, row) if v} for row in frame[[f"pred_{c}" for c in cols]].to_numpy()]
-    out["mer"] = recognition_metrics(dataset, pred_sets, frame["emotion"].tolist(), frame["objective_class"].tolist())
+    def sets(prefix):
+        return [{a for a, v in zip(aus, row) if v} for row in frame[[f"{prefix}_{c}" for c in cols]].to_numpy()]
+    out["mer"] = recognition_metrics(dataset, sets("pred"), frame["emotion"].tolist(), frame["objective_class"].tolist(), sets("true"))
     out["n_samples"] = int(scored.sum())
     return out
 

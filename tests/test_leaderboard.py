@@ -1,6 +1,7 @@
 """The leaderboard page: every number recomputed from the records, escaping, fingerprint flags,
 the empty page, and a headless Chromium render (no console errors, a non-blank table)."""
 import json
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -200,6 +201,13 @@ def test_chromium_renders_table_without_console_errors(results, tmp_path):
     img = cv2.imread(str(shot))
     table_area = img[150:600, 30:1200]  # the detection table sits below the title
     assert (table_area < 200).any(axis=2).mean() > 0.02  # text and borders, not a blank page
+    # the F1 variant switch, as the browser runs it: the page opens on binary; #macro shows macro only
+    for view, shown in (("", "binary"), ("#macro", "macro")):
+        dom = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri() + view],
+                             capture_output=True, text=True, timeout=120).stdout
+        sections = dict(re.findall(r'<section class="variant" data-variant="(\w+)"( hidden(?:="")?)?>', dom))
+        assert sections == {v: ("" if v == shown else sections[v]) for v in ("binary", "macro")} and sections[shown] == ""
+        assert all(sections[v] for v in sections if v != shown)
 
 
 def test_intervals_variants_and_paired_tests_recompute_from_predictions(synthetic, tmp_path):

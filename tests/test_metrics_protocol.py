@@ -85,3 +85,25 @@ def test_leakage_check_fires_on_corrupted_split():
     val_leak = Fold(good.index, good.test_subject, good.train, good.test, good.inner_train, np.append(good.inner_val, good.test[0]))
     with pytest.raises(LeakageError, match="inner val/test"):
         verify_fold(subjects, val_leak)
+
+
+def test_objective_rules_follow_the_table_most_specific_first():
+    from suite.emotions import objective_class, objective_matches
+
+    assert objective_class({6}) == 1 and objective_class({1, 2}) == 2 and objective_class({1, 2, 4}) == 6  # 3 AUs beat 2
+    assert objective_class({4, 7, 10}) == 4 and objective_class({4, 7}) == 3 and objective_class({14}) == 7
+    assert objective_matches({12, 15}) == {1: 1, 5: 1} and objective_class({12, 15}) == 1  # a tie: the a-priori order
+
+
+def test_oracle_recognition_equals_a_hand_count():
+    """The oracle puts the true evaluated AUs through the same rules. Four SAMM clips (AU2, 4, 7,
+    12 evaluated): {12} → I (true I); {4, 7} → III (true III); {} (the clip's AU14 is not
+    evaluated) → VII (true V); {2} → VII (true II). Oracle predictions: I, III, VII, VII against
+    I, III, V, II: per-class F1 over the present classes I, II, III, V = 1, 0, 1, 0 → UF1 0.5;
+    accuracy 2/4."""
+    from suite.metrics import recognition_metrics
+
+    true_sets = [{12}, {4, 7}, set(), {2}]
+    out = recognition_metrics("samm", [set()] * 4, ["Other"] * 4, [1, 3, 5, 2], true_sets)["objective"]
+    assert out["oracle"]["uf1"] == pytest.approx(0.5) and out["oracle"]["accuracy"] == pytest.approx(0.5)
+    assert out["uf1"] == pytest.approx(0.0)  # nothing predicted: every clip → VII, a class no clip has

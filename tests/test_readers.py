@@ -70,7 +70,9 @@ def test_samm_quirks_are_present_and_handled(synthetic):
     ws = openpyxl.load_workbook(root / "SAMM_Micro_FACS_Codes_v2.xlsx")["MICRO_ONLY"]
     rows = list(ws.iter_rows(values_only=True))
     assert rows[13][0] == "Subject" and rows[13][11] == "Notes"  # header on row 14 after a preamble
-    assert str(rows[14][6]).startswith("=")  # Duration is a formula
+    assert str(rows[14][6]).startswith("=")  # Duration is a formula ...
+    cached = list(openpyxl.load_workbook(root / "SAMM_Micro_FACS_Codes_v2.xlsx", data_only=True)["MICRO_ONLY"].iter_rows(values_only=True))
+    assert all(r[6] == r[5] - r[3] + 1 for r in cached[14:])  # ... saved with its value, as Excel does
     release = read_release("samm", root)
     problems = [p.problem for p in release.problems]
     assert sum("outside" in p for p in problems) == 2

@@ -234,6 +234,30 @@ def test_frozen_search_then_fine_tuned_confirmation(synthetic, tmp_path):
     assert all(len(s.trials) == 3 for s in _studies(results, name).values())  # Optuna saw the search stage only
 
 
+def test_baselines_searched_under_the_same_strict_nesting(synthetic, tmp_path):
+    """--search-baselines: a baseline with a space gets its own per-fold studies with the same
+    budget and seeds, and its records carry the same selection fields as the headline method's;
+    a baseline without hyper-parameters keeps its inner-validation runs."""
+    results = tmp_path / "results"
+    proc = _search(["--space", _space(tmp_path, TINY.replace("epochs: 3", "epochs: 2")), "--data-root", synthetic / "CASME2",
+                    "--trials", 2, "--round-size", 2, "--startup-trials", 2, "--final-seeds", 1, "--baselines", "constant,clip_global",
+                    "--search-baselines", "--results", results, "--name", "both"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "baselines searched like tiny" in proc.stdout and "run with inner-validation selection: constant" in proc.stdout
+    main = json.loads((results / "searches" / "both" / "summary.json").read_text())["datasets"][0]
+    base = json.loads((results / "searches" / "both-clip_global" / "summary.json").read_text())
+    assert base["method"] == "clip_global" and base["trials"] == 2 and base["datasets"][0]["final_seeds"] == [1]
+    assert sorted(_studies(results, "both-clip_global")) == [f"both-clip_global-casme2-fold{k}" for k in range(4)]
+    ours = json.loads(Path(main["records"]["strict_nested"]).read_text())
+    theirs = json.loads(Path(base["datasets"][0]["records"]["strict_nested"]).read_text())
+    for key in ("selection", "chosen_by", "metric", "n_trials", "protocol"):
+        assert ours.get(key) == theirs.get(key), key
+    assert [json.loads(Path(p).read_text())["seed"] for p in base["datasets"][0]["records"]["final"]] == [1]
+    assert list(main["records"]["baselines"]) == ["constant"]  # clip_global is not also run unsearched
+    page = (results / "leaderboard.html").read_text()
+    assert "clip_global" in page
+
+
 def test_fold_workers_give_identical_outputs(synthetic, tmp_path):
     """--fold-workers 2: a slice's tasks are split between the trial process and an actor in its
     placement group; the outputs equal those of one process."""

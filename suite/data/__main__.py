@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..aus import ALTERNATIVE_RULES, DATASET_AUS, REF_RULES, AURules, au_name
+from ..emotions import objective_class
 from ..paths import cache_dir, results_dir
 from . import DATASETS, DataError, build_cache, read_release, synthetic_root
 from .release import check_frames_decode
@@ -42,6 +43,21 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def objective_agreement(samples) -> dict | None:
+    """How often the suite's objective-class rules, applied to every coded AU of a clip, give the
+    class the release's own column says — per class of the column (None: no such column)."""
+    coded = [s for s in samples if s.objective_class is not None and not s.aus_unknown]
+    if not coded:
+        return None
+    per_class = {}
+    for s in coded:
+        c = per_class.setdefault(str(s.objective_class), {"clips": 0, "agree": 0})
+        c["clips"] += 1
+        c["agree"] += objective_class(s.aus) == s.objective_class
+    return {"clips": len(coded), "agree": sum(c["agree"] for c in per_class.values()),
+            "per_class": dict(sorted(per_class.items()))}
+
+
 def validation_summary(release) -> dict:
     aus = DATASET_AUS[release.dataset]
     known = [s for s in release.samples if not set(aus) & set(s.aus_unknown)]
@@ -56,6 +72,7 @@ def validation_summary(release) -> dict:
         "au_counts": {au_name(a): counts.get(a, 0) for a in aus},
         "au_labels_unknown": {au_name(a): sum(a in s.aus_unknown for s in release.samples) for a in aus},
         "emotions": dict(Counter(s.emotion for s in release.samples)),
+        "objective_rule_agreement": objective_agreement(release.samples),
         "problems": [p.as_dict() for p in release.problems],
         "fatal": len(release.fatal),
     }
@@ -72,6 +89,11 @@ def cmd_validate(args) -> int:
         print(f"{summary['dataset']}: {summary['sheet']}")
         print(f"  samples kept: {summary['samples']} ({summary['samples_with_known_aus']} with known AUs), subjects: {summary['subjects']}")
         print("  AU positives: " + ", ".join(f"{k} {v}" for k, v in summary["au_counts"].items()))
+        print("  AU labels unknown: " + ", ".join(f"{k} {v}" for k, v in summary["au_labels_unknown"].items()))
+        agreement = summary["objective_rule_agreement"]
+        if agreement:
+            print(f"  objective-class rules on the coded AUs reproduce the release's column for {agreement['agree']} of "
+                  f"{agreement['clips']} clips: " + ", ".join(f"class {k} {v['agree']}/{v['clips']}" for k, v in agreement["per_class"].items()))
         print(f"  problems: {len(release.problems)} ({summary['fatal']} fatal)")
         for p in release.problems:
             print(f"    {p}")

@@ -21,10 +21,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import openpyxl
 
 from ..aus import ACTION_UNITS
-from ..emotions import SAMM_EMOTIONS, objective_class
+from ..emotions import SAMM_EMOTIONS, objective_matches
 
 # --------------------------------------------------------------------------------------------
 # Face template: 68 landmarks on the aligned face, x and y in [0, 1]. Index layout follows the
@@ -134,7 +133,8 @@ class SyntheticSpec:
         if scale == "small":
             return cls(**kw)
         if scale == "full":
-            return cls(casme2_subjects=26, casme2_clips=255, samm_subjects=29, samm_clips=159, **kw)
+            # the real releases: subjects, clips and clip lengths (tens of frames from onset to offset at 200 fps)
+            return cls(casme2_subjects=26, casme2_clips=255, samm_subjects=29, samm_clips=159, frames=(30, 90), **kw)
         raise ValueError(f"unknown scale {scale!r}; choose 'small' or 'full'")
 
 
@@ -280,6 +280,15 @@ class ClipTruth:
     aus_unknown: list[int] = dataclass_field(default_factory=list)  # AUs the cell leaves unknown (default rules): masked, not negative
     frame_padding: int = 0
     face_box: tuple[float, float, float, float] | None = None  # SAMM: x, y, w, h in the frame
+
+
+def coded_objective_class(aus: set[int]) -> int:
+    """The objective class as the releases' coders assign it (our model of it): from every coded
+    AU, the one class whose combinations match; a clip matching several classes (a conflicting
+    combination) or none is VII (others). Deliberately not ``suite.emotions.objective_class``,
+    whose most-specific-match rule then reproduces this column only in part — as on the real sheets."""
+    matches = objective_matches(aus)
+    return next(iter(matches)) if len(matches) == 1 else 7
 
 
 def _sample_aus(rng: np.random.Generator, emotion: str) -> set[int]:
@@ -449,15 +458,30 @@ def _pose(rng) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class Formula:
+    """A formula cell with the value Excel cached for it when the release was saved (readers that
+    do not evaluate formulas — openpyxl ``data_only``, pandas — see the cached value)."""
+
+    text: str  # "=F15-D15+1"
+    value: int | float
+
+
 def _write_xlsx(path: Path, sheets: dict[str, list[list]]) -> None:
-    wb = openpyxl.Workbook()
-    wb.remove(wb.active)
-    for name, rows in sheets.items():
-        ws = wb.create_sheet(name)
-        for row in rows:
-            ws.append(row)
+    """Write ``sheets`` (rows of cells; None: an empty cell) with XlsxWriter, which, unlike
+    openpyxl, stores a cached result with each formula as Excel does."""
+    import xlsxwriter
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    wb.save(path)
+    with xlsxwriter.Workbook(str(path), {"strings_to_formulas": False}) as wb:
+        for name, rows in sheets.items():
+            ws = wb.add_worksheet(name)
+            for r, row in enumerate(rows):
+                for c, cell in enumerate(row):
+                    if isinstance(cell, Formula):
+                        ws.write_formula(r, c, cell.text, None, cell.value)
+                    elif cell is not None:
+                        ws.write(r, c, cell)
 
 
 def write_casme2(root: Path, spec: SyntheticSpec, rng: np.random.Generator) -> list[ClipTruth]:
@@ -505,7 +529,7 @@ def write_casme2(root: Path, spec: SyntheticSpec, rng: np.random.Generator) -> l
                         _jpeg(root / folder / f"sub{subject}" / filename / f"img{frame}.jpg", raw)
             landmarks[f"sub{subject}/{filename}"] = np.stack(frames_lm).astype(np.float32)
             truths.append(ClipTruth("casme2", subject, filename, emotion, sorted(aus), au_cell, onset, apex_cell,
-                                    offset, render_apex, objective_class(aus), aus_unknown))
+                                    offset, render_apex, coded_objective_class(aus), aus_unknown))
             row += 1
     # The release ships a Windows shortcut inside one clip folder.
     first = truths[0]
@@ -586,14 +610,14 @@ def write_samm(root: Path, spec: SyntheticSpec, rng: np.random.Generator) -> lis
             landmarks[filename] = np.stack(frames_lm).astype(np.float32)
             samm_emotion = SAMM_EMOTIONS.get(emotion, emotion.capitalize())
             truths.append(ClipTruth("samm", subject, filename, samm_emotion, sorted(truth_aus), au_cell, onset, apex_cell,
-                                    offset, render_apex, objective_class(truth_aus), aus_unknown, padding, box))
+                                    offset, render_apex, coded_objective_class(truth_aus), aus_unknown, padding, box))
             row += 1
     rows = [*SAMM_PREAMBLE, SAMM_HEADER]
     for i, t in enumerate(truths):
         excel_row = len(rows) + 1
         notes = "subject looked away briefly" if i % 11 == 3 else None
         rows.append([t.subject, t.filename, int(t.filename.split("_")[1]), t.onset, t.apex, t.offset,
-                     f"=F{excel_row}-D{excel_row}+1", "Micro", t.au_cell, t.emotion, t.objective_class, notes])
+                     Formula(f"=F{excel_row}-D{excel_row}+1", t.offset - t.onset + 1), "Micro", t.au_cell, t.emotion, t.objective_class, notes])
     _write_xlsx(root / "SAMM_Micro_FACS_Codes_v2.xlsx", {"MICRO_ONLY": rows})
     (root.parent / "truth").mkdir(exist_ok=True)
     np.savez_compressed(root.parent / "truth" / "samm_landmarks.npz", **landmarks)

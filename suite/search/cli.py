@@ -45,6 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     a("--final-seeds", type=int, default=d.final_seeds,
       help="re-run each fold's chosen configuration with this many other seeds (seed+1 …) (default: %(default)s)")
     a("--baselines", default=",".join(d.baselines), help="baselines run with the same seeds and inner-validation selection ('' for none) (default: %(default)s)")
+    a("--search-baselines", action="store_true",
+      help="search every baseline that has a space (search_spaces/<name>.yaml) with the same --trials, rounds, seeds and "
+           "strict nesting as the main space; baselines without one (no hyper-parameters) keep inner-validation runs (default: off)")
     a("--fidelity", help="LOW:HIGH backbone modes, e.g. frozen:full: search with LOW (cached frozen tokens), then re-run "
                          "each fold's --confirm-top best with HIGH; selection and final seeds use the confirmed runs (default: off)")
     a("--confirm-top", type=int, default=d.confirm_top, help="configurations per fold confirmed with --fidelity (default: %(default)s)")
@@ -72,7 +75,7 @@ def options_from_args(args: argparse.Namespace, argv) -> SearchOptions:
         space=args.space, datasets=tuple(x.strip() for x in args.datasets.split(",") if x.strip()), data_root=args.data_root,
         trials=args.trials, round_size=args.round_size, startup_trials=args.startup_trials, selection=args.selection,
         sampler=args.sampler, seed=args.seed, final_seeds=args.final_seeds,
-        baselines=tuple(b for b in args.baselines.split(",") if b), fidelity=args.fidelity, confirm_top=args.confirm_top,
+        baselines=tuple(b for b in args.baselines.split(",") if b), search_baselines=args.search_baselines, fidelity=args.fidelity, confirm_top=args.confirm_top,
         concurrency=args.concurrency, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         fold_workers=args.fold_workers, address=args.address, name=args.name, compile=args.compile, engine=args.engine,
         metric=args.metric, results=args.results,

@@ -244,12 +244,14 @@ class DatasetSearch:
         for (name, _, _), ps in zip(base_jobs, paths[len(jobs):]):
             base_done.setdefault(name, []).extend(ps)
         f1 = {k: load_record(p)["f1_avg"] for k, p in records.items()}
+        headline = load_record(records[label])
         final_f1 = [load_record(p)["f1_avg"] for p in sorted(finals)]
         deploy_f1 = [load_record(p)["f1_avg"] for p in sorted(deploys)]
         agree = sum(1 for c in choice.values() if c.params_key == deploy_key)
         return {
             "dataset": self.dataset, "selection": label, "n_folds": len(self.folds), "tasks_finished": len(fold_cands),
-            "tasks_failed": failed, "headline_f1": f1[label], "selected_on_test_folds_f1": f1.get("selected_on_test_folds"),
+            "tasks_failed": failed, "headline_f1": f1[label], "headline_ci": headline["f1"][headline["metric"]]["ci95"],
+            "selected_on_test_folds_f1": f1.get("selected_on_test_folds"),
             "final_seeds": self.opts.final_seed_list, "final_seeds_f1": final_f1,
             "final_seeds_mean": float(np.mean(final_f1)) if final_f1 else None,
             "final_seeds_std": float(np.std(final_f1, ddof=1)) if len(final_f1) > 1 else None,

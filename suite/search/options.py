@@ -31,6 +31,7 @@ class SearchOptions:
     seed: int = 0
     final_seeds: int = 3
     baselines: tuple[str, ...] = DEFAULT_BASELINES
+    search_baselines: bool = False  # search each baseline's own space (search_spaces/<name>.yaml) like the main one
     fidelity: str | None = None
     confirm_top: int = 3
     concurrency: int | None = None

@@ -5,17 +5,39 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 
 from .options import SearchError, SearchOptions, check_counts, data_roots, parse_fidelity
 from .tune_rounds import StageIncomplete
 
 
-def _preflight(opts: SearchOptions):
-    """Everything that can fail before any work: space, datasets, baselines, data, caches."""
-    from ..data import DATASETS, prepare
-    from ..paths import results_dir
+@dataclass
+class Plan:
+    """One space searched on every dataset: the main space, or a baseline's (--search-baselines)."""
+
+    space: object
+    fidelity: tuple[str, str] | None
+    opts: SearchOptions
+    caches: dict
+
+
+def _caches(space, opts: SearchOptions, roots: dict, results) -> dict:
+    from ..data import prepare
     from ..registry import get_method, resolve_hparams
-    from ..spaces import load_space
+
+    spec = get_method(space.method)
+    image_size = resolve_hparams(spec, space.fixed)["image_size"] if "image_size" in spec.defaults else 112
+    return {d: prepare(d, roots[d], results, image_size=image_size, flow=spec.needs_flow) for d in opts.datasets}
+
+
+def _preflight(opts: SearchOptions) -> tuple[list[Plan], dict]:
+    """Everything that can fail before any work: spaces, datasets, baselines, data, caches. The
+    plans: the main space, then each searched baseline's (its name: ``<main name>-<baseline>``,
+    the same budget and seeds, no baselines of its own); baselines left are run by the main one."""
+    from ..data import DATASETS
+    from ..paths import results_dir
+    from ..registry import get_method
+    from ..spaces import SPACES_DIR, load_space
 
     check_counts(opts)
     space = load_space(opts.space)
@@ -24,16 +46,20 @@ def _preflight(opts: SearchOptions):
         raise SearchError(f"unknown dataset(s) {unknown}; choose from {list(DATASETS)}")
     for b in opts.baselines:
         get_method(b)
-    spec = get_method(space.method)
-    image_size = resolve_hparams(spec, space.fixed)["image_size"] if "image_size" in spec.defaults else 112
     results = results_dir(opts.results)
     fidelity = parse_fidelity(opts.fidelity, space, opts.confirm_top, opts.trials)
     name = opts.name or (f"{space.name}-{fidelity[0]}-to-{fidelity[1]}" if fidelity else space.name)
     if opts.selection == "shared":
         name = opts.name or f"{name}-shared"
     roots = data_roots(opts.datasets, opts.data_root)
-    caches = {d: prepare(d, roots[d], results, image_size=image_size, flow=spec.needs_flow) for d in opts.datasets}
-    return space, fidelity, opts.with_(name=name, results=results), roots, caches
+    searched = [b for b in opts.baselines if opts.search_baselines and (SPACES_DIR / f"{b}.yaml").exists()]
+    main = opts.with_(name=name, results=results, baselines=tuple(b for b in opts.baselines if b not in searched))
+    plans = [Plan(space, fidelity, main, _caches(space, main, roots, results))]
+    for b in searched:
+        b_space = load_space(b)
+        b_opts = main.with_(name=f"{name}-{b}", baselines=(), fidelity=None)
+        plans.append(Plan(b_space, None, b_opts, _caches(b_space, b_opts, roots, results)))
+    return plans, roots
 
 
 def _resources(opts: SearchOptions) -> SearchOptions:
@@ -60,10 +86,15 @@ def run_search(opts: SearchOptions) -> int:
 
     start = time.time()
     try:
-        space, fidelity, opts, roots, caches = _preflight(opts)
+        plans, roots = _preflight(opts)
     except (SpaceError, SearchError, DataError, KeyError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2
+    opts = plans[0].opts
+    if len(plans) > 1:
+        print(f"baselines searched like {plans[0].space.name} (strictly nested, {opts.trials} configurations per fold study): "
+              f"{', '.join(p.space.method for p in plans[1:])}; run with inner-validation selection: {', '.join(opts.baselines) or 'none'}",
+              flush=True)
     import ray
 
     from ..results import write_atomic, write_json
@@ -78,30 +109,34 @@ def run_search(opts: SearchOptions) -> int:
         ray.shutdown()
         print(f"error: {e}", file=sys.stderr)
         return 2
-    search_dir = opts.results / "searches" / opts.name
     try:
-        finishers = []  # a dataset's final seeds and baselines run while the next dataset is searched
-        for dataset in opts.datasets:
-            search = DatasetSearch(space, dataset, roots[dataset], caches[dataset], fidelity, opts, opts.results, search_dir,
-                                   TuneExecutor(opts, opts.results))
-            finishers.append(search.run(lambda jobs: submit_to_ray(jobs, opts)))
-        summaries = [finish() for finish in finishers]
+        finishers = []  # a dataset's final seeds and baselines run while the next search is under way
+        for plan in plans:
+            o = plan.opts.with_(gpus_per_trial=opts.gpus_per_trial, concurrency=opts.concurrency)
+            for dataset in o.datasets:
+                search = DatasetSearch(plan.space, dataset, roots[dataset], plan.caches[dataset], plan.fidelity, o, o.results,
+                                       o.results / "searches" / o.name, TuneExecutor(o, o.results))
+                finishers.append((plan, search.run(lambda jobs, o=o: submit_to_ray(jobs, o))))
+        by_plan: dict[str, list] = {}
+        for plan, finish in finishers:
+            by_plan.setdefault(plan.opts.name, []).append(finish())
     except StageIncomplete as e:
         print(e.message, file=sys.stderr)
         return e.exit_code
     finally:
         ray.shutdown()
-    summary = {"name": opts.name, "space": space.name, "method": space.method, "sampler": opts.sampler, "selection": opts.selection,
-               "trials": opts.trials, "round_size": opts.round_size, "startup_trials": opts.startup_trials, "seed": opts.seed,
-               "fidelity": opts.fidelity, "confirm_top": opts.confirm_top if fidelity else None,
-               "wall_s": time.time() - start, "datasets": summaries, "command": opts.command}
-    write_json(search_dir / "summary.json", summary)
-    text = format_summary(summary)
-    write_atomic(search_dir / "summary.txt", (text + "\n").encode())
-    print(text)
+    for plan in plans:
+        o, search_dir = plan.opts, plan.opts.results / "searches" / plan.opts.name
+        summary = {"name": o.name, "space": plan.space.name, "method": plan.space.method, "sampler": o.sampler, "selection": o.selection,
+                   "metric": o.metric, "trials": o.trials, "round_size": o.round_size, "startup_trials": o.startup_trials, "seed": o.seed,
+                   "fidelity": o.fidelity, "confirm_top": o.confirm_top if plan.fidelity else None,
+                   "wall_s": time.time() - start, "datasets": by_plan[o.name], "command": opts.command}
+        write_json(search_dir / "summary.json", summary)
+        text = format_summary(summary)
+        write_atomic(search_dir / "summary.txt", (text + "\n").encode())
+        print(text)
+        print(f"summary: {search_dir / 'summary.txt'}  (optuna-dashboard {search_dir / 'optuna.journal'})")
     from ..leaderboard import render
 
-    board = render(opts.results)
-    print(f"summary: {search_dir / 'summary.txt'}  (optuna-dashboard {search_dir / 'optuna.journal'})")
-    print(f"leaderboard: {board}")
+    print(f"leaderboard: {render(opts.results)}")
     return 0

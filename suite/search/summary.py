@@ -16,7 +16,8 @@ def pct(v: float | None) -> str:
 def format_summary(summary: dict) -> str:
     lines = [f"search {summary['name']} — space {summary['space']}, method {summary['method']}, sampler {summary['sampler']} "
              f"(Optuna), {summary['trials']} configurations per fold study, {summary['wall_s']:.0f} s",
-             "F1: binary F1 per AU on test predictions pooled over LOSO folds, averaged over the dataset's AUs (%)"]
+             f"F1: {summary.get('metric', 'binary')} F1 per AU on test predictions pooled over LOSO folds, averaged over the dataset's AUs (%); "
+             "[..]: 95% subject-bootstrap interval, conditional on the chosen models"]
     width = 58
     for d in summary["datasets"]:
         lines.append(f"  {d['dataset']}: {d['n_folds']} folds, {d['tasks_finished']} fold tasks finished, {len(d['tasks_failed'])} failed "
@@ -26,7 +27,9 @@ def format_summary(summary: dict) -> str:
             n = sum(c["role"] == "confirm" for c in sc["confirmed"])
             lines.append(f"    screened with backbone {sc['fidelity']['search']}, confirmed {n} fold tasks with {sc['fidelity']['confirm']}")
         seeds = d["final_seeds_f1"]
-        rows = [(f"{LABELS.get(d['selection'], d['selection'])}, search seed", pct(d["headline_f1"]))]
+        ci = d.get("headline_ci")
+        rows = [(f"{LABELS.get(d['selection'], d['selection'])}, search seed",
+                 pct(d["headline_f1"]) + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else ""))]
         if seeds:
             spread = f" ± {100 * d['final_seeds_std']:.1f} (sd)" if d["final_seeds_std"] is not None else ""
             rows.append((f"  same per-fold choices, final seeds {d['final_seeds']}", pct(d["final_seeds_mean"]) + spread))
