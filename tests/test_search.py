@@ -5,6 +5,7 @@ cluster. Ray runs with its default token authentication."""
 import copy
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -323,18 +324,21 @@ def test_cluster_configs_validate_against_rays_schema(path):
 
     cfg = yaml.safe_load((ROOT / path).read_text())
     validate_config(prepare_config(copy.deepcopy(cfg)))
-    assert any("RAY_AUTH_MODE=disabled" in c for c in cfg["head_start_ray_commands"])
-    assert any("RAY_AUTH_MODE=disabled" in c for c in cfg["worker_start_ray_commands"])
-    assert "~/micro-au-suite" in cfg["file_mounts"]
+    starts = [c for c in cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"] if " start " in c]
+    assert len(starts) == 2 and all("RAY_AUTH_MODE=token" in c for c in starts)  # every ray process: token auth
+    assert "--dashboard-host=127.0.0.1" in starts[0] and "0.0.0.0" not in (ROOT / path).read_text()
+    assert cfg["file_mounts"] == {"~/micro-au-suite": ".", "~/.ray/auth_token": "~/.ray/auth_token"}
+    assert not any("bashrc" in c for c in cfg["setup_commands"])  # nothing appended on a second `ray up`
     broken = copy.deepcopy(cfg)
     broken["max_workerz"] = 1
     with pytest.raises(Exception, match="max_workerz"):
         validate_config(prepare_config(broken))
 
 
-def test_search_on_two_node_cluster_uses_both_nodes(synthetic, tmp_path):
+def test_search_on_two_node_cluster_uses_both_nodes(synthetic, tmp_path, monkeypatch):
     from ray.cluster_utils import Cluster
 
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # as the shipped cluster configs start Ray
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     try:
         cluster.add_node(num_cpus=1, num_gpus=1)  # a fake-GPU worker node
@@ -350,8 +354,24 @@ def test_search_on_two_node_cluster_uses_both_nodes(synthetic, tmp_path):
         cluster.shutdown()
 
 
-def test_launcher_runs_suite_search_with_cluster_defaults(tmp_path):
-    env = {**ENV, "MICRO_AU_PROJECT": str(ROOT), "MICRO_AU_RESULTS": str(tmp_path)}
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "ray_search.py"), "--space", "nope"], env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "unknown search space 'nope'" in proc.stderr
+def test_launcher_hands_over_to_the_projects_interpreter(tmp_path):
+    """`ray submit` starts the launcher with whatever `python` the login shell finds: here the
+    system's, without the project's packages. It runs suite.search with the project's interpreter."""
+    decoy = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+    home = tmp_path / "home"
+    env = {**ENV, "HOME": str(home), "MICRO_AU_PROJECT": str(ROOT), "MICRO_AU_RESULTS": str(tmp_path), "MICRO_AU_PYTHON": sys.executable}
+    launcher = [decoy, str(ROOT / "scripts" / "ray_search.py"), "--space", "nope"]
+    proc = subprocess.run(launcher, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "no Ray token at ~/.ray/auth_token" in proc.stderr
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text("x" * 32)
+    proc = subprocess.run(launcher, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "unknown search space 'nope'" in proc.stderr, proc.stderr
+    proc = subprocess.run(launcher, env={**env, "MICRO_AU_PYTHON": str(tmp_path / "none")}, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "does not exist" in proc.stderr
+
+
+def test_search_refuses_to_run_ray_without_token_auth(tmp_path):
+    proc = subprocess.run(_argv(["--space", "gsd", "--results", tmp_path, "--trials", 1]), cwd=ROOT, env={**ENV, "RAY_AUTH_MODE": "disabled"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "refusing to run Ray without token authentication" in proc.stderr

@@ -1,8 +1,13 @@
 """A whole search: pre-flight checks, Ray, one ``DatasetSearch`` per dataset, the summary and the
-leaderboard. Ray runs with its own token authentication (the default of local clusters since
-Ray 2.59); nothing here turns it off."""
+leaderboard.
+
+Ray always runs with token authentication (``start_ray``): a local cluster gets Ray's token
+(``~/.ray/auth_token``, generated on first use) and refuses clients without it — its ports listen
+on every interface, so the token is what keeps others out; joining a cluster (``--address``)
+needs that cluster's token. ``RAY_AUTH_MODE=disabled`` in the environment is refused."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -80,12 +85,45 @@ def _resources(opts: SearchOptions) -> SearchOptions:
     return opts.with_(gpus_per_trial=gpus, concurrency=concurrency)
 
 
+def check_token_auth() -> None:
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        raise SearchError("RAY_AUTH_MODE=disabled: refusing to run Ray without token authentication (anyone who can reach "
+                          "its ports could run code here); unset it. Clusters: run `ray get-auth-token --generate` before `ray up`")
+
+
+def _token_available() -> bool:
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+    return bool(os.environ.get("RAY_AUTH_TOKEN")) or os.path.exists(path)
+
+
+def start_ray(address: str | None) -> None:
+    """``ray.init`` with token authentication, failing closed. Joining a cluster (``address``)
+    requires its token. A local cluster uses Ray's own default (since 2.59): token authentication
+    with ``~/.ray/auth_token``, which Ray generates on first use — Ray generates it only when the
+    mode is not set explicitly, so an explicit ``token`` without a token file is left to that default."""
+    import ray
+
+    check_token_auth()
+    if address:
+        os.environ["RAY_AUTH_MODE"] = "token"
+    elif os.environ.get("RAY_AUTH_MODE", "").lower() == "token" and not _token_available():
+        del os.environ["RAY_AUTH_MODE"]
+    ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":  # Ray sets it when it enables token auth
+        ray.shutdown()
+        raise SearchError("Ray started without token authentication (Ray older than 2.59?); refusing to go on")
+    token = os.path.expanduser("~/.ray/auth_token")
+    if address is None and os.path.exists(token):
+        os.chmod(token, 0o600)  # Ray writes it with the umask's mode: readable by other users of the machine
+
+
 def run_search(opts: SearchOptions) -> int:
     from ..data import DataError
     from ..spaces import SpaceError
 
     start = time.time()
     try:
+        check_token_auth()
         plans, roots = _preflight(opts)
     except (SpaceError, SearchError, DataError, KeyError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
@@ -102,8 +140,8 @@ def run_search(opts: SearchOptions) -> int:
     from .summary import format_summary
     from .tune_rounds import TuneExecutor, submit_to_ray
 
-    ray.init(address=opts.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
+        start_ray(opts.address)
         opts = _resources(opts)
     except SearchError as e:
         ray.shutdown()
