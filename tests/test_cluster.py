@@ -26,6 +26,9 @@ pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 PROBE = ("import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
          "print('JOINED', ray.get(ray.remote(lambda: 'ran code').remote()))")
+DASHBOARD = ("import urllib.request, urllib.error\n"
+             "try:\n    print('HTTP', urllib.request.urlopen('http://127.0.0.1:8265/api/jobs/', timeout=20).status)\n"
+             "except urllib.error.HTTPError as e:\n    print('HTTP', e.code)\n")
 OWNER = ("import time, ray; from suite.search.run import start_ray; start_ray(None); "
          "print(ray.get_runtime_context().gcs_address, flush=True); time.sleep(600)")
 
@@ -91,6 +94,7 @@ step stranger env HOME="$T/stranger" RAY_AUTH_MODE=token python -c "$PROBE" 127.
 step disabled env HOME="$T/stranger" RAY_AUTH_MODE=disabled python -c "$PROBE" 127.0.0.1:6379
 step owner env HOME="$T/head" RAY_AUTH_MODE=token python -c "$PROBE" 127.0.0.1:6379
 step listening ss -ltn
+step dashboard python -c "$DASHBOARD"
 step down ray down -y "$T/cluster.yaml"
 """
 
@@ -137,7 +141,7 @@ def test_ray_up_submit_down_on_a_loopback_cluster(tmp_path):
     cfg.update(min_workers=0, max_workers=0, auth={"ssh_user": "root", "ssh_private_key": str(t / "key")})
     (t / "cluster.yaml").write_text(yaml.safe_dump(cfg))
     script = SCRIPT.format(T=t, VENV=BIN, ROOT=ROOT)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"PROBE": PROBE}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"PROBE": PROBE, "DASHBOARD": DASHBOARD}
     proc = subprocess.run(["unshare", "--net", "--pid", "--fork", "--mount", "--mount-proc", "--propagation", "private",
                            "bash", "-c", script], env=env, capture_output=True, text=True, timeout=1500)
     rc = {p.stem: int(p.read_text()) for p in t.glob("*.rc")}
@@ -153,7 +157,8 @@ def test_ray_up_submit_down_on_a_loopback_cluster(tmp_path):
     assert (head / ".ray" / "auth_token").stat().st_mode & 0o077 == 0
     # nothing but Ray's own ports and SSH on loopback; the dashboard (if installed) on loopback only
     listening = logs["listening"]
-    assert "0.0.0.0:8265" not in listening and "*:8265" not in listening
+    assert "127.0.0.1:8265" in listening and "0.0.0.0:8265" not in listening and "*:8265" not in listening
+    assert "HTTP 401" in logs["dashboard"] or "HTTP 403" in logs["dashboard"], logs["dashboard"]  # the Jobs API wants the token
     # the search ran with the project's interpreter, despite the decoy python first on PATH, and wrote to the shared folder
     summary = json.loads((t / "shared" / "results" / "searches" / "loopback" / "summary.json").read_text())
     assert summary["datasets"][0]["dataset"] == "casme2" and summary["datasets"][0]["final_seeds"] == [1]
