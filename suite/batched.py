@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from accelerate.utils import set_seed
 from torch.func import functional_call, vmap
+from tqdm import tqdm
 
 from .engine import DatasetTensors, FoldOutput, InnerPredictions
 from .metrics import f1_per_au
@@ -190,7 +191,7 @@ class BatchedTrainer:
         batched_loss = vmap(loss_of, randomness="different")
         batched_logits = vmap(logits_of, randomness="different")
         eval_probs: list[list[np.ndarray]] = [[] for _ in jobs]
-        for epoch in range(1, epochs + 1):
+        for epoch in tqdm(range(1, epochs + 1), desc=f"{m_count} models trained as one", unit="epoch", disable=None, leave=False):
             base.train()
             orders = [j.train[torch.randperm(len(j.train), generator=g).numpy()] for j, g in zip(jobs, gens)]
             steps = [-(-len(o) // bs) for o in orders]

@@ -10,6 +10,7 @@ import os
 import platform
 import subprocess
 import tempfile
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .metrics import F1_VARIANTS, detection_metrics, recognition_metrics
+from .provenance import backbone_provenance, data_provenance
 from .selection import CHOSEN_BY, SCHEMA_VERSION
 from .stats import INTERVAL_LABEL, bootstrap_interval, subject_counts
 
@@ -135,10 +137,11 @@ def predictions_frame(data, outputs, aus) -> pd.DataFrame:
 
 
 def write_run(stem: Path, frame: pd.DataFrame, *, method: str, dataset: str, aus, hparams: dict, seed: int,
-              selection: str, fingerprint: str, device: str, duration_s: float, extra: dict | None = None) -> Path:
+              selection: str, cache_path: Path, device: str, duration_s: float, extra: dict | None = None) -> Path:
     """Write ``<stem>.predictions.parquet`` and the record ``<stem>.json`` (metrics recomputed
     from the predictions, so the two can never disagree). Returns the record path."""
     metrics = metrics_from_predictions(frame, dataset, aus, metric_of(hparams))
+    data = data_provenance(cache_path)
     pred_path = stem.with_name(stem.name + ".predictions.parquet")
     write_predictions(pred_path, frame)
     record = {
@@ -147,7 +150,8 @@ def write_run(stem: Path, frame: pd.DataFrame, *, method: str, dataset: str, aus
         **{k: metrics[k] for k in ("metric", "f1_avg", "f1_fold_mean", "per_au_f1", "f1", "interval", "per_au_auc", "n_masked", "mer",
                                    "n_samples")},
         "n_folds": int(frame["fold"].nunique()), "duration_s": round(duration_s, 3), "device": device,
-        "versions": versions(), "git_commit": git_commit(), "data_fingerprint": fingerprint,
+        "versions": versions(), "git_commit": git_commit(), "data_fingerprint": data["fingerprint"],
+        "data": data, "backbone": backbone_provenance(hparams), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "source": "measured", "predictions": pred_path.name, "command": None, **(extra or {}),
     }
     path = stem.with_name(stem.name + ".json")

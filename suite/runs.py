@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from .aus import DATASET_AUS
 from .batched import BatchedTrainer, choose_engine, run_folds_batched
@@ -51,7 +52,10 @@ def evaluate_folds(method: str, hparams_of_fold: Callable[[int], dict], data: Da
         ok, why = False, "selection=fixed runs on the sequential engine"
     used = "sequential" if compile and engine == "auto" else choose_engine(engine, method, ok, why)
     if used == "sequential":
-        return {seed: [engine_of(hparams_of_fold(f.index), seed).run_fold(f) for f in folds[seed]] for seed in seeds}, used
+        out: dict[int, list[FoldOutput]] = {seed: [] for seed in seeds}
+        for seed, f in tqdm([(s, f) for s in seeds for f in folds[s]], desc=f"{method}: LOSO folds", unit="fold", disable=None):
+            out[seed].append(engine_of(hparams_of_fold(f.index), seed).run_fold(f))
+        return out, used
     trainer = BatchedTrainer(spec, data, seeds[0], {seed: engine_of(first, seed).features for seed in seeds})
     tasks = [(f, hparams_of_fold(f.index), seed) for seed in seeds for f in folds[seed]]
     flat = run_folds_batched(trainer, tasks)
@@ -85,12 +89,12 @@ def run(method: str, dataset: str, data_root: Path | None = None, overrides: dic
         selection = "fixed_epochs" if hp["selection"] == "fixed" else "inner_validation"
         record_extra = {
             "inner_f1": float(np.mean([o.inner_f1 for o in outputs])) if hp["selection"] == "inner" else None,
-            "data_root": str(data_root) if data_root else "synthetic:seed0-small", "compile": compile, "engine": used,
+            "compile": compile, "engine": used,
             **(extra or {}),
         }
         paths.append(write_run(out_dir / dataset / method / cid / f"seed{seed}", predictions_frame(data, outputs, data.aus),
                                method=method, dataset=dataset, aus=data.aus, hparams=hp, seed=seed, selection=selection,
-                               fingerprint=cache.fingerprint, device=device_name(data.device),
+                               cache_path=cache.path, device=device_name(data.device),
                                duration_s=seconds, extra=record_extra))
     return paths
 
@@ -110,6 +114,6 @@ def run_chosen(method: str, dataset: str, data_root: Path | None, hparams_by_fol
     distinct = {json.dumps(h, sort_keys=True, default=str) for h in hparams_by_fold.values()}
     hparams = first if len(distinct) == 1 else {"per_fold": {str(k): h for k, h in hparams_by_fold.items()}}
     return [write_run(stem, predictions_frame(data, by_seed[seed], data.aus), method=method, dataset=dataset, aus=data.aus,
-                      hparams=hparams, seed=seed, selection=selection, fingerprint=cache.fingerprint, device=device_name(data.device),
+                      hparams=hparams, seed=seed, selection=selection, cache_path=cache.path, device=device_name(data.device),
                       duration_s=seconds, extra={"compile": compile, "engine": used, **(extra or {})})
             for seed, stem in zip(seeds, stems)]

@@ -12,13 +12,14 @@ declared defaults and every distribution's form, so a typo fails before any work
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 import yaml
 
 from .registry import get_method, resolve_hparams
 
-SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+SPACES_DIR = Path(str(files("search_spaces")))  # the installed package's folder (a plain directory in wheels and editable installs)
 KINDS = ("float", "int", "categorical")
 
 

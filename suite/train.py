@@ -1,8 +1,14 @@
-"""``python -m suite.train``: train and evaluate one method on one dataset under the LOSO protocol.
+"""python -m suite.train: train and evaluate one method on one dataset under the LOSO protocol.
 
-Prints a per-AU table and the pooled average, writes one JSON record per seed and its
-predictions file under ``--out`` (default ``results/runs``); the last line printed is the path
-of the last record written."""
+Prints a per-AU table (both F1 variants, AUC, masked labels) and the pooled averages with their
+subject-bootstrap intervals, writes one JSON record per seed and its predictions file under
+--out (default results/runs); the last line printed is the path of the last record written.
+
+examples:
+  python -m suite.train --method micro_au_clip --dataset casme2
+  python -m suite.train --method clip_global --dataset samm --data-root /data/SAMM --seeds 3 --set epochs=30
+  python -m suite.train --list-methods
+"""
 from __future__ import annotations
 
 import argparse
@@ -12,8 +18,6 @@ import sys
 from pathlib import Path
 
 from .data import DATASETS, DataError
-from .registry import methods
-from .runs import run
 
 
 def au_table(record: dict) -> str:
@@ -47,14 +51,15 @@ def parse_sets(items: list[str]) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m suite.train", description=__doc__)
-    p.add_argument("--method", default="micro_au_clip")
-    p.add_argument("--dataset", default="casme2", choices=DATASETS)
-    p.add_argument("--data-root", type=Path, help="release folder; default: the synthetic release")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyper-parameter (repeatable)")
-    p.add_argument("--seeds", type=int, default=1)
-    p.add_argument("--out", type=Path, help="records folder (default results/runs)")
-    p.add_argument("--results", type=Path, help="results folder (default ./results or $MICRO_AU_RESULTS)")
+    p = argparse.ArgumentParser(prog="python -m suite.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--method", default="micro_au_clip", help="a registered method, see --list-methods (default: %(default)s)")
+    p.add_argument("--dataset", default="casme2", choices=DATASETS, help="(default: %(default)s)")
+    p.add_argument("--data-root", type=Path, help="the release folder, e.g. /data/CASME2 (default: the synthetic release, generated on first use)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a hyper-parameter, repeatable, e.g. --set epochs=30 --set selection=inner (default: none)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1, one record each (default: %(default)s)")
+    p.add_argument("--out", type=Path, help="records folder (default: <results>/runs)")
+    p.add_argument("--results", type=Path, help="results folder (default: ./results or $MICRO_AU_RESULTS)")
     p.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
                    help="torch.compile the model once and reuse it across folds (default backend inductor); pays off on long GPU runs")
     p.add_argument("--engine", default="auto", choices=("auto", "batched", "sequential"),
@@ -63,8 +68,11 @@ def main(argv=None) -> int:
     p.add_argument("--metric", choices=("binary", "macro"),
                    help="F1 variant that chooses epochs and thresholds and heads the table; records carry both "
                         "(same as --set metric=…; default: binary)")
-    p.add_argument("--list-methods", action="store_true")
+    p.add_argument("--list-methods", action="store_true", help="list the registered methods and exit")
     args = p.parse_args(argv)
+    from .registry import methods  # torch, open_clip: after the arguments, so --help is instant
+    from .runs import run
+
     if args.list_methods:
         for name, spec in methods().items():
             print(f"{name:28s} {spec.description}")

@@ -16,7 +16,15 @@ from suite.results import write_json
 EVIL = "<script>alert(1)</script>"
 
 
-def _record(method, dataset, seed, f1, fold_mean, fingerprint="fp-a", config="cfg1", selection="fixed_epochs", **extra):
+SYNTHETIC = {"kind": "synthetic", "seed": 0, "scale": "small", "fingerprint": "fp-a", "root": "/r", "label_file": "x.xlsx"}
+RELEASE = {"kind": "release", "root": "/data/CASME2", "label_file": "CASME2-coding-20190701.xlsx", "label_sha256": "ab" * 32,
+           "fingerprint": "fp-a"}
+WEIGHTS = {"kind": "weights", "clip_model": "ViT-B-16", "weights": "/w/vitb16.pt", "weights_sha256": "cd" * 32,
+           "label": "ViT-B-16, weights vitb16.pt"}
+
+
+def _record(method, dataset, seed, f1, fold_mean, fingerprint="fp-a", config="cfg1", selection="fixed_epochs", data=SYNTHETIC,
+            backbone=WEIGHTS, **extra):
     aus = ["AU1", "AU2", "AU4", "AU7", "AU12", "AU14", "AU15", "AU17"] if dataset == "casme2" else ["AU2", "AU4", "AU7", "AU12"]
     return {"method": method, "dataset": dataset, "aus": aus, "hparams": {"lr": 0.001, "note": EVIL}, "seed": seed,
             "protocol": "loso", "selection": selection, "f1_avg": f1, "f1_fold_mean": fold_mean,
@@ -24,7 +32,7 @@ def _record(method, dataset, seed, f1, fold_mean, fingerprint="fp-a", config="cf
             "mer": {"objective": {"uf1": f1 / 2, "uar": 0.3, "wf1": 0.4, "accuracy": 0.5, "n": 10}},
             "n_samples": 10, "duration_s": 1.0, "device": "cpu (2 threads)", "versions": {"torch": "x"}, "git_commit": "abc",
             "data_fingerprint": fingerprint, "source": "measured", "predictions": "none", "command": f"python -m suite.train --method {method}",
-            "schema": 2, **extra}
+            "schema": 2, "data": {**data, "fingerprint": fingerprint}, "backbone": backbone, "created": "2026-11-30T12:00:00+00:00", **extra}
 
 
 @pytest.fixture
@@ -159,7 +167,8 @@ def test_text_from_records_is_escaped_and_json_embedded(results):
 def test_reported_rows_flags_and_sections(results):
     html = render(results).read_text()
     page = _parse(results / "leaderboard.html")
-    reported = [r for r in page.tables["detection"] if r["class"] == "reported"]
+    reported = [r for r in page.tables["reported"] if r["class"] == "reported"]
+    assert not [r for r in page.tables["detection"] if r["class"] == "reported"]  # apart from the measured rows
     assert any("78.2" in c[1] for r in reported for c in r["cells"]) and any("Wei et al." in c[1] for r in reported for c in r["cells"])
     assert "Flagged records" in html and "fp-other"[:16] in html and "cfg9" in html
     assert "Micro-AU CLIP ablations" in html and "micro_au_clip_no_pta" in html
@@ -179,6 +188,12 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 def _chromium(page: Path, tmp_path: Path, shot: Path):
     return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1300,1600",
                            f"--screenshot={shot}", page.as_uri()], capture_output=True, text=True, timeout=120)
+
+
+def _dump_dom(page: Path, tmp_path: Path, fragment: str = "") -> str:
+    """The page's DOM after its scripts ran, as headless Chromium has it."""
+    return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri() + fragment],
+                          capture_output=True, text=True, timeout=120).stdout
 
 
 def _console_errors(stderr: str) -> list[str]:
@@ -201,10 +216,15 @@ def test_chromium_renders_table_without_console_errors(results, tmp_path):
     img = cv2.imread(str(shot))
     table_area = img[150:600, 30:1200]  # the detection table sits below the title
     assert (table_area < 200).any(axis=2).mean() > 0.02  # text and borders, not a blank page
+    # the banner, as the browser shows it: on for synthetic data, off for a real release with real weights
+    assert 'class="banner"' in _dump_dom(page, tmp_path)
+    real = tmp_path / "real"
+    write_json(real / "runs" / "casme2" / "m" / "cfg1" / "seed0.json", _record("m", "casme2", 0, 0.5, 0.4, data=RELEASE))
+    dom = _dump_dom(render(real), tmp_path)
+    assert 'class="banner"' not in dom and "CASME2-coding-20190701.xlsx, sha256 abababababab" in dom and "ViT-B-16, weights vitb16.pt" in dom
     # the F1 variant switch, as the browser runs it: the page opens on binary; #macro shows macro only
     for view, shown in (("", "binary"), ("#macro", "macro")):
-        dom = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri() + view],
-                             capture_output=True, text=True, timeout=120).stdout
+        dom = _dump_dom(page, tmp_path, view)
         sections = dict(re.findall(r'<section class="variant" data-variant="(\w+)"( hidden(?:="")?)?>', dom))
         assert sections == {v: ("" if v == shown else sections[v]) for v in ("binary", "macro")} and sections[shown] == ""
         assert all(sections[v] for v in sections if v != shown)
@@ -216,6 +236,7 @@ def test_intervals_variants_and_paired_tests_recompute_from_predictions(syntheti
     constant floor on the same seeds."""
     import pandas as pd
 
+    from suite.leaderboard.export import export
     from suite.runs import run
     from suite.stats import bootstrap_interval, holm, paired_test, subject_counts
 
@@ -235,10 +256,20 @@ def test_intervals_variants_and_paired_tests_recompute_from_predictions(syntheti
             f1 = np.array([json.loads(p.read_text())["f1"][variant]["pooled"] for p in recs]) * 100
             lo, hi = (100 * x for x in bootstrap_interval(counts[method], variant))
             assert rows[method]["cells"][3][1].strip() == f"{f1.mean():.1f} ± {f1.std(ddof=1):.1f} [{lo:.1f}, {hi:.1f}]"
+        # the paper exports carry the page's numbers: LaTeX as printed, CSV as numbers
+        tex = export(tmp_path, "latex", tmp_path / "t.tex", variant)[0].read_text()
+        assert variant + " F1" in tex and r"\toprule" in tex and "not comparable with published results" in tex
+        csv = pd.read_csv(tmp_path / "t.csv") if export(tmp_path, "csv", tmp_path / "t.csv", variant) else None
+        for method in paths:
+            text = rows[method]["cells"][3][1].strip()
+            assert text in tex
+            mean, sd = (float(x) for x in text.split(" [")[0].split(" ± "))
+            got = csv[csv["method"] == method].iloc[0]
+            assert (got["CASME II F1"], got["CASME II sd"]) == (mean, sd)
         [paired] = page.tables["paired" + ("" if variant == "binary" else "-macro")][1:]
         expected = paired_test(counts["micro_au_clip"], counts["constant"], variant)
         assert [c[1].strip() for c in paired["cells"][:2]] == ["CASME II", "constant"]
         assert paired["cells"][3][1] == f"{100 * expected['difference']:+.1f}" and paired["cells"][4][1] == f"{expected['p']:.4f}"
         assert paired["cells"][5][1].startswith(f"{holm([expected['p']])[0]:.4f}") and paired["cells"][6][1] == "yes"
-    reported = [r for r in page.tables["detection"] if r["class"] == "reported"]
-    assert any("variant: macro" in r["cells"][2][1] for r in reported) and any("variant: unknown" in r["cells"][2][1] for r in reported)
+    reported = [r for r in page.tables["reported"] if r["class"] == "reported"]
+    assert any(r["cells"][4][1].startswith("macro") for r in reported) and any(r["cells"][4][1].startswith("unknown") for r in reported)

@@ -88,7 +88,7 @@ def _plan(journal: Path, space, opts, interrupt: bool = False):
 
     studies = Studies(journal, "repro-casme2", "casme2", [0, 1, 2], space, opts)
     first = studies.plan_round(0, 2)
-    studies.tell_round(0, {(t.fold, t.number): float(t.number % 2 == t.fold % 2) for s in first for t in s.tasks})
+    studies.tell_round(0, {(t.fold, t.number): float(t.number % 2 == t.fold % 2) for s in first for t in s.tasks}, {0: "t0", 1: None})
     if interrupt:  # killed while asking round 1: fold 0 has its proposals, the other folds none
         studies._ask(studies.studies["fold0"], "fold0", 1, 0)
         studies._ask(studies.studies["fold0"], "fold0", 1, 1)
@@ -108,3 +108,4 @@ def test_a_search_killed_while_asking_proposes_what_an_uninterrupted_one_would(t
     assert plain == resumed
     assert len({t.params_key for s in plain[2:] for t in s.tasks}) > 2  # past start-up the folds' studies diverge
     assert all([t.number for t in study.trials] == [0, 1, 2, 3] for study in studies.studies.values())
+    assert all([t.user_attrs.get("tune_trial") for t in study.trials[:2]] == ["t0", None] for study in studies.studies.values())

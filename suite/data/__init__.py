@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -40,6 +41,7 @@ def synthetic_root(dataset: str, results: Path | None = None, seed: int = 0, sca
 
     out = synthetic_dir(results, seed, scale)
     if not (out / "truth" / "spec.json").exists():
+        print(f"generating the synthetic CASME II and SAMM releases (seed {seed}, {scale} scale) in {out} — once", file=sys.stderr, flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
         try:

@@ -15,11 +15,13 @@ from .release import check_frames_decode
 
 
 def _reader_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", required=True, choices=DATASETS)
-    p.add_argument("--root", type=Path, help="the release folder (holds the coding spreadsheet); default: the synthetic release under results/")
-    p.add_argument("--frames", default="cropped", choices=["cropped", "raw_selected", "raw"], help="CASME II frame folders")
-    p.add_argument("--boxes", type=Path, help="SAMM: CSV clip,x,y,w,h of face boxes, instead of face detection")
-    p.add_argument("--ref", default="present", choices=REF_RULES, help="how ref(x) AU tokens count")
+    p.add_argument("--dataset", required=True, choices=DATASETS, help="which release")
+    p.add_argument("--root", type=Path, help="the release folder holding the coding spreadsheet, e.g. /data/CASME2 or /data/SAMM "
+                                             "(default: the synthetic release under results/)")
+    p.add_argument("--frames", default="cropped", choices=["cropped", "raw_selected", "raw"],
+                   help="CASME II frame folders: Cropped/, CASME2_RAW_selected/ or CASME2_RAW/ (default: %(default)s)")
+    p.add_argument("--boxes", type=Path, help="SAMM: CSV clip,x,y,w,h of face boxes, instead of face detection (default: detect)")
+    p.add_argument("--ref", default="present", choices=REF_RULES, help="how ref(x) AU tokens count (default: %(default)s)")
     p.add_argument("--alternatives", default=AURules().alternatives, choices=ALTERNATIVE_RULES,
                    help="how 'a or b' AU cells resolve: mask makes the AUs they disagree on unknown (default: %(default)s)")
 
@@ -112,20 +114,22 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m suite.data", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("generate", help="write synthetic CASME II and SAMM release folders")
-    g.add_argument("--out", required=True, type=Path)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--scale", default="small", choices=["small", "full"])
+    g.add_argument("--out", required=True, type=Path, help="folder to write CASME2/, SAMM/ and truth/ into")
+    g.add_argument("--seed", type=int, default=0, help="generator seed (default: %(default)s)")
+    g.add_argument("--scale", default="small", choices=["small", "full"],
+                   help="small: 8+7 subjects, seconds; full: the real releases' subjects, clips and clip lengths (default: %(default)s)")
     g.add_argument("--raw", action="store_true", help="also write the CASME II raw frame folders")
-    g.add_argument("--casme2-sheet", default="20140508", choices=["20140508", "20190701"])
+    g.add_argument("--casme2-sheet", default="20140508", choices=["20140508", "20190701"],
+                   help="which CASME II coding sheet to write; 20190701 has the objective-class column (default: %(default)s)")
     v = sub.add_parser("validate", help="check a release installation and list every problem")
     _reader_args(v)
     v.add_argument("--annotations-only", action="store_true", help="read only the coding spreadsheet")
-    v.add_argument("--json", action="store_true")
+    v.add_argument("--json", action="store_true", help="print the summary as JSON")
     b = sub.add_parser("build", help="preprocess a release into the Arrow cache")
     _reader_args(b)
-    b.add_argument("--image-size", type=int, default=112)
+    b.add_argument("--image-size", type=int, default=112, help="frame size in pixels (112: the tiny CLIP; 224: ViT-B) (default: %(default)s)")
     b.add_argument("--flow", action="store_true", help="also compute onset→apex optical flow")
-    b.add_argument("--cache-dir", type=Path)
+    b.add_argument("--cache-dir", type=Path, help="where caches live (default: <results>/cache)")
     args = parser.parse_args(argv)
     try:
         return {"generate": cmd_generate, "validate": cmd_validate, "build": cmd_build}[args.cmd](args)

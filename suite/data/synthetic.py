@@ -21,6 +21,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from ..aus import ACTION_UNITS
 from ..emotions import SAMM_EMOTIONS, objective_matches
@@ -136,6 +137,10 @@ class SyntheticSpec:
             # the real releases: subjects, clips and clip lengths (tens of frames from onset to offset at 200 fps)
             return cls(casme2_subjects=26, casme2_clips=255, samm_subjects=29, samm_clips=159, frames=(30, 90), **kw)
         raise ValueError(f"unknown scale {scale!r}; choose 'small' or 'full'")
+
+    def scale_name(self) -> str:
+        """'small', 'full' or 'custom': the preset these counts are (raw frames and sheet aside)."""
+        return next((s for s in ("small", "full") if self.preset(s, raw=self.raw, casme2_sheet=self.casme2_sheet) == self), "custom")
 
 
 @dataclass
@@ -327,12 +332,13 @@ def _casme2_au_cell(rng: np.random.Generator, aus: set[int]) -> str | int:
     return "+".join(tokens)
 
 
-def _casme2_unknown_cell(rng: np.random.Generator, aus: set[int], form: int) -> tuple[str, list[int]]:
+def _casme2_unknown_cell(aus: set[int], form: int) -> tuple[str, list[int]]:
     """A CASME II cell with a '?' (the three forms of ``docs/datasets.md``) and the AUs it leaves
-    unknown: '?' (all), '12+?' (all but the coded ones), '14?' (that AU)."""
+    unknown: '?' (all), '12+?' (all but the coded ones), '14?' (that AU). Draws no random numbers,
+    so the rest of the release is the same draw whichever form a row gets."""
     if form == 0 or not aus:
         return "?", sorted(ACTION_UNITS)
-    tokens = [_side_token(rng, au, 0.15) for au in sorted(aus)]
+    tokens = [str(au) for au in sorted(aus)]
     if form == 1:
         return "+".join(tokens) + "+?", sorted(set(ACTION_UNITS) - aus)
     tokens[-1] += "?"
@@ -493,6 +499,7 @@ def write_casme2(root: Path, spec: SyntheticSpec, rng: np.random.Generator) -> l
     slash_apex, unknown_rows = quirk_rows[0], set(quirk_rows[1:1 + n_unknown])
     apex_onset, apex_offset = quirk_rows[1 + n_unknown], quirk_rows[2 + n_unknown]
     row = 0
+    progress = tqdm(total=sum(counts), desc="synthetic CASME II", unit="clip", disable=None)
     for s_idx, n in enumerate(counts):
         subject = f"{s_idx + 1:02d}"
         identity = _identity(rng)
@@ -512,7 +519,7 @@ def write_casme2(root: Path, spec: SyntheticSpec, rng: np.random.Generator) -> l
                 apex_cell = offset
             aus_unknown: list[int] = []
             if row in unknown_rows and spec.casme2_sheet == "20140508":
-                au_cell, aus_unknown = _casme2_unknown_cell(rng, aus, sorted(unknown_rows).index(row) % 3)
+                au_cell, aus_unknown = _casme2_unknown_cell(aus, sorted(unknown_rows).index(row) % 3)
             else:
                 au_cell = _casme2_au_cell(rng, aus)
             amp = {au: rng.uniform(0.7, 1.1) for au in aus}
@@ -531,6 +538,8 @@ def write_casme2(root: Path, spec: SyntheticSpec, rng: np.random.Generator) -> l
             truths.append(ClipTruth("casme2", subject, filename, emotion, sorted(aus), au_cell, onset, apex_cell,
                                     offset, render_apex, coded_objective_class(aus), aus_unknown))
             row += 1
+            progress.update()
+    progress.close()
     # The release ships a Windows shortcut inside one clip folder.
     first = truths[0]
     (root / "Cropped" / f"sub{first.subject}" / first.filename / "Thumbs.lnk").write_bytes(b"L\x00\x00\x00")
@@ -582,6 +591,7 @@ def write_samm(root: Path, spec: SyntheticSpec, rng: np.random.Generator) -> lis
                                                             "ref", "or_diff", "or_evaluated", "spaces"]) if 2 + i < n}
     row = 0
     W, H = 960, 650
+    progress = tqdm(total=sum(counts), desc="synthetic SAMM", unit="clip", disable=None)
     for sid, n_clips in zip(subject_ids, counts):
         subject = f"{sid:03d}"
         identity = _identity(rng)
@@ -612,6 +622,8 @@ def write_samm(root: Path, spec: SyntheticSpec, rng: np.random.Generator) -> lis
             truths.append(ClipTruth("samm", subject, filename, samm_emotion, sorted(truth_aus), au_cell, onset, apex_cell,
                                     offset, render_apex, coded_objective_class(truth_aus), aus_unknown, padding, box))
             row += 1
+            progress.update()
+    progress.close()
     rows = [*SAMM_PREAMBLE, SAMM_HEADER]
     for i, t in enumerate(truths):
         excel_row = len(rows) + 1
@@ -634,7 +646,7 @@ def generate(out: Path, seed: int = 0, spec: SyntheticSpec = SyntheticSpec()) ->
         with open(out / "truth" / f"{name}.jsonl", "w") as f:
             for t in ts:
                 f.write(json.dumps(asdict(t), default=_json_default) + "\n")
-    (out / "truth" / "spec.json").write_text(json.dumps({"seed": seed, **asdict(spec)}))
+    (out / "truth" / "spec.json").write_text(json.dumps({"seed": seed, "scale": spec.scale_name(), **asdict(spec)}))  # read by suite.provenance
     return {"casme2": out / "CASME2", "samm": out / "SAMM"}
 
 

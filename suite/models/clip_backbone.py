@@ -26,15 +26,24 @@ def tiny_config(image_size: int = 112) -> dict:
     }
 
 
+class _RandomInitNotice(logging.Filter):
+    """Drops open_clip's "No pretrained weights loaded … initialized randomly" warning, emitted on
+    every random-init model (the tiny default is one by design; records and the page say so)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+
 def create_clip(name: str, pretrained: str | None, image_size: int):
     """(open_clip model, tokenizer). ``name='tiny'`` builds the small random-init default."""
-    logging.getLogger("root").setLevel(logging.ERROR)  # open_clip warns on every random init
-    if name == "tiny":
-        model = open_clip.create_model("ViT-S-16", pretrained=pretrained, **tiny_config(image_size))
-        return model, open_clip.get_tokenizer("ViT-S-16")
-    kwargs = {"force_image_size": image_size} if image_size else {}
-    model = open_clip.create_model(name, pretrained=pretrained, **kwargs)
-    return model, open_clip.get_tokenizer(name)
+    arch, kwargs = ("ViT-S-16", tiny_config(image_size)) if name == "tiny" else (name, {"force_image_size": image_size} if image_size else {})
+    root, notice = logging.getLogger(), _RandomInitNotice()
+    root.addFilter(notice)  # open_clip logs through the root logger, only while it builds the model
+    try:
+        model = open_clip.create_model(arch, pretrained=pretrained, **kwargs)
+    finally:
+        root.removeFilter(notice)
+    return model, open_clip.get_tokenizer(arch)
 
 
 class ClipTokenEncoder(nn.Module):

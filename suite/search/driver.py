@@ -95,7 +95,7 @@ class DatasetSearch:
             done = self.execute(slices, ctx, f"{self.prefix}-r{r}")
             outcomes = {(t["fold"], t["number"]): (t["inner_f1"] if t["status"] == "ok" else None)
                         for d in done.values() for t in d["tasks"]}
-            studies.tell_round(r, outcomes)
+            studies.tell_round(r, outcomes, {p: d.get("tune_trial") for p, d in done.items()})
             docs.extend(done[s.proposal] for s in slices)
             engines = sorted({t.get("engine", "?") for d in done.values() for t in d["tasks"]})
             print(f"{self.dataset}: round {r + 1}/{len(round_sizes(self.opts.trials, self.opts.round_size))} done "
@@ -139,7 +139,7 @@ class DatasetSearch:
         return write_run(stem, predictions_frame(self.data, [c.payload["output"] for c in cands], self.aus), method=self.space.method,
                          dataset=self.dataset, aus=self.aus,
                          hparams=next(iter(hp.values())) if len(distinct) == 1 else {"per_fold": {str(k): v for k, v in hp.items()}},
-                         seed=self.opts.seed, selection=selection, fingerprint=self.cache.fingerprint,
+                         seed=self.opts.seed, selection=selection, cache_path=self.cache.path,
                          device=", ".join(sorted({c.payload["task"].get("device", "?") for c in cands})),
                          duration_s=self.tune_seconds, extra=extra)
 
@@ -147,7 +147,7 @@ class DatasetSearch:
         o = self.opts
         return {"search": o.name, "space": self.space.name, "sampler": o.sampler, "search_engine": o.engine,
                 "search_selection": o.selection, "n_trials": o.trials, "n_candidates": n_candidates, "fidelity": o.fidelity,
-                "command": o.command, "data_root": str(self.root) if self.root else "synthetic"}
+                "command": o.command}
 
     def final_jobs(self, label: str, hparams_by_fold: dict[int, dict], done_paths: list) -> list[tuple[str, dict]]:
         """One job re-running the per-fold choices with every final seed not yet recorded (a

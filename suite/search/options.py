@@ -43,12 +43,26 @@ class SearchOptions:
     compile: str | None = None
     engine: str = "auto"  # auto | batched | sequential (suite.batched)
     metric: str = "binary"  # F1 variant of every choice and of the headline (suite.metrics.F1_VARIANTS)
+    rerun: bool = False  # a finished search runs again (over its stored outputs) instead of printing its summary
+    dry_run: bool = False  # pre-flight only: check space, data, caches and baselines, print the plan, run nothing
     results: Path | None = None
     command: str = ""
     extra: dict = field(default_factory=dict)
 
     def with_(self, **changes) -> "SearchOptions":
         return replace(self, **changes)
+
+    def identity(self, space_text: str, roots: dict) -> str:
+        """A digest of what defines this search's numbers (not how it runs: concurrency,
+        resources, address, engine): a finished search with the same identity is not run again."""
+        import hashlib
+        import json
+
+        keys = ("datasets", "trials", "round_size", "startup_trials", "selection", "sampler", "seed", "final_seeds", "baselines",
+                "search_baselines", "fidelity", "confirm_top", "metric")
+        blob = json.dumps({**{k: getattr(self, k) for k in keys}, "space": space_text, "roots": {d: str(r) for d, r in roots.items()}},
+                          sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @property
     def final_seed_list(self) -> list[int]:

@@ -7,6 +7,7 @@ on every interface, so the token is what keeps others out; joining a cluster (``
 needs that cluster's token. ``RAY_AUTH_MODE=disabled`` in the environment is refused."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -65,6 +66,28 @@ def _preflight(opts: SearchOptions) -> tuple[list[Plan], dict]:
         b_opts = main.with_(name=f"{name}-{b}", baselines=(), fidelity=None)
         plans.append(Plan(b_space, None, b_opts, _caches(b_space, b_opts, roots, results)))
     return plans, roots
+
+
+def _identity(plan: Plan, roots: dict) -> str:
+    return plan.opts.identity(plan.space.path.read_text(), roots)
+
+
+def _finished(plans: list[Plan], roots: dict) -> list[str] | None:
+    """The stored summaries when every plan's search finished with the same identity (None otherwise)."""
+    if plans[0].opts.rerun:
+        return None
+    texts = []
+    for plan in plans:
+        folder = plan.opts.results / "searches" / plan.opts.name
+        try:
+            summary = json.loads((folder / "summary.json").read_text())
+            text = (folder / "summary.txt").read_text().rstrip()
+        except (OSError, ValueError):
+            return None
+        if summary.get("identity") != _identity(plan, roots):
+            return None
+        texts.append(text)
+    return texts
 
 
 def _resources(opts: SearchOptions) -> SearchOptions:
@@ -129,6 +152,24 @@ def run_search(opts: SearchOptions) -> int:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2
     opts = plans[0].opts
+    if opts.dry_run:
+        for plan in plans:
+            o = plan.opts
+            data = ", ".join(f"{d} ({json.loads((plan.caches[d].path / 'meta.json').read_text())['n_samples']} clips)" for d in o.datasets)
+            print(f"pre-flight passed: search {o.name} — space {plan.space.name} over {plan.space.method} "
+                  f"({len(plan.space.params)} parameters), {o.trials} configurations per fold study ({o.selection}), on {data}; "
+                  f"baselines {', '.join(o.baselines) or 'none'}; {o.final_seeds} final seeds")
+        print("nothing was run (--dry-run)")
+        return 0
+    finished = _finished(plans, roots)
+    if finished:
+        from ..leaderboard import render
+
+        for text in finished:
+            print(text)
+        print(f"this search is finished (same options, space and data); its stored summary is above — nothing was rerun "
+              f"(--rerun runs it again, a new --name starts another)\nleaderboard: {render(opts.results)}")
+        return 0
     if len(plans) > 1:
         print(f"baselines searched like {plans[0].space.name} (strictly nested, {opts.trials} configurations per fold study): "
               f"{', '.join(p.space.method for p in plans[1:])}; run with inner-validation selection: {', '.join(opts.baselines) or 'none'}",
@@ -165,7 +206,7 @@ def run_search(opts: SearchOptions) -> int:
         ray.shutdown()
     for plan in plans:
         o, search_dir = plan.opts, plan.opts.results / "searches" / plan.opts.name
-        summary = {"name": o.name, "space": plan.space.name, "method": plan.space.method, "sampler": o.sampler, "selection": o.selection,
+        summary = {"name": o.name, "identity": _identity(plan, roots), "space": plan.space.name, "method": plan.space.method, "sampler": o.sampler, "selection": o.selection,
                    "metric": o.metric, "trials": o.trials, "round_size": o.round_size, "startup_trials": o.startup_trials, "seed": o.seed,
                    "fidelity": o.fidelity, "confirm_top": o.confirm_top if plan.fidelity else None,
                    "wall_s": time.time() - start, "datasets": by_plan[o.name], "command": opts.command}

@@ -125,16 +125,19 @@ class Studies:
             slices.append(Slice(r, j, tuple(tasks)))
         return slices
 
-    def tell_round(self, r: int, outcomes: dict[tuple[int, int], float | None]) -> None:
+    def tell_round(self, r: int, outcomes: dict[tuple[int, int], float | None], tune_trials: dict[int, str | None]) -> None:
         """Tell every unfinished trial of round ``r`` its value, in proposal order: the fold's
         inner F1 (shared: the mean over folds); FAIL when a task failed. ``outcomes``:
-        (fold, number) → inner F1 or None (failed)."""
+        (fold, number) → inner F1 or None (failed); ``tune_trials``: proposal → the Tune trial that
+        ran it, kept as a user attribute so optuna-dashboard, Tune's folders and the page match."""
         from optuna.trial import TrialState
 
         for key, study in self.studies.items():
             for t in self._round_trials(study, r):
                 if t.state.is_finished():
                     continue
+                if tune_trials.get(t.user_attrs["proposal"]):  # Optuna's storage API: the trial is not held by an ask()
+                    study._storage.set_trial_user_attr(t._trial_id, "tune_trial", tune_trials[t.user_attrs["proposal"]])
                 folds = self.folds if key == "shared" else [int(key[len("fold"):])]
                 values = [outcomes.get((f, t.number)) for f in folds]
                 if any(v is None for v in values):

@@ -3,7 +3,9 @@ baselines) with the trials' resources.
 
 A round is one Tune experiment (``<search>-<dataset>-r<round>``): one trial per slice whose
 outputs are not on disk yet, the run context and the task plan passed with
-``tune.with_parameters`` (trial tables show only round and proposal). The slice outputs on disk,
+``tune.with_parameters``. Tune's own tables are off (``verbose=0``: its header would name its
+placeholder search algorithm, not Optuna, which proposes here); a Tune callback prints one line
+per finished slice instead. The slice outputs on disk,
 not Tune's experiment state, say what is done: a resumed round is a new experiment
 (``…-r<round>-resume<n>``) over the slices still missing, and each of those continues from its
 tasks already done. A slice that still fails after Tune's retries has its tasks recorded as
@@ -12,6 +14,8 @@ failed with the reason.
 from __future__ import annotations
 
 from pathlib import Path
+
+from ray import tune
 
 from .options import MAX_FAILURES, SearchOptions
 from .studies import Slice
@@ -52,8 +56,6 @@ class TuneExecutor:
         return {s.proposal: read_slice(out_dir, s.round, s.proposal) for s in slices}
 
     def _fit(self, slices: list[Slice], ctx: dict, exp_name: str):
-        from ray import tune
-
         opts = self.opts
         plan = {s.proposal: [t.to_json() for t in s.tasks] for s in slices}
         trainable = tune.with_resources(tune.with_parameters(run_slice, ctx=ctx, plan=plan),
@@ -62,17 +64,33 @@ class TuneExecutor:
         while (self.storage / name).exists():
             attempt += 1
             name = f"{exp_name}-resume{attempt}"
-        if attempt:
-            print(f"resuming {exp_name}: {len(slices)} slice(s) left", flush=True)
+        print(f"{name}: {len(slices)} slice(s) of Optuna ({opts.sampler}) proposals as Ray Tune trials, "
+              f"{opts.concurrency or 'as many as fit'} at a time{' (resumed)' if attempt else ''}", flush=True)
         tuner = tune.Tuner(
             trainable,
             param_space={"round": slices[0].round, "proposal": tune.grid_search([s.proposal for s in slices])},
             # reused trial processes keep their imports and their TaskRunner (data, engine, features)
             tune_config=tune.TuneConfig(max_concurrent_trials=opts.concurrency, reuse_actors=True),
-            run_config=tune.RunConfig(name=name, storage_path=str(self.storage), verbose=1,
+            run_config=tune.RunConfig(name=name, storage_path=str(self.storage), verbose=0, callbacks=[SliceProgress(name, len(slices))],
                                       failure_config=tune.FailureConfig(max_failures=MAX_FAILURES)),
         )
         return tuner.fit()
+
+
+class SliceProgress(tune.Callback):
+    """One line per finished (or failed) slice of a round: what Tune's tables would say, briefly."""
+
+    def __init__(self, name: str, total: int):
+        self.name, self.total, self.done = name, total, 0
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.done += 1
+        result = trial.last_result or {}
+        score = f", mean inner F1 {100 * result['inner_f1_mean']:.1f} %" if result.get("inner_f1_mean") is not None else ""
+        print(f"  {self.name}: slice {self.done}/{self.total} done (proposal {trial.config.get('proposal')}{score})", flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        print(f"  {self.name}: proposal {trial.config.get('proposal')} crashed; Tune retries it", flush=True)
 
 
 def _train_remote(fn_name: str, kwargs: dict, gpu_fraction: float) -> list[str]:
@@ -97,4 +115,12 @@ def submit_to_ray(jobs: list[tuple[str, dict]], opts: SearchOptions):
 
     task = ray.remote(num_cpus=opts.cpus_per_trial, num_gpus=opts.gpus_per_trial or 0)(_train_remote)
     futures = [task.remote(name, kw, opts.gpus_per_trial or 0) for name, kw in jobs]
-    return lambda: [[Path(p) for p in paths] for paths in ray.get(futures)]
+    labels = {f: f"{kw['method']} on {kw['dataset']}" for f, (_, kw) in zip(futures, jobs)}
+
+    def wait() -> list[list[Path]]:
+        pending = list(futures)
+        while pending:  # one line per job as it finishes
+            ready, pending = ray.wait(pending, num_returns=1)
+            print(f"  final seeds and baselines: {len(futures) - len(pending)}/{len(futures)} done ({labels[ready[0]]})", flush=True)
+        return [[Path(p) for p in paths] for paths in ray.get(futures)]
+    return wait

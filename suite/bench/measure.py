@@ -1,35 +1,6 @@
-"""``python -m suite.bench``: the suite's LOSO engine against the hardware floor and against a
-typical research script doing the same work. Prints a table and writes JSON.
-
-Measured (each on one dataset, one configuration, the same epochs):
-
-1. ``suite``: full LOSO of Micro-AU CLIP through the engine (data resident, model re-initialised
-   per fold, frozen tokens computed once), and its **FLOP floor**: backbone forward+backward
-   FLOPs over all folds and epochs (counted with ``torch.utils.flop_counter``) ÷ the measured
-   matmul rate of this device (bf16 on GPU, fp32 on CPU).
-2. ``peer``: the same work as a typical research script does it — a per-fold loop that rebuilds
-   the model and optimizer, decodes the JPEG frames through a ``DataLoader`` every epoch, batch
-   32, and runs the backbone every step (no token cache). Implemented here only, as the peer.
-3. ``frozen`` vs ``full``: per-trial (full LOSO) time with cached frozen tokens vs fine-tuning
-   the whole tower, at equal epochs. ``suite frozen`` is the first trial (tokens computed and
-   stored); ``suite frozen, cached`` every later trial of a search (tokens read from the on-disk
-   token cache, ``suite.token_cache``).
-
-4. ``trial``: one search trial's work on cached frozen tokens — every fold's inner model (its
-   inner-validation subjects predicted after every epoch) and outer model — with the sequential
-   engine, the fold-batched engine (``suite.batched``) and the peer (nested, tokens not cached).
-
-5. ``trial packing``: trials per hour of the ``gsd`` search (its Tune stage, ``suite.search`` as
-   users run it, with this run's CLIP, image size and epochs) with 1 and with K trials sharing
-   each GPU (``--packing K``, default 4 on a GPU; on CPU only when asked: K trials share the
-   cores).
-
-    python -m suite.bench [--clip tiny] [--image-size 112] [--scale small|full] [--data-root DIR]
-        [--epochs 3] [--packing K] [--packing-trials N] [--out FILE]
-"""
+"""The measurements behind ``python -m suite.bench`` (its command line: ``suite/bench/__main__.py``)."""
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -38,13 +9,13 @@ import cv2
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .aus import DATASET_AUS
-from .data import load_cache, prepare, read_release, synthetic_root
-from .engine import DatasetTensors, Engine, get_accelerator
-from .paths import results_dir
-from .protocol import loso_folds
-from .registry import get_method, resolve_hparams
-from .results import versions, write_json
+from ..aus import DATASET_AUS
+from ..data import load_cache, prepare, read_release, synthetic_root
+from ..engine import DatasetTensors, Engine, get_accelerator
+from ..paths import results_dir
+from ..protocol import loso_folds
+from ..registry import get_method, resolve_hparams
+from ..results import versions, write_json
 
 
 # (name, numerator row, denominator row or the full row's FLOP floor)
@@ -171,7 +142,7 @@ def run_peer(spec, hp, release, data, aus, device, seed=0, nested: bool = False)
 def run_trial(spec, hp, data, aus, engine_name: str, feature_cache: Path, seed=0) -> float:
     """One search trial's work on cached frozen tokens (every fold, inner and outer model) with the
     sequential or the fold-batched engine."""
-    from .batched import BatchedTrainer, run_folds_batched
+    from ..batched import BatchedTrainer, run_folds_batched
 
     acc = get_accelerator()
     hp = {**hp, "selection": "inner", "batch_size": spec.defaults["batch_size"]}  # as a search trial runs it
@@ -197,7 +168,7 @@ def trials_per_hour(dataset: str, root: Path, packing: int, n_trials: int, fixed
 
     import yaml
 
-    from . import search
+    from .. import search
     from .spaces import load_space
 
     gsd = load_space("gsd")
@@ -217,20 +188,9 @@ def trials_per_hour(dataset: str, root: Path, packing: int, n_trials: int, fixed
             "resources": " ".join(resources)}
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m suite.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="casme2", choices=["casme2", "samm"])
-    p.add_argument("--clip", default="tiny")
-    p.add_argument("--image-size", type=int, default=112)
-    p.add_argument("--scale", default="small", choices=["small", "full"])
-    p.add_argument("--data-root", type=Path, help="a release folder (default: the synthetic release at --scale)")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--packing", type=int, help="trials per device to compare with 1 (default 4 on a GPU, skipped on CPU)")
-    p.add_argument("--packing-trials", type=int, default=8, help="trials per packing measurement")
-    p.add_argument("--no-packing", action="store_true", help="skip the packing rows (they run suite.search, which needs Ray)")
-    p.add_argument("--trial-only", action="store_true", help="only the frozen rows and one search trial's work per engine (no full fine-tuning)")
-    p.add_argument("--out", type=Path)
-    args = p.parse_args(argv)
+def benchmark(args) -> dict:
+    """Every measurement ``python -m suite.bench`` asks for (``args``: its parsed options); prints
+    the table, writes the JSON report and returns it."""
     results = results_dir()
     root = args.data_root or synthetic_root(args.dataset, results, scale=args.scale)
     release = read_release(args.dataset, root)
@@ -287,8 +247,4 @@ def main(argv=None) -> int:
     out = args.out or results / "bench" / f"bench-{args.dataset}-{args.scale}-{args.clip}.json"
     write_json(out, report)
     print(out)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return report

@@ -1,5 +1,5 @@
-"""``python -m suite.leaderboard``: every record under the results folder → one self-contained
-HTML page (``results/leaderboard.html``). A pure function of the records, the searches' stored
+"""The leaderboard page: every record under the results folder → one self-contained HTML page
+(``results/leaderboard.html``; command line: ``suite/leaderboard/__main__.py``). A pure function of the records, the searches' stored
 outputs and ``suite/reported.yaml``.
 
 Tables are computed here and rendered by a Jinja2 template with autoescaping (method names and
@@ -9,26 +9,25 @@ listed as flagged and left out of every table, never averaged in.
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import io
 import json
-import sys
 import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from .aus import DATASET_AUS
-from .metrics import F1_LABELS, F1_VARIANTS
-from .paths import results_dir
-from .results import write_atomic
-from .selection import HEADLINE_SELECTIONS, SCHEMA_VERSION
-from .stats import INTERVAL_LABEL, bootstrap_interval, holm, paired_test, subject_counts
+from ..aus import DATASET_AUS
+from ..metrics import F1_LABELS, F1_VARIANTS
+from ..provenance import not_comparable
+from ..results import write_atomic
+from ..selection import HEADLINE_SELECTIONS, SCHEMA_VERSION
+from ..stats import INTERVAL_LABEL, bootstrap_interval, holm, paired_test, subject_counts
 
 DATASET_NAMES = {"casme2": "CASME II", "samm": "SAMM"}
 SELECTION_LABELS = {
@@ -51,7 +50,7 @@ OTHER_REGIMES = {
 HEADLINE_PRIORITY = {s: i for i, s in enumerate(HEADLINE_SELECTIONS)}
 HEADLINE_METHOD = "micro_au_clip"  # compared, paired over subjects, with every other ranked method
 ABLATIONS = ("micro_au_clip", "micro_au_clip_no_pta", "micro_au_clip_no_gda", "micro_au_clip_no_gdloss", "micro_au_clip_no_miaucl")
-REPORTED_FILE = Path(__file__).resolve().parent / "reported.yaml"
+REPORTED_FILE = Path(__file__).resolve().parent.parent / "reported.yaml"
 PROTOCOL_TEXT = (
     "Leave-one-subject-out outer folds; every clip is predicted once, by the model of its own subject's fold. "
     "F1 per AU on predictions pooled over all folds, averaged over the dataset's AUs "
@@ -266,13 +265,23 @@ def paired_comparisons(rows: list[Row], datasets: list[str], variant: str) -> li
 
 
 def detection_view(kept: list[dict], datasets: list[str], variant: str) -> dict:
-    """Every detection table of the page in one F1 variant."""
+    """Every detection table of the page in one F1 variant (the page adds its figures)."""
     rows = detection_rows(kept, datasets, variant)
     headline, others, optimistic, legacy = split_regimes(rows, datasets)
     return {"variant": variant, "label": F1_LABELS[variant], "rows": headline, "other_rows": others, "optimistic": optimistic,
-            "legacy_rows": legacy, "comparisons": paired_comparisons(headline, datasets, variant),
-            "all_rows": rows, "heatmaps": [(DATASET_NAMES[d], heatmap(headline, d, variant)) for d in datasets
-                                           if any(d in r.cells for r in headline)]}
+            "legacy_rows": legacy, "comparisons": paired_comparisons(headline, datasets, variant), "all_rows": rows}
+
+
+def measured_views(results: Path) -> tuple[list[dict], list[dict], list[dict], list[dict], list[str]]:
+    """(all records, the kept ones, the flagged ones, one ``detection_view`` per F1 variant — the
+    variant the records chose with first —, the datasets): what the page and the exports show."""
+    records = load_records(results)
+    kept, flagged = split_fingerprints(records)
+    datasets = list(DATASET_NAMES)  # both columns always: a missing dataset shows as a gap
+    chosen_with = Counter(r.get("metric", "binary") for r in kept)
+    headline_variant = max(F1_VARIANTS, key=lambda v: (chosen_with[v], v == "binary"))
+    views = [detection_view(kept, datasets, v) for v in sorted(F1_VARIANTS, key=lambda v: v != headline_variant)]
+    return records, kept, flagged, views, datasets
 
 
 def _png(fig) -> str:
@@ -350,7 +359,7 @@ def top_common(docs: list[dict], record_path: Path, k: int) -> list[dict]:
     their pooled test F1 — the gap between the two is the point. One vectorised pass per candidate."""
     import pandas as pd
 
-    from .metrics import f1_per_au
+    from ..metrics import f1_per_au
 
     record = json.loads(record_path.read_text())
     truth = pd.read_parquet(record_path.with_name(record["predictions"])).set_index("sample_id")
@@ -407,6 +416,7 @@ def optuna_plots(journal: Path) -> list[dict]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import optuna
+    from matplotlib.ticker import MaxNLocator
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
     from optuna.visualization import matplotlib as ovm
@@ -415,22 +425,28 @@ def optuna_plots(journal: Path) -> list[dict]:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     storage = JournalStorage(JournalFileBackend(str(journal)))
     plots = []
+    percent = {"target": lambda t: 100 * t.value, "target_name": "inner-validation F1 (%)"}
     for name in optuna.get_all_study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage)
         complete = [t for t in study.trials if t.state.name == "COMPLETE"]
-        for title, fn, need in (("optimization history", ovm.plot_optimization_history, 1),
-                                ("parallel coordinates", ovm.plot_parallel_coordinate, 2),
-                                ("parameter importances", ovm.plot_param_importances, 2)):
+        for title, fn, need, size in (("optimization history", ovm.plot_optimization_history, 1, (6.5, 3.6)),
+                                      ("parallel coordinates", ovm.plot_parallel_coordinate, 2, (9.0, 4.5)),
+                                      ("parameter importances", ovm.plot_param_importances, 2, (6.5, 3.6))):
             if len(complete) < need:
                 continue
             try:
-                ax = fn(study)
+                ax = fn(study, **percent)
             except (ValueError, RuntimeError, ZeroDivisionError) as e:  # e.g. importances with one distinct value
                 plots.append({"study": name, "title": title, "png": None, "note": str(e)[:200]})
                 continue
-            fig = (ax if hasattr(ax, "savefig") else np.ravel(ax)[0].figure)
-            fig.set_size_inches(6.5, 3.6)
-            plots.append({"study": name, "title": title, "png": _png(fig), "note": None})
+            axes = np.ravel(ax)
+            if title == "optimization history":
+                axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))  # trial numbers
+            fig = ax if hasattr(ax, "savefig") else axes[0].figure
+            fig.set_size_inches(*size)
+            note = (f"rests on {len(complete)} trials: too few for importances to mean much (read them from ~10 trials on)"
+                    if title == "parameter importances" and len(complete) < 10 else None)
+            plots.append({"study": name, "title": title, "png": _png(fig), "note": note})
             plt.close("all")
     return plots
 
@@ -439,22 +455,35 @@ def load_reported() -> list[dict]:
     return yaml.safe_load(REPORTED_FILE.read_text())
 
 
+def data_label(record: dict) -> str:
+    d = record.get("data")
+    if not d:
+        return f"not recorded (record written before provenance), fingerprint {record['data_fingerprint'][:12]}"
+    if d["kind"] == "synthetic":
+        return f"synthetic release (generator seed {d['seed']}, {d['scale']} scale), fingerprint {d['fingerprint'][:12]}"
+    sha = d.get("label_sha256")
+    return f"release {d['root']} ({d['label_file']}{', sha256 ' + sha[:12] if sha else ''}), fingerprint {d['fingerprint'][:12]}"
+
+
 def provenance(records: list[dict]) -> dict:
+    """What the shown numbers were measured on and with, for the top of the page."""
     def uniq(key):
         return sorted({json.dumps(r.get(key), sort_keys=True) if isinstance(r.get(key), dict) else str(r.get(key)) for r in records})
+    created = sorted(r["created"] for r in records if r.get("created"))
     return {"git_commits": uniq("git_commit"), "devices": uniq("device"),
+            "suite_versions": sorted({str(r.get("versions", {}).get("micro-au-suite")) for r in records}),
             "versions": sorted({json.dumps(r.get("versions"), sort_keys=True) for r in records}),
-            "fingerprints": sorted({(r["dataset"], r["data_fingerprint"]) for r in records}),
+            "data": {DATASET_NAMES.get(d, d): sorted({data_label(r) for r in records if r["dataset"] == d}) for d in sorted({r["dataset"] for r in records})},
+            "backbones": sorted({r.get("backbone", {}).get("label", "not recorded") for r in records if r.get("backbone", {}).get("kind") != "none"}),
+            "measured": (created[0][:10], created[-1][:10]) if created else None,
+            "not_comparable": sorted({why for r in records for why in not_comparable(r)}),
             "commands": sorted({r["command"] for r in records if r.get("command")})}
 
 
 def build_context(results: Path) -> dict:
-    records = load_records(results)
-    kept, flagged = split_fingerprints(records)
-    datasets = list(DATASET_NAMES)  # both columns always: a missing dataset shows as a gap
-    chosen_with = Counter(r.get("metric", "binary") for r in kept)
-    headline_variant = max(F1_VARIANTS, key=lambda v: (chosen_with[v], v == "binary"))  # what the records chose with
-    views = [detection_view(kept, datasets, v) for v in sorted(F1_VARIANTS, key=lambda v: v != headline_variant)]
+    records, kept, flagged, views, datasets = measured_views(results)
+    for v in views:
+        v["heatmaps"] = [(DATASET_NAMES[d], heatmap(v["rows"], d, v["variant"])) for d in datasets if any(d in r.cells for r in v["rows"])]
     main = views[0]
     ablation = [r for r in main["all_rows"] if r.method in ABLATIONS and r.selection == "fixed_epochs" and not r.legacy]
     reported = load_reported()
@@ -465,7 +494,7 @@ def build_context(results: Path) -> dict:
     return {
         "empty": not records,
         "datasets": datasets, "dataset_names": DATASET_NAMES, "views": views, "rows": main["rows"],
-        "mixed_metrics": len(chosen_with) > 1, "interval_label": INTERVAL_LABEL, "headline_method": HEADLINE_METHOD,
+        "mixed_metrics": len({r.get("metric", "binary") for r in kept}) > 1, "interval_label": INTERVAL_LABEL, "headline_method": HEADLINE_METHOD,
         "optimistic_notes": OTHER_REGIMES, "selection_labels": SELECTION_LABELS,
         "reported": [x for x in reported if x["task"] == "detection"],
         "reported_recognition": [x for x in reported if x["task"] == "recognition"],
@@ -474,7 +503,7 @@ def build_context(results: Path) -> dict:
         "provenance": provenance(kept), "protocol": PROTOCOL_TEXT,
         # '<' escaped as \u003c: still valid JSON, and no string can close the <script> element.
         "data_json": json.dumps({"detection": table_data, "reported": reported}, default=str).replace("<", "\\u003c"),
-        "n_records": len(records),
+        "n_records": len(records), "rendered": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
 
@@ -489,17 +518,3 @@ def render(results: Path, out: Path | None = None) -> Path:
     out = out or results / "leaderboard.html"
     write_atomic(out, html.encode())
     return out
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m suite.leaderboard", description=__doc__)
-    p.add_argument("--results", type=Path, help="results folder (default ./results or $MICRO_AU_RESULTS)")
-    p.add_argument("--out", type=Path, help="output HTML (default <results>/leaderboard.html)")
-    args = p.parse_args(argv)
-    path = render(results_dir(args.results), args.out)
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m suite.bench`` (``__main__``), the measurements (``measure``)."""
