@@ -341,23 +341,37 @@ def test_cluster_configs_validate_against_rays_schema(path):
         validate_config(prepare_config(broken))
 
 
-def test_search_on_two_node_cluster_uses_both_nodes(synthetic, tmp_path, monkeypatch):
-    from ray.cluster_utils import Cluster
+TWO_NODES = """
+import os, sys
+os.environ["RAY_AUTH_MODE"] = "token"  # as the shipped cluster configs start every Ray process (before Ray is imported)
+from ray.cluster_utils import Cluster
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+cluster.add_node(num_cpus=1, num_gpus=1)  # a fake-GPU worker node
+cluster.wait_for_nodes()
+print(cluster.address, flush=True)
+sys.stdin.read()  # until the test closes it
+cluster.shutdown()
+"""
 
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # as the shipped cluster configs start Ray
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+
+def test_search_on_two_node_cluster_uses_both_nodes(synthetic, tmp_path):
+    cluster = subprocess.Popen([sys.executable, "-c", TWO_NODES], cwd=ROOT, env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     try:
-        cluster.add_node(num_cpus=1, num_gpus=1)  # a fake-GPU worker node
-        cluster.wait_for_nodes()
+        address = cluster.stdout.readline().strip()
         results = tmp_path / "results"
         proc = _search(["--space", _space(tmp_path, TINY), "--data-root", synthetic / "CASME2", "--trials", 2, "--round-size", 2,
                         "--concurrency", 2, "--gpus-per-trial", 0, "--final-seeds", 0, "--baselines", "", "--results", results,
-                        "--name", "multi", "--address", cluster.address])
+                        "--name", "multi", "--address", address])
         assert proc.returncode == 0, proc.stderr[-3000:]
         docs = [json.loads(p.read_text()) for p in (results / "searches" / "multi" / "casme2" / "rounds").glob("*.json")]
         assert len(docs) == 2 and len({d["node_id"] for d in docs}) == 2
     finally:
-        cluster.shutdown()
+        cluster.stdin.close()
+        try:
+            cluster.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(cluster.pid, signal.SIGKILL)
 
 
 def test_launcher_hands_over_to_the_projects_interpreter(tmp_path):

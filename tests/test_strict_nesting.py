@@ -1,6 +1,7 @@
 """Strict nesting in-process (the search driver with slices run here instead of in Ray Tune; GP
 sampler, whose proposals follow the values themselves, not only their order):
-fold k's proposals and choice never see subject k's labels; a shared study's do."""
+fold k's proposals, choice and the values its study was told never see subject k's labels; the
+values a shared study is told do (whether its next proposals then move depends on the data)."""
 import json
 from pathlib import Path
 
@@ -76,11 +77,24 @@ def test_fold_k_never_sees_subject_k_but_a_shared_study_does(synthetic, tmp_path
     for n in (0, 1):
         assert len({json.dumps(p) for t in tasks for num, p in [(t["number"], t["params"])] if num == n}) == 1
 
+    # what a sampler learns from is what it was told: fold k's own study was told the same values
+    # whatever subject k's labels say; the shared study, which proposes fold k's candidates, was not
+    assert _told(tmp_path, "strict", None, f"fold{k}") == _told(tmp_path, "strict", folds[k].test_subject, f"fold{k}")
     shared, shared_tasks, _ = _search(synthetic, tmp_path, "shared")
     shared_flipped, shared_flipped_tasks, _ = _search(synthetic, tmp_path, "shared", folds[k].test_subject)
-    after_startup = lambda ts: [p for num, p in proposals(ts, k) if num >= 2]  # noqa: E731
-    assert after_startup(shared_tasks) != after_startup(shared_flipped_tasks)  # subject k steered fold k's candidates
+    assert _told(tmp_path, "shared", None, "shared") != _told(tmp_path, "shared", folds[k].test_subject, "shared")
     assert shared["selection"] == "shared_nested" and summary["selection"] == "strict_nested"
+
+
+def _told(tmp_path: Path, selection: str, flip_subject, key: str) -> list[float]:
+    """The values one study of a finished in-process search was told, in trial order."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = tmp_path / f"results-{selection}-{flip_subject}" / "searches" / "inv" / "optuna.journal"
+    study = optuna.load_study(study_name=f"inv-casme2-{key}", storage=JournalStorage(JournalFileBackend(str(journal))))
+    return [t.value for t in study.trials]
 
 
 def _plan(journal: Path, space, opts, interrupt: bool = False):

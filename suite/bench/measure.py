@@ -169,7 +169,7 @@ def trials_per_hour(dataset: str, root: Path, packing: int, n_trials: int, fixed
     import yaml
 
     from .. import search
-    from .spaces import load_space
+    from ..spaces import load_space
 
     gsd = load_space("gsd")
     cpus = os.cpu_count() or 1

@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .options import DEFAULT_BASELINES, SAMPLERS, SELECTIONS, SearchOptions
+from .options import DEFAULT_BASELINES, SAMPLERS, SELECTIONS, SearchError, SearchOptions, token_auth_environment
 
 DESCRIPTION = """\
 Hyper-parameter search with strictly nested leave-one-subject-out selection (Ray Tune + Optuna).
@@ -89,6 +89,11 @@ def options_from_args(args: argparse.Namespace, argv) -> SearchOptions:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    try:
+        token_auth_environment(args.address)  # before Ray is imported: Ray reads the mode then
+    except SearchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     from .run import run_search
 
     return run_search(options_from_args(args, argv))

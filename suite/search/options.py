@@ -77,6 +77,26 @@ class SearchOptions:
         return "shared_nested_data_independent" if self.sampler in DATA_INDEPENDENT_SAMPLERS else "shared_nested"
 
 
+def token_auth_environment(address: str | None) -> None:
+    """Ray's authentication mode for this process and every Ray process it starts, failing closed.
+    It must be set before Ray is imported (Ray reads it into its configuration then), so the
+    command line calls this first. Joining a cluster (``address``) requires its token. A local
+    cluster uses Ray's own default (since 2.59): token authentication with ``~/.ray/auth_token``,
+    which Ray generates on first use — but only when the mode is not set explicitly, so an explicit
+    ``token`` without any token is left to that default. ``disabled`` is refused."""
+    import os
+
+    mode = os.environ.get("RAY_AUTH_MODE", "").lower()
+    if mode == "disabled":
+        raise SearchError("RAY_AUTH_MODE=disabled: refusing to run Ray without token authentication (anyone who can reach "
+                          "its ports could run code here); unset it. Clusters: run `ray get-auth-token --generate` before `ray up`")
+    token = os.environ.get("RAY_AUTH_TOKEN") or os.path.exists(os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token"))
+    if address or token:
+        os.environ["RAY_AUTH_MODE"] = "token"
+    elif mode == "token":
+        del os.environ["RAY_AUTH_MODE"]
+
+
 def data_roots(datasets, data_root: str | None) -> dict[str, Path | None]:
     """``--data-root``: one release folder (one dataset), a folder holding CASME2/ and SAMM/, or
     ``casme2=PATH,samm=PATH``. None → the synthetic default."""

@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from .options import SearchError, SearchOptions, check_counts, data_roots, parse_fidelity
+from .options import SearchError, SearchOptions, check_counts, data_roots, parse_fidelity, token_auth_environment
 from .tune_rounds import StageIncomplete
 
 
@@ -108,29 +108,12 @@ def _resources(opts: SearchOptions) -> SearchOptions:
     return opts.with_(gpus_per_trial=gpus, concurrency=concurrency)
 
 
-def check_token_auth() -> None:
-    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
-        raise SearchError("RAY_AUTH_MODE=disabled: refusing to run Ray without token authentication (anyone who can reach "
-                          "its ports could run code here); unset it. Clusters: run `ray get-auth-token --generate` before `ray up`")
-
-
-def _token_available() -> bool:
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
-    return bool(os.environ.get("RAY_AUTH_TOKEN")) or os.path.exists(path)
-
-
 def start_ray(address: str | None) -> None:
-    """``ray.init`` with token authentication, failing closed. Joining a cluster (``address``)
-    requires its token. A local cluster uses Ray's own default (since 2.59): token authentication
-    with ``~/.ray/auth_token``, which Ray generates on first use — Ray generates it only when the
-    mode is not set explicitly, so an explicit ``token`` without a token file is left to that default."""
+    """``ray.init`` once ``token_auth_environment`` has set the mode (before Ray was imported),
+    then a check that Ray did enable token authentication."""
     import ray
 
-    check_token_auth()
-    if address:
-        os.environ["RAY_AUTH_MODE"] = "token"
-    elif os.environ.get("RAY_AUTH_MODE", "").lower() == "token" and not _token_available():
-        del os.environ["RAY_AUTH_MODE"]
+    token_auth_environment(address)
     ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":  # Ray sets it when it enables token auth
         ray.shutdown()
@@ -146,7 +129,7 @@ def run_search(opts: SearchOptions) -> int:
 
     start = time.time()
     try:
-        check_token_auth()
+        token_auth_environment(opts.address)
         plans, roots = _preflight(opts)
     except (SpaceError, SearchError, DataError, KeyError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)

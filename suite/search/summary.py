@@ -36,7 +36,8 @@ def format_summary(summary: dict) -> str:
         rows.append(("selected on test folds (optimistic, as most papers)", pct(d["selected_on_test_folds_f1"])))
         dep = d["deployment"]
         if dep["params"] is not None and dep["seeds_f1"]:
-            rows.append((f"deployment configuration, {len(dep['seeds_f1'])} seeds (optimistic)", pct(dep["mean"])))
+            n = len(dep["seeds_f1"])
+            rows.append((f"deployment configuration, {n} seed{'s' if n != 1 else ''} (optimistic)", pct(dep["mean"])))
         lines += [f"    {label:<{width}} {value}" for label, value in rows]
         if dep["params"] is not None:
             lines.append(f"    deployment configuration (chosen on all subjects): {fmt_params(dep['params'])}; "

@@ -13,6 +13,7 @@ failed with the reason.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ray import tune
@@ -66,6 +67,9 @@ class TuneExecutor:
             name = f"{exp_name}-resume{attempt}"
         print(f"{name}: {len(slices)} slice(s) of Optuna ({opts.sampler}) proposals as Ray Tune trials, "
               f"{opts.concurrency or 'as many as fit'} at a time{' (resumed)' if attempt else ''}", flush=True)
+        # Tune's console output off: with verbose=0 its newer reporter still prints a header naming its
+        # placeholder search algorithm (Optuna proposes here) and a TensorBoard hint; SliceProgress reports instead
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
         tuner = tune.Tuner(
             trainable,
             param_space={"round": slices[0].round, "proposal": tune.grid_search([s.proposal for s in slices])},
