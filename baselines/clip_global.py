@@ -65,7 +65,7 @@ class ClipZeroShot(nn.Module):
 
     def forward(self, batch: dict) -> dict:
         img = nn.functional.normalize(self.encoder.image_embedding(batch["apex"]).float(), dim=-1)
-        text = self.encoder.text_features
+        text = self.encoder.prompt_embeddings()
         return {"logits": self.scale * (img @ text[: self.k].T - img @ text[self.k:].T)}
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from .aus import ACTION_UNITS
+
 CASME2_EMOTIONS = ("happiness", "disgust", "repression", "surprise", "others", "sadness", "fear")
 CASME2_CLASSES = ("happiness", "disgust", "repression", "surprise", "others")  # 5-class protocol
 SAMM_EMOTION_NAMES = ("Anger", "Contempt", "Disgust", "Fear", "Happiness", "Sadness", "Surprise", "Other")
@@ -67,3 +69,22 @@ def objective_class(aus: Iterable[int]) -> int:
     if not matches:
         return 7
     return max(matches, key=lambda cls: (matches[cls], -cls))
+
+
+# --- prompt-based recognition (our reading of "zero-shot recognition through text prompts") ----
+# The AUs each class prompt describes: the defining AUs of the class's rules above; an empty tuple
+# is a face without visible movement ("others" / class VII).
+CLASS_PROMPT_AUS: dict = {
+    1: (6, 12), 2: (1, 2, 5, 25), 3: (4, 7, 23), 4: (9, 10), 5: (1, 15), 6: (1, 2, 4, 20), 7: (),
+    "happiness": (6, 12), "surprise": (1, 2, 25), "disgust": (4, 7, 9, 10), "repression": (15, 17), "others": (),
+}
+# (task, classes) in the order of a model's class prompts
+RECOGNITION_CLASSES = (("objective", OBJECTIVE_CLASSES), ("emotion5", CASME2_CLASSES))
+
+
+def class_prompt(cls) -> str:
+    """The text prompt of a recognition class, from its AUs' descriptions (no emotion word)."""
+    aus = CLASS_PROMPT_AUS[cls]
+    if not aus:
+        return "a face without visible facial movement"
+    return "a face with " + ", ".join(ACTION_UNITS[a].description for a in aus)

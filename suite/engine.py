@@ -100,6 +100,7 @@ class FoldOutput:
     inner_f1: float | None = None  # cross-fitted F1 on the inner-validation subjects (search objective)
     history: list = field(default_factory=list)
     inner: InnerPredictions | None = None
+    recognition: np.ndarray | None = None  # [n_test, classes]: prompt-based recognition scores (suite.emotions.RECOGNITION_CLASSES)
 
 
 class Engine:
@@ -133,6 +134,8 @@ class Engine:
         model = self.acc.unwrap_model(self.model)
         if not getattr(model, "batchable", False):
             return False, f"{self.spec.name} has no batched form"
+        if getattr(model, "batch_refusal", None):
+            return False, model.batch_refusal
         if self.features is None:
             return False, "its encoder is trained (backbone_mode is not frozen), so there are no cached features to batch over"
         return True, ""
@@ -218,15 +221,23 @@ class Engine:
     def _f1(self, idx: np.ndarray, prob: np.ndarray) -> float:
         return float(f1_per_au(self.data.labels[idx], prob >= 0.5, self.hp["metric"], self.data.known[idx]).mean())
 
-    @torch.no_grad()
     def predict(self, idx: np.ndarray, chunk: int = 256) -> np.ndarray:
+        return self.predict_with_recognition(idx, chunk)[0]
+
+    @torch.no_grad()
+    def predict_with_recognition(self, idx: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
+        """(AU probabilities [n, K], prompt-based recognition scores [n, C] when the model gives them)."""
         self.model.eval()
-        out = []
+        probs, scores = [], []
         for start in range(0, len(idx), chunk):
             with self.acc.autocast():
-                logits = self.forward(self.batch(idx[start:start + chunk], with_labels=False))["logits"]
-            out.append(torch.sigmoid(logits.float()).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(self.aus)))
+                out = self.forward(self.batch(idx[start:start + chunk], with_labels=False))
+            probs.append(torch.sigmoid(out["logits"].float()).cpu().numpy())
+            if "recognition" in out:
+                scores.append(out["recognition"].float().cpu().numpy())
+        if not probs:
+            return np.zeros((0, len(self.aus))), None
+        return np.concatenate(probs), (np.concatenate(scores) if scores else None)
 
     # --- protocol -----------------------------------------------------------------------
     def run_fold(self, fold: Fold, selection: str | None = None) -> FoldOutput:
@@ -242,7 +253,8 @@ class Engine:
         epochs = self.hp["epochs"]
         if selection == "fixed":
             self.train(fold.train, epochs, fold_seed)
-            return FoldOutput(fold.index, fold.test, self.predict(fold.test), np.full(len(self.aus), 0.5), epochs)
+            prob, recognition = self.predict_with_recognition(fold.test)
+            return FoldOutput(fold.index, fold.test, prob, np.full(len(self.aus), 0.5), epochs, recognition=recognition)
         if selection != "inner":
             raise ValueError(f"selection {selection!r}: choose 'fixed' or 'inner'")
         val = self.data.any_known(fold.inner_val)
@@ -253,5 +265,6 @@ class Engine:
         # training is a prefix: the outer model trained for best_epoch epochs equals one trained
         # longer and read at that epoch (same seed, same order, constant learning rate)
         self.train(fold.train, max(best_epoch, 1), fold_seed)
-        return FoldOutput(fold.index, fold.test, self.predict(fold.test), threshold, best_epoch, inner_f1, history,
-                          InnerPredictions(val, epoch_numbers, val_probs))
+        prob, recognition = self.predict_with_recognition(fold.test)
+        return FoldOutput(fold.index, fold.test, prob, threshold, best_epoch, inner_f1, history,
+                          InnerPredictions(val, epoch_numbers, val_probs), recognition)

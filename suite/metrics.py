@@ -96,12 +96,14 @@ def classification_scores(y_true: Sequence, y_pred: Sequence, classes: Sequence)
 
 
 def recognition_metrics(dataset: str, pred_sets: list[set[int]], emotions: Sequence[str], objective: Sequence[int],
-                        true_sets: list[set[int]]) -> dict:
+                        true_sets: list[set[int]], prompted: dict[str, list] | None = None) -> dict:
     """Emotion-label-free ME recognition: predicted AU sets → classes by rule tables, scored
     against the dataset's labels. CASME II: 5 emotion classes and objective classes; SAMM:
     objective classes (no published AU → SAMM-emotion rule table). Each task also carries its
     ``oracle``: the true labels of the evaluated AUs through the same rules — the ceiling of
-    perfect detection, below 1 because the rules also use AUs outside the evaluated set."""
+    perfect detection, below 1 because the rules also use AUs outside the evaluated set.
+    ``prompted``: task → the classes a model recognised through text prompts, scored the same way
+    as ``<task>_prompt`` (no rule, so no oracle)."""
     out = {}
     tasks = []
     if dataset == "casme2":
@@ -113,6 +115,8 @@ def recognition_metrics(dataset: str, pred_sets: list[set[int]], emotions: Seque
             truth = [labels[i] for i in keep]
             out[name] = {**classification_scores(truth, [rule(pred_sets[i]) for i in keep], classes),
                          "oracle": classification_scores(truth, [rule(true_sets[i]) for i in keep], classes)}
+            if prompted and name in prompted:
+                out[f"{name}_prompt"] = classification_scores(truth, [prompted[name][i] for i in keep], classes)
     return out
 
 

@@ -30,7 +30,8 @@ PRESETS = {
         "arXiv 2603.16302 as described by an AI-written digest of the full text (arxivsub/arXivSub_daily_arxiv, "
         "entry 466, 2026-03-18; not fully reliable): ViT-B/32, optical-flow input, fine-tuned text encoder, "
         "prompt-based recognition",
-        {"clip_model": "ViT-B-32", "image_size": 224, "motion": "flow", "backbone_mode": "full", "text_mode": "full"},
+        {"clip_model": "ViT-B-32", "image_size": 224, "motion": "flow", "backbone_mode": "full", "text_mode": "full",
+         "prompt_recognition": True},
     ),
 }
 

@@ -60,6 +60,12 @@ def register_variant(name: str, base: str, overrides: dict, description: str) ->
     _REGISTRY[name] = MethodSpec(name, spec.build, {**spec.defaults, **overrides}, description, spec.needs_flow)
 
 
+def needs_flow(spec: MethodSpec, hparams: dict) -> bool:
+    """Whether a configuration reads the onset→apex optical flow (the flow baselines; Micro-AU CLIP
+    with ``motion=flow``): its dataset cache must hold the flow."""
+    return spec.needs_flow or hparams.get("motion") == "flow"
+
+
 def _load_all() -> None:
     for module in METHOD_MODULES:
         importlib.import_module(module)

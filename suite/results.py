@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .emotions import RECOGNITION_CLASSES
 from .metrics import F1_VARIANTS, detection_metrics, recognition_metrics
 from .provenance import backbone_provenance, data_provenance
 from .selection import CHOSEN_BY, SCHEMA_VERSION
@@ -113,7 +114,9 @@ def metrics_from_predictions(frame: pd.DataFrame, dataset: str, aus, metric: str
     out["interval"] = INTERVAL_LABEL
     def sets(prefix):
         return [{a for a, v in zip(aus, row) if v} for row in frame[[f"{prefix}_{c}" for c in cols]].to_numpy()]
-    out["mer"] = recognition_metrics(dataset, sets("pred"), frame["emotion"].tolist(), frame["objective_class"].tolist(), sets("true"))
+    prompted = {task: frame[f"prompt_{task}"].tolist() for task, _ in RECOGNITION_CLASSES if f"prompt_{task}" in frame.columns}
+    out["mer"] = recognition_metrics(dataset, sets("pred"), frame["emotion"].tolist(), frame["objective_class"].tolist(), sets("true"),
+                                     prompted)
     out["n_samples"] = int(scored.sum())
     return out
 
@@ -127,6 +130,11 @@ def predictions_frame(data, outputs, aus) -> pd.DataFrame:
         for j, i in enumerate(out.test):
             row = {"sample_id": data.sample_id[i], "subject": data.subject[i], "fold": out.fold,
                    "emotion": data.emotion[i], "objective_class": int(data.objective_class[i])}
+            if out.recognition is not None:  # the prompt-recognised class of each task
+                start = 0
+                for task, classes in RECOGNITION_CLASSES:
+                    row[f"prompt_{task}"] = classes[int(np.argmax(out.recognition[j, start:start + len(classes)]))]
+                    start += len(classes)
             for k, a in enumerate(aus):
                 row[f"prob_AU{a}"] = float(out.prob[j, k])
                 row[f"pred_AU{a}"] = int(out.prob[j, k] >= out.threshold[k])

@@ -17,7 +17,7 @@ from .data import load_cache, prepare
 from .engine import DatasetTensors, Engine, FoldOutput, device_name, get_accelerator
 from .paths import results_dir, token_cache_dir
 from .protocol import loso_folds
-from .registry import get_method, resolve_hparams
+from .registry import get_method, needs_flow, resolve_hparams
 from .results import config_id, predictions_frame, write_run
 
 
@@ -74,7 +74,7 @@ def run(method: str, dataset: str, data_root: Path | None = None, overrides: dic
     ``engine``: auto | batched | sequential (``evaluate_folds``)."""
     spec = get_method(method)
     hp = resolve_hparams(spec, overrides)
-    cache, data = load_dataset(dataset, data_root, results, hp.get("image_size", 112), spec.needs_flow, log)
+    cache, data = load_dataset(dataset, data_root, results, hp.get("image_size", 112), needs_flow(spec, hp), log)
     out_dir = Path(out) if out else results_dir(results) / "runs"
     cid = config_id(method, dataset, hp, cache.fingerprint)
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
@@ -107,7 +107,7 @@ def run_chosen(method: str, dataset: str, data_root: Path | None, hparams_by_fol
     thresholds are re-chosen on each fold's inner-validation subjects as in the search."""
     spec = get_method(method)
     first = hparams_by_fold[min(hparams_by_fold)]
-    cache, data = load_dataset(dataset, data_root, results, first.get("image_size", 112), spec.needs_flow)
+    cache, data = load_dataset(dataset, data_root, results, first.get("image_size", 112), needs_flow(spec, first))
     start = time.time()
     by_seed, used = evaluate_folds(method, lambda k: hparams_by_fold[k], data, seeds, results, compile, engine)
     seconds = (time.time() - start) / len(seeds)

@@ -36,7 +36,9 @@ def au_table(record: dict) -> str:
                      f"(per-fold mean {100 * f1[variant]['fold_mean']:.1f})")
     lines.append(f"[..]: {record['interval']}")
     for name, m in record["mer"].items():
-        lines.append(f"{name}: UF1 {m['uf1']:.3f}  UAR {m['uar']:.3f}  WF1 {m['wf1']:.3f}  acc {m['accuracy']:.3f}  (n={m['n']})")
+        oracle = f"  (oracle UF1 {100 * m['oracle']['uf1']:.1f})" if "oracle" in m else ""
+        lines.append(f"recognition {name}: UF1 {100 * m['uf1']:.1f}  UAR {100 * m['uar']:.1f}  WF1 {100 * m['wf1']:.1f}  "
+                     f"accuracy {100 * m['accuracy']:.1f}  (n={m['n']}){oracle}")
     return "\n".join(lines)
 
 
@@ -68,8 +70,12 @@ def main(argv=None) -> int:
     p.add_argument("--metric", choices=("binary", "macro"),
                    help="F1 variant that chooses epochs and thresholds and heads the table; records carry both "
                         "(same as --set metric=…; default: binary)")
+    p.add_argument("--preset", choices=("ours", "paper"),
+                   help="a named Micro-AU CLIP configuration (docs/method.md): ours, or paper (ViT-B-32, flow input, trained text "
+                        "tower, prompt-based recognition); --set overrides any of its keys (default: the method's defaults)")
     p.add_argument("--list-methods", action="store_true", help="list the registered methods and exit")
     args = p.parse_args(argv)
+    from .presets import preset_overrides
     from .registry import methods  # torch, open_clip: after the arguments, so --help is instant
     from .runs import run
 
@@ -79,9 +85,10 @@ def main(argv=None) -> int:
         return 0
     command = "python -m suite.train " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
-        overrides = parse_sets(args.set) | ({"metric": args.metric} if args.metric else {})
+        preset, preset_fields = preset_overrides(args.preset, args.method)
+        overrides = preset | parse_sets(args.set) | ({"metric": args.metric} if args.metric else {})
         paths = run(args.method, args.dataset, args.data_root, overrides, args.seeds, args.out, args.results,
-                    compile=args.compile, extra={"command": command}, engine=args.engine)
+                    compile=args.compile, extra={"command": command, **preset_fields}, engine=args.engine)
     except (KeyError, ValueError, DataError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2

@@ -48,6 +48,8 @@ OTHER_REGIMES = {
                   "final seeds; every test subject helped choose it.",
 }
 HEADLINE_PRIORITY = {s: i for i, s in enumerate(HEADLINE_SELECTIONS)}
+TASK_LABELS = {"emotion5": "CASME II emotions (5), rule table", "objective": "objective classes, rule table",
+               "emotion5_prompt": "CASME II emotions (5), text prompts", "objective_prompt": "objective classes, text prompts"}
 HEADLINE_METHOD = "micro_au_clip"  # compared, paired over subjects, with every other ranked method
 ABLATIONS = ("micro_au_clip", "micro_au_clip_no_pta", "micro_au_clip_no_gda", "micro_au_clip_no_gdloss", "micro_au_clip_no_miaucl")
 REPORTED_FILE = Path(__file__).resolve().parent.parent / "reported.yaml"
@@ -477,6 +479,7 @@ def provenance(records: list[dict]) -> dict:
             "backbones": sorted({r.get("backbone", {}).get("label", "not recorded") for r in records if r.get("backbone", {}).get("kind") != "none"}),
             "measured": (created[0][:10], created[-1][:10]) if created else None,
             "not_comparable": sorted({why for r in records for why in not_comparable(r)}),
+            "presets": sorted({(r["preset"], r.get("preset_source", "")) for r in records if r.get("preset")}),
             "commands": sorted({r["command"] for r in records if r.get("command")})}
 
 
@@ -495,7 +498,7 @@ def build_context(results: Path) -> dict:
         "empty": not records,
         "datasets": datasets, "dataset_names": DATASET_NAMES, "views": views, "rows": main["rows"],
         "mixed_metrics": len({r.get("metric", "binary") for r in kept}) > 1, "interval_label": INTERVAL_LABEL, "headline_method": HEADLINE_METHOD,
-        "optimistic_notes": OTHER_REGIMES, "selection_labels": SELECTION_LABELS,
+        "optimistic_notes": OTHER_REGIMES, "selection_labels": SELECTION_LABELS, "task_labels": TASK_LABELS,
         "reported": [x for x in reported if x["task"] == "detection"],
         "reported_recognition": [x for x in reported if x["task"] == "recognition"],
         "ablation": ablation if len({r.method for r in ablation}) > 1 else [],

@@ -16,6 +16,7 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 
 BACKBONE_MODES = ("frozen", "last_n", "full")
+TEXT_MODES = ("frozen", "last_n", "full")
 
 
 def tiny_config(image_size: int = 112) -> dict:
@@ -47,13 +48,18 @@ def create_clip(name: str, pretrained: str | None, image_size: int):
 
 
 class ClipTokenEncoder(nn.Module):
-    """The image tower (trainable as ``backbone_mode`` allows) and fixed prompt embeddings."""
+    """The image tower (trainable as ``backbone_mode`` allows) and the prompt embeddings: encoded
+    once by a frozen text tower (``text_mode='frozen'``, the tower then dropped), or by a text
+    tower kept and trained (``last_n`` of its blocks, or ``full``), all prompts re-encoded in one
+    batch whenever ``prompt_embeddings()`` is called (once per training step)."""
 
     def __init__(self, name: str, pretrained: str | None, image_size: int, mode: str, last_n: int,
-                 token_layer: int, prompts: list[str]):
+                 token_layer: int, prompts: list[str], text_mode: str = "frozen", text_last_n: int = 1):
         super().__init__()
         if mode not in BACKBONE_MODES:
             raise ValueError(f"backbone_mode {mode!r}: choose one of {BACKBONE_MODES}")
+        if text_mode not in TEXT_MODES:
+            raise ValueError(f"text_mode {text_mode!r}: choose one of {TEXT_MODES}")
         clip, tokenizer = create_clip(name, pretrained, image_size)
         self.visual = clip.visual
         self.mode = mode
@@ -67,15 +73,35 @@ class ClipTokenEncoder(nn.Module):
         elif mode == "last_n":
             # open_clip's groups end with [last block, ln_post] and proj: n blocks → n + 1 groups.
             self.visual.lock(unlocked_groups=min(last_n, n_blocks) + 1)
-        with torch.no_grad():  # the text tower is frozen: prompts are encoded once, then dropped
-            text = clip.encode_text(tokenizer(prompts, context_length=clip.context_length)) if prompts else torch.zeros(0, self.embed_dim)
-        self.register_buffer("text_features", nn.functional.normalize(text.float(), dim=-1))
+        self.text_mode = text_mode
+        tokens = tokenizer(prompts, context_length=clip.context_length) if prompts else None
+        if text_mode == "frozen":  # prompts encoded once, the text tower dropped
+            with torch.no_grad():
+                text = clip.encode_text(tokens) if prompts else torch.zeros(0, self.embed_dim)
+            self.register_buffer("text_features", nn.functional.normalize(text.float(), dim=-1))
+            self.text = None
+        else:
+            del clip.visual  # kept above as self.visual; the rest of the model is the text tower
+            clip.logit_scale.requires_grad_(False)  # CLIP's own image-text scale: unused here
+            if text_mode == "last_n":
+                clip.lock_text_tower(unlocked_layers=text_last_n)
+            self.text = clip
+            self.register_buffer("prompt_tokens", tokens)
         self.register_buffer("mean", torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1))
 
     @property
     def frozen(self) -> bool:
         return self.mode == "frozen"
+
+    def prompt_embeddings(self) -> torch.Tensor:
+        """Normalised prompt embeddings [P, embed_dim], in the order the prompts were given."""
+        if self.text is None:
+            return self.text_features
+        return nn.functional.normalize(self.text.encode_text(self.prompt_tokens).float(), dim=-1)
+
+    def text_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.text.parameters() if p.requires_grad] if self.text is not None else []
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [B, H, W, 3] (or float in [0, 1]) → normalised float [B, 3, H, W]."""

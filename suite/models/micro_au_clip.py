@@ -7,7 +7,14 @@ dependency) through Global Dependency Attention and a GDLoss; a micro-AU contras
 Everything else here is **our reading**, each choice a hyper-parameter (``DEFAULTS``) and
 documented in ``docs/method.md``:
 
-* motion input: apex − onset difference of projected patch tokens (``motion``);
+* motion input: apex − onset difference of projected patch tokens (``motion``); or the onset→apex
+  optical flow fed to the image tower as an image (``motion='flow'``: horizontal, vertical and
+  magnitude channels, ``flow_scale`` pixels mapped onto [0, 1]; the ``paper`` preset);
+* text tower: frozen, prompts encoded once (default), or trained (``text_mode``), prompts then
+  re-encoded once per step (the ``paper`` preset, after a secondary source);
+* prompt-based recognition (``prompt_recognition``): the clip's AU features, weighted by the
+  predicted AU probabilities, compared in the joint space with class prompts built from each
+  class's AU descriptions (``suite.aus.class_prompt``); no emotion label is used;
 * PTA: per-AU learnable multi-head query attending *only* over the tokens of that AU's
   face-template region (a hard mask), output projected in the joint embedding space;
 * GDA: pre-norm self-attention across the K AU features with a temperature ``tau_gd``;
@@ -28,11 +35,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..aus import ACTION_UNITS, au_prompt
+from ..emotions import RECOGNITION_CLASSES, class_prompt
 from ..registry import register, register_variant
 from .clip_backbone import ClipTokenEncoder
 from .losses import pos_weight_from_labels, weighted_bce, weighted_mean
 
-MOTION_MODES = ("token_diff", "apex", "diff_image", "concat")
+MOTION_MODES = ("token_diff", "apex", "diff_image", "concat", "flow")
 
 DEFAULTS = {
     # backbone
@@ -44,6 +52,12 @@ DEFAULTS = {
     "token_layer": -1,
     "backbone_lr_scale": 0.1,
     "motion": "token_diff",
+    "flow_scale": 4.0,  # motion=flow: pixels of onset→apex flow mapped onto the full input range
+    # text tower: frozen (prompts encoded once) | last_n | full (prompts re-encoded every step)
+    "text_mode": "frozen",
+    "text_last_n": 1,
+    "text_lr_scale": 0.1,
+    "prompt_recognition": False,  # also recognise classes by text prompts (sequential engine)
     # LSI: Patch Token Attention
     "use_pta": True,
     "pta_heads": 2,
@@ -180,6 +194,21 @@ def miau_contrastive_loss(features: torch.Tensor, text: torch.Tensor, labels: to
     return weighted_mean(ce, weight)
 
 
+def flow_image(flow: torch.Tensor, scale: float) -> torch.Tensor:
+    """Onset→apex flow [B, H, W, 2] in pixels → an image in [0, 1] [B, H, W, 3]: horizontal and
+    vertical displacement around 0.5 and the magnitude from 0, ``scale`` pixels spanning the range."""
+    flow = flow.float() / scale
+    uv = 0.5 + 0.5 * flow.clamp(-1, 1)
+    return torch.cat([uv, flow.norm(dim=-1, keepdim=True).clamp(max=1)], dim=-1)
+
+
+def prompt_recognition(features: torch.Tensor, probs: torch.Tensor, class_prompts: torch.Tensor) -> torch.Tensor:
+    """Class scores [B, C]: cosine between the clip's AU features [B, K, E], averaged with the
+    predicted AU probabilities [B, K] as weights, and the normalised class prompts [C, E]."""
+    weighted = (F.normalize(features.float(), dim=-1) * probs[..., None]).sum(1) / probs.sum(1, keepdim=True).clamp_min(1e-6)
+    return F.normalize(weighted, dim=-1) @ class_prompts.T
+
+
 class MicroAUCLIP(nn.Module):
     def __init__(self, hp: dict, aus: tuple[int, ...]):
         super().__init__()
@@ -190,8 +219,10 @@ class MicroAUCLIP(nn.Module):
         self.hp, self.aus = hp, tuple(aus)
         k = len(aus)
         prompts = [au_prompt(a, True) for a in aus] + [au_prompt(a, False) for a in aus]
+        if hp["prompt_recognition"]:  # the class prompts follow the AU prompts (RECOGNITION_CLASSES order)
+            prompts += [class_prompt(c) for _, classes in RECOGNITION_CLASSES for c in classes]
         self.encoder = ClipTokenEncoder(hp["clip_model"], hp["pretrained"], hp["image_size"], hp["backbone_mode"],
-                                        hp["last_n"], hp["token_layer"], prompts)
+                                        hp["last_n"], hp["token_layer"], prompts, hp["text_mode"], hp["text_last_n"])
         d = self.encoder.embed_dim
         self.fuse = nn.Linear(2 * d, d) if hp["motion"] == "concat" else None
         masks = region_masks(aus, self.encoder.grid, hp["region_dilation"])
@@ -216,6 +247,15 @@ class MicroAUCLIP(nn.Module):
     batchable = True  # on cached features, the fold-batched engine may train many of these as one
 
     @property
+    def batch_refusal(self) -> str | None:
+        """Why the fold-batched engine cannot train this configuration (None: it can)."""
+        if self.hp["text_mode"] != "frozen":
+            return f"its text tower is trained (text_mode={self.hp['text_mode']}): prompts are re-encoded every step"
+        if self.hp["prompt_recognition"]:
+            return "prompt-based recognition is predicted by the sequential engine"
+        return None
+
+    @property
     def encoder_frozen(self) -> bool:
         """The engine computes ``encode`` once per dataset and passes ``features`` instead."""
         return self.encoder.frozen and self.fuse is None
@@ -223,7 +263,8 @@ class MicroAUCLIP(nn.Module):
     @property
     def encode_config(self) -> dict:
         """What ``encode`` depends on besides the encoder's weights (keys the token cache)."""
-        return {"method": "micro_au_clip", "motion": self.hp["motion"], "token_index": self.encoder.token_index}
+        config = {"method": "micro_au_clip", "motion": self.hp["motion"], "token_index": self.encoder.token_index}
+        return {**config, "flow_scale": self.hp["flow_scale"]} if self.hp["motion"] == "flow" else config
 
     def on_fold_start(self, train_labels: np.ndarray, known: np.ndarray) -> None:
         """Fold statistics from the training subjects' known labels only."""
@@ -232,18 +273,24 @@ class MicroAUCLIP(nn.Module):
         self.dependency.copy_(torch.as_tensor(dependency_matrix(y, known), dtype=torch.float32))
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
-        backbone = [p for p in self.encoder.parameters() if p.requires_grad]
-        ids = {id(p) for p in backbone}
+        """Heads at ``lr``; the image tower at ``lr·backbone_lr_scale``; the text tower at ``lr·text_lr_scale``."""
+        backbone = [p for p in self.encoder.visual.parameters() if p.requires_grad]
+        text = self.encoder.text_parameters()
+        ids = {id(p) for p in backbone + text}
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
         groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay}]
         if backbone:
             groups.append({"params": backbone, "lr": lr * self.hp["backbone_lr_scale"], "weight_decay": weight_decay})
+        if text:
+            groups.append({"params": text, "lr": lr * self.hp["text_lr_scale"], "weight_decay": weight_decay})
         return groups
 
     # --- forward ------------------------------------------------------------------------
     def encode(self, batch: dict) -> torch.Tensor:
         """Motion token features [B, N, E] from the onset/apex frames."""
         enc, mode = self.encoder, self.hp["motion"]
+        if mode == "flow":
+            return enc.embed(flow_image(batch["flow"], self.hp["flow_scale"]))
         if mode == "diff_image":
             diff = (batch["apex"].float() - batch["onset"].float()) / 255.0
             return enc.embed((0.5 + 2.0 * diff).clamp(0, 1))
@@ -266,14 +313,17 @@ class MicroAUCLIP(nn.Module):
     def forward(self, batch: dict) -> dict:
         tokens = batch["features"] if "features" in batch else self.encode(batch)
         f, attention = self.au_features(tokens.float())
-        text = self.encoder.text_features
+        prompts = self.encoder.prompt_embeddings()  # one batch of every prompt, once per step
         k = len(self.aus)
+        text = prompts[:2 * k]
         if self.head_weight is None:
             fn = F.normalize(f, dim=-1)
             logits = self.logit_scale.exp() * ((fn * text[:k]).sum(-1) - (fn * text[k:]).sum(-1)) + self.head_bias
         else:
             logits = (f * self.head_weight).sum(-1) + self.head_bias
         out = {"logits": logits, "au_features": f, "gda_attention": attention}
+        if self.hp["prompt_recognition"]:
+            out["recognition"] = prompt_recognition(f, torch.sigmoid(logits.float()), prompts[2 * k:])
         if "au" in batch:
             y, w = batch["au"].float(), batch.get("weight")
             bce = weighted_bce(logits, y, self.pos_weight, w)

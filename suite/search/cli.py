@@ -65,6 +65,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     a("--rerun", action="store_true",
       help="run a finished search again over its stored outputs (retrains only what is missing; rewrites its summary); "
            "without it, rerunning a finished search prints its stored summary and re-renders the page (default: off)")
+    a("--preset", choices=("ours", "paper"),
+      help="a named Micro-AU CLIP configuration (docs/method.md): ours, or paper (ViT-B-32, flow input, trained text tower, "
+           "prompt-based recognition); the space's own values override it (default: the method's defaults)")
     a("--dry-run", action="store_true",
       help="pre-flight only: check the space, data, caches and baselines (building caches as needed), print the plan, run nothing")
     a("--address", help="an existing Ray cluster: auto or HOST:PORT (default: start a local one)")
@@ -83,7 +86,7 @@ def options_from_args(args: argparse.Namespace, argv) -> SearchOptions:
         baselines=tuple(b for b in args.baselines.split(",") if b), search_baselines=args.search_baselines, fidelity=args.fidelity, confirm_top=args.confirm_top,
         concurrency=args.concurrency, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         fold_workers=args.fold_workers, address=args.address, name=args.name, compile=args.compile, engine=args.engine,
-        metric=args.metric, rerun=args.rerun, dry_run=args.dry_run, results=args.results,
+        metric=args.metric, rerun=args.rerun, dry_run=args.dry_run, preset=args.preset, results=args.results,
         command="python -m suite.search " + shlex.join(sys.argv[1:] if argv is None else [str(a) for a in argv]))
 
 

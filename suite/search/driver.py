@@ -75,12 +75,13 @@ class DatasetSearch:
         self.prefix = f"{opts.name}-{dataset}"
 
     def hparams(self, params: dict, backbone: str | None = None) -> dict:
-        fixed = {**self.space.fixed, **({"backbone_mode": backbone} if backbone else {})}
+        fixed = {**self.opts.preset_overrides(self.space.method), **self.space.fixed, **({"backbone_mode": backbone} if backbone else {})}
         return resolve_hparams(self.spec, {**fixed, **params, "selection": "inner", "metric": self.opts.metric})
 
     def context(self, out_dir: Path, backbone: str | None) -> dict:
         o = self.opts
-        return {"method": self.space.method, "fixed": {**self.space.fixed, "metric": o.metric, **({"backbone_mode": backbone} if backbone else {})},
+        return {"method": self.space.method, "fixed": {**o.preset_overrides(self.space.method), **self.space.fixed, "metric": o.metric,
+                                                       **({"backbone_mode": backbone} if backbone else {})},
                 "dataset": self.dataset, "cache": str(self.cache.path), "fingerprint": self.cache.fingerprint, "out_dir": str(out_dir),
                 "seed": o.seed, "token_cache": str(token_cache_dir(self.results)), "cpus_per_trial": o.cpus_per_trial,
                 "gpus_per_trial": o.gpus_per_trial or 0, "fold_workers": o.fold_workers, "compile": o.compile, "engine": o.engine}
@@ -147,7 +148,7 @@ class DatasetSearch:
         o = self.opts
         return {"search": o.name, "space": self.space.name, "sampler": o.sampler, "search_engine": o.engine,
                 "search_selection": o.selection, "n_trials": o.trials, "n_candidates": n_candidates, "fidelity": o.fidelity,
-                "command": o.command}
+                "command": o.command, **o.preset_fields(self.space.method)}
 
     def final_jobs(self, label: str, hparams_by_fold: dict[int, dict], done_paths: list) -> list[tuple[str, dict]]:
         """One job re-running the per-fold choices with every final seed not yet recorded (a

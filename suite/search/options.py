@@ -45,6 +45,7 @@ class SearchOptions:
     metric: str = "binary"  # F1 variant of every choice and of the headline (suite.metrics.F1_VARIANTS)
     rerun: bool = False  # a finished search runs again (over its stored outputs) instead of printing its summary
     dry_run: bool = False  # pre-flight only: check space, data, caches and baselines, print the plan, run nothing
+    preset: str | None = None  # a named configuration (suite.presets) under the space's own values
     results: Path | None = None
     command: str = ""
     extra: dict = field(default_factory=dict)
@@ -59,10 +60,20 @@ class SearchOptions:
         import json
 
         keys = ("datasets", "trials", "round_size", "startup_trials", "selection", "sampler", "seed", "final_seeds", "baselines",
-                "search_baselines", "fidelity", "confirm_top", "metric")
+                "search_baselines", "fidelity", "confirm_top", "metric", "preset")
         blob = json.dumps({**{k: getattr(self, k) for k in keys}, "space": space_text, "roots": {d: str(r) for d, r in roots.items()}},
                           sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def preset_overrides(self, method: str) -> dict:
+        from ..presets import preset_overrides
+
+        return preset_overrides(self.preset, method)[0]
+
+    def preset_fields(self, method: str) -> dict:
+        from ..presets import preset_overrides
+
+        return preset_overrides(self.preset, method)[1]
 
     @property
     def final_seed_list(self) -> list[int]:

@@ -29,11 +29,13 @@ class Plan:
 
 def _caches(space, opts: SearchOptions, roots: dict, results) -> dict:
     from ..data import prepare
-    from ..registry import get_method, resolve_hparams
+    from ..registry import get_method, needs_flow, resolve_hparams
 
     spec = get_method(space.method)
-    image_size = resolve_hparams(spec, space.fixed)["image_size"] if "image_size" in spec.defaults else 112
-    return {d: prepare(d, roots[d], results, image_size=image_size, flow=spec.needs_flow) for d in opts.datasets}
+    hp = resolve_hparams(spec, {**opts.preset_overrides(space.method), **space.fixed})
+    image_size = hp.get("image_size", 112)
+    flow = needs_flow(spec, hp) or any(p.name == "motion" and "flow" in (p.choices or ()) for p in space.params)
+    return {d: prepare(d, roots[d], results, image_size=image_size, flow=flow) for d in opts.datasets}
 
 
 def _preflight(opts: SearchOptions) -> tuple[list[Plan], dict]:
@@ -54,7 +56,8 @@ def _preflight(opts: SearchOptions) -> tuple[list[Plan], dict]:
         get_method(b)
     results = results_dir(opts.results)
     fidelity = parse_fidelity(opts.fidelity, space, opts.confirm_top, opts.trials)
-    name = opts.name or (f"{space.name}-{fidelity[0]}-to-{fidelity[1]}" if fidelity else space.name)
+    opts.preset_overrides(space.method)  # an unknown preset, or one for another method, fails here
+    name = opts.name or (f"{space.name}-{fidelity[0]}-to-{fidelity[1]}" if fidelity else space.name) + (f"-{opts.preset}" if opts.preset else "")
     if opts.selection == "shared":
         name = opts.name or f"{name}-shared"
     roots = data_roots(opts.datasets, opts.data_root)
@@ -63,7 +66,7 @@ def _preflight(opts: SearchOptions) -> tuple[list[Plan], dict]:
     plans = [Plan(space, fidelity, main, _caches(space, main, roots, results))]
     for b in searched:
         b_space = load_space(b)
-        b_opts = main.with_(name=f"{name}-{b}", baselines=(), fidelity=None)
+        b_opts = main.with_(name=f"{name}-{b}", baselines=(), fidelity=None, preset=None)
         plans.append(Plan(b_space, None, b_opts, _caches(b_space, b_opts, roots, results)))
     return plans, roots
 
@@ -125,13 +128,14 @@ def start_ray(address: str | None) -> None:
 
 def run_search(opts: SearchOptions) -> int:
     from ..data import DataError
+    from ..presets import PresetError
     from ..spaces import SpaceError
 
     start = time.time()
     try:
         token_auth_environment(opts.address)
         plans, roots = _preflight(opts)
-    except (SpaceError, SearchError, DataError, KeyError) as e:
+    except (SpaceError, SearchError, DataError, KeyError, PresetError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2
     opts = plans[0].opts
@@ -139,7 +143,8 @@ def run_search(opts: SearchOptions) -> int:
         for plan in plans:
             o = plan.opts
             data = ", ".join(f"{d} ({json.loads((plan.caches[d].path / 'meta.json').read_text())['n_samples']} clips)" for d in o.datasets)
-            print(f"pre-flight passed: search {o.name} — space {plan.space.name} over {plan.space.method} "
+            print(f"pre-flight passed: search {o.name} — space {plan.space.name} over {plan.space.method}"
+                  f"{' with preset ' + o.preset if o.preset else ''} "
                   f"({len(plan.space.params)} parameters), {o.trials} configurations per fold study ({o.selection}), on {data}; "
                   f"baselines {', '.join(o.baselines) or 'none'}; {o.final_seeds} final seeds")
         print("nothing was run (--dry-run)")
