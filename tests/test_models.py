@@ -4,33 +4,19 @@ import open_clip
 import pytest
 import torch
 
-from suite.aus import DATASET_AUS
 from suite.models.clip_backbone import tiny_config
 from suite.models.micro_au_clip import (
-    DEFAULTS, MicroAUCLIP, dependency_matrix, gd_loss, miau_contrastive_loss, region_masks,
+    DEFAULTS, dependency_matrix, gd_loss, miau_contrastive_loss, region_masks,
 )
 from suite.registry import get_method, resolve_hparams
 
-AUS = DATASET_AUS["casme2"]
-
-
-def _model(**overrides):
-    torch.manual_seed(0)
-    return MicroAUCLIP(resolve_hparams(get_method("micro_au_clip"), overrides), AUS)
-
-
-def _batch(b=3, size=112, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    onset = torch.randint(0, 256, (b, size, size, 3), generator=g, dtype=torch.uint8)
-    apex = onset.clone()
-    apex[:, 20:40, 30:60] = torch.randint(0, 256, (b, 20, 30, 3), generator=g, dtype=torch.uint8)
-    return {"onset": onset, "apex": apex, "au": torch.randint(0, 2, (b, len(AUS)), generator=g).float()}
+from helpers import AUS, frames_batch, micro_au_clip
 
 
 @pytest.mark.parametrize("motion", ["token_diff", "apex", "diff_image", "concat"])
 def test_shapes_and_losses(motion):
-    model = _model(motion=motion)
-    out = model(_batch())
+    model = micro_au_clip(motion=motion)
+    out = model(frames_batch())
     assert out["logits"].shape == (3, len(AUS))
     assert out["au_features"].shape == (3, len(AUS), model.encoder.embed_dim)
     assert out["gda_attention"].shape == (3, len(AUS), len(AUS))
@@ -40,7 +26,7 @@ def test_shapes_and_losses(motion):
 
 def test_pta_is_local():
     """Changing tokens outside AU k's region leaves AU k's PTA output unchanged."""
-    model = _model().eval()
+    model = micro_au_clip().eval()
     n = model.encoder.grid[0] * model.encoder.grid[1]
     tokens = torch.randn(2, n, model.encoder.embed_dim)
     masks = model.local.masks
@@ -88,8 +74,8 @@ def test_miaucl_falls_as_features_approach_correct_prompt():
 
 @pytest.mark.parametrize("mode, last_n", [("frozen", 1), ("last_n", 1), ("last_n", 2), ("full", 1)])
 def test_gradients_reach_exactly_what_the_mode_allows(mode, last_n):
-    model = _model(backbone_mode=mode, last_n=last_n)
-    model(_batch())["loss"].backward()
+    model = micro_au_clip(backbone_mode=mode, last_n=last_n)
+    model(frames_batch())["loss"].backward()
     visual = model.encoder.visual
     blocks = visual.transformer.resblocks
     got = {n for n, p in visual.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
@@ -121,10 +107,10 @@ def test_local_pretrained_weights_load(tmp_path):
     source = open_clip.create_model("ViT-S-16", pretrained=None, **tiny_config(112))
     path = tmp_path / "tiny_clip.pt"
     torch.save(source.state_dict(), path)
-    model = _model(pretrained=str(path))
+    model = micro_au_clip(pretrained=str(path))
     for name, p in source.visual.state_dict().items():
         assert torch.equal(model.encoder.visual.state_dict()[name], p), name
-    random = _model()
+    random = micro_au_clip()
     assert not torch.equal(random.encoder.visual.conv1.weight, source.visual.conv1.weight)
 
 
@@ -155,7 +141,7 @@ def test_masked_labels_change_neither_the_loss_nor_the_fold_statistics(method):
     the same; the fold's pos_weight and dependency targets count only known labels."""
     torch.manual_seed(0)
     model = get_method(method).build(resolve_hparams(get_method(method)), AUS, {})
-    batch = _batch(b=4)
+    batch = frames_batch(b=4)
     known = torch.ones_like(batch["au"])
     known[1, 2] = known[3, 5] = 0
     flipped = {**batch, "au": batch["au"].clone(), "weight": known}

@@ -9,32 +9,21 @@ import torch
 from suite.aus import DATASET_AUS
 from suite.data import load_cache, prepare
 from suite.engine import DatasetTensors, Engine, get_accelerator
-from suite.models.micro_au_clip import MicroAUCLIP, flow_image
+from suite.models.micro_au_clip import flow_image
 from suite.presets import PresetError, preset_overrides
 from suite.protocol import loso_folds
 from suite.registry import get_method, resolve_hparams
 from suite.results import load_record, metrics_from_predictions
 from suite.runs import run
 
-AUS = DATASET_AUS["casme2"]
-
-
-def _model(**overrides):
-    torch.manual_seed(0)
-    return MicroAUCLIP(resolve_hparams(get_method("micro_au_clip"), overrides), AUS)
-
-
-def _batch(b=3, size=112, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    onset = torch.randint(0, 256, (b, size, size, 3), generator=g, dtype=torch.uint8)
-    return {"onset": onset, "apex": onset.clone(), "flow": torch.randn(b, size, size, 2, generator=g) * 2}
+from helpers import AUS, frames_batch, micro_au_clip
 
 
 def test_flow_mode_feeds_the_flow_to_the_image_tower():
-    model = _model(motion="flow", dropout=0.0).eval()
+    model = micro_au_clip(motion="flow", dropout=0.0).eval()
     seen = []
     model.encoder.visual.conv1.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach().clone()))
-    batch = _batch()
+    batch = frames_batch()
     out = model(batch)["logits"]
     assert torch.allclose(seen[0], model.encoder.normalize(flow_image(batch["flow"], 4.0)), atol=1e-6)  # the flow, as an image
     other_apex = {**batch, "apex": torch.randint(0, 256, batch["apex"].shape, dtype=torch.uint8)}
@@ -47,9 +36,9 @@ def test_flow_mode_feeds_the_flow_to_the_image_tower():
 
 @pytest.mark.parametrize("mode", ["frozen", "full"])
 def test_text_tower_trains_only_when_asked(mode):
-    model = _model(text_mode=mode, dropout=0.0)
+    model = micro_au_clip(text_mode=mode, dropout=0.0)
     text_params = model.encoder.text_parameters()
-    batch = {**_batch(), "au": torch.randint(0, 2, (3, len(AUS))).float()}
+    batch = {**frames_batch(), "au": torch.randint(0, 2, (3, len(AUS))).float()}
     batch["features"] = model.encode(batch).detach()
     if mode == "frozen":
         assert model.encoder.text is None and not text_params  # the tower was dropped after encoding the prompts once

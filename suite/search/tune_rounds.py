@@ -119,7 +119,7 @@ def submit_to_ray(jobs: list[tuple[str, dict]], opts: SearchOptions):
 
     task = ray.remote(num_cpus=opts.cpus_per_trial, num_gpus=opts.gpus_per_trial or 0)(_train_remote)
     futures = [task.remote(name, kw, opts.gpus_per_trial or 0) for name, kw in jobs]
-    labels = {f: f"{kw['method']} on {kw['dataset']}" for f, (_, kw) in zip(futures, jobs)}
+    labels = {f: f"{kw['method']} on {kw['dataset']}" + (f", {kw['selection']} seeds" if "selection" in kw else "") for f, (_, kw) in zip(futures, jobs)}
 
     def wait() -> list[list[Path]]:
         pending = list(futures)
