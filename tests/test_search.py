@@ -342,7 +342,9 @@ def test_cluster_configs_validate_against_rays_schema(path):
 
 
 TWO_NODES = """
-import os, sys
+import os, subprocess, sys
+if not os.path.exists(os.path.expanduser("~/.ray/auth_token")):  # as a user does once before `ray up`
+    subprocess.run([os.path.join(os.path.dirname(sys.executable), "ray"), "get-auth-token", "--generate"], check=True, capture_output=True)
 os.environ["RAY_AUTH_MODE"] = "token"  # as the shipped cluster configs start every Ray process (before Ray is imported)
 from ray.cluster_utils import Cluster
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
