@@ -13,21 +13,9 @@ import pandas as pd
 
 from ..aus import DATASET_AUS
 from ..provenance import not_comparable
-from .page import DATASET_NAMES, SELECTION_LABELS, Row, measured_views
+from .page import DATASET_NAMES, SELECTION_LABELS, Row, cell_parts, measured_views
 
 FORMATS = ("latex", "csv", "md")
-
-
-def cell_text(cell) -> str:
-    """As the page prints a cell: mean, ± sd over seeds (two or more), [subject-bootstrap interval]."""
-    if cell is None:
-        return "–"
-    text = f"{cell.mean:.1f}"
-    if cell.std is not None:
-        text += f" ± {cell.std:.1f}"
-    if cell.lo is not None:
-        text += f" [{cell.lo:.1f}, {cell.hi:.1f}]"
-    return text
 
 
 def caption(variant: str, datasets: list[str], kept: list[dict]) -> str:
@@ -52,7 +40,7 @@ def detection_frame(rows: list[Row], datasets: list[str], numeric: bool) -> pd.D
                             f"{name} CI low": c.lo if c and c.lo is not None else np.nan,
                             f"{name} CI high": c.hi if c and c.hi is not None else np.nan})
             else:
-                row[f"{name} F1"] = cell_text(c)
+                row[f"{name} F1"] = " ".join(x for x in cell_parts(c) if x)
             row[f"{name} seeds"] = c.n if c else 0
         row["average"] = r.average if numeric else ("–" if r.average is None else f"{r.average:.1f}")
         row["rank"] = r.rank if numeric else ("–" if r.rank is None else f"{r.rank:.1f}")

@@ -144,6 +144,15 @@ def _row_key(r: dict) -> tuple[str, str, str]:
     return r["method"], r.get("selection", "?"), config
 
 
+def cell_parts(cell: Cell | None) -> tuple[str, str]:
+    """A cell as printed everywhere (page and exports): ("mean ± sd over seeds" — sd for two or
+    more seeds only —, "[subject-bootstrap interval]" or "")."""
+    if cell is None:
+        return "–", ""
+    main = f"{cell.mean:.1f}" + (f" ± {cell.std:.1f}" if cell.std is not None else "")
+    return main, (f"[{cell.lo:.1f}, {cell.hi:.1f}]" if cell.lo is not None else "")
+
+
 def f1_of(record: dict, variant: str, key: str = "pooled") -> float | None:
     """A record's F1 in ``variant``; records written before both variants were stored are binary."""
     if "f1" in record:
@@ -515,6 +524,7 @@ def render(results: Path, out: Path | None = None) -> Path:
 
     env = Environment(loader=PackageLoader("suite", "templates"), autoescape=select_autoescape(["html", "j2"]))
     env.filters["pct"] = lambda v: "–" if v is None else f"{v:.1f}"
+    env.filters["cell"] = cell_parts
     env.filters["pct100"] = lambda v: "–" if v is None else f"{100 * v:.1f}"
     env.filters["params"] = lambda p: ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in (p or {}).items())
     html = env.get_template("leaderboard.html.j2").render(**build_context(results))

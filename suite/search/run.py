@@ -4,7 +4,7 @@ leaderboard.
 Ray always runs with token authentication (``start_ray``): a local cluster gets Ray's token
 (``~/.ray/auth_token``, generated on first use) and refuses clients without it — its ports listen
 on every interface, so the token is what keeps others out; joining a cluster (``--address``)
-needs that cluster's token. ``RAY_AUTH_MODE=disabled`` in the environment is refused."""
+needs that cluster's token. An auth mode of ``disabled`` in the environment is refused."""
 from __future__ import annotations
 
 import json
@@ -133,7 +133,6 @@ def run_search(opts: SearchOptions) -> int:
 
     start = time.time()
     try:
-        token_auth_environment(opts.address)
         plans, roots = _preflight(opts)
     except (SpaceError, SearchError, DataError, KeyError, PresetError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
