@@ -1,9 +1,15 @@
 """Optical-flow input shared by the flow baselines: the cached onset→apex flow [B, H, W, 2]
-resized to the network's input size (vectors rescaled with the image) plus its magnitude."""
+resized to the network's input size (vectors rescaled with the image) plus its magnitude.
+
+``FlowNetwork``: the base of the small flow networks. Their input is a fixed function of the
+frames, so it is computed once per dataset (the engine's ``encoder_frozen`` path: the network
+then receives ``features``), and their models can train fold-batched (``suite.batched``)."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from suite.models.losses import MultiLabelDetector
 
 
 def flow_input(batch: dict, size: int, magnitude: bool = True) -> torch.Tensor:
@@ -13,3 +19,25 @@ def flow_input(batch: dict, size: int, magnitude: bool = True) -> torch.Tensor:
     if magnitude:
         flow = torch.cat([flow, flow.norm(dim=1, keepdim=True)], dim=1)
     return flow
+
+
+class FlowNetwork(MultiLabelDetector):
+    """A detector on a fixed preprocessing of the flow (``encode``) followed by a trained network
+    (``network``). Fixed inputs have no weights, so they are not stored in the token cache."""
+
+    encoder_frozen = True  # the input is computed once per dataset
+    batchable = True  # the fold-batched engine trains many of these as one (batch norm included)
+
+    @property
+    def encode_config(self) -> dict:
+        return {"method": type(self).__name__}
+
+    def encode(self, batch: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+    def network(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, batch: dict) -> dict:
+        x = batch["features"] if "features" in batch else self.encode(batch)
+        return self.outputs(self.network(x), batch)

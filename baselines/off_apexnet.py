@@ -8,10 +8,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from suite.models.losses import MultiLabelDetector
 from suite.registry import register
 
-from .flow_input import flow_input
+from .flow_input import FlowNetwork, flow_input
 
 INPUT_SIZE = 28
 
@@ -20,16 +19,18 @@ def _stream() -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
 
 
-class OffApexNet(MultiLabelDetector):
+class OffApexNet(FlowNetwork):
     def __init__(self, hp: dict, aus):
         super().__init__(len(aus))
         self.u, self.v = _stream(), _stream()
         self.head = nn.Sequential(nn.Linear(2 * 16 * 4 * 4, hp["fc"]), nn.ReLU(), nn.Dropout(hp["dropout"]),
                                   nn.Linear(hp["fc"], hp["fc"]), nn.ReLU(), nn.Dropout(hp["dropout"]), nn.Linear(hp["fc"], len(aus)))
 
-    def forward(self, batch: dict) -> dict:
-        flow = flow_input(batch, INPUT_SIZE, magnitude=False)
-        return self.outputs(self.head(torch.cat([self.u(flow[:, :1]), self.v(flow[:, 1:])], 1)), batch)
+    def encode(self, batch: dict) -> torch.Tensor:
+        return flow_input(batch, INPUT_SIZE, magnitude=False)
+
+    def network(self, flow: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([self.u(flow[:, :1]), self.v(flow[:, 1:])], 1))
 
 
 @register("off_apexnet", {"fc": 1024, "dropout": 0.5, "epochs": 60, "lr": 1e-3},

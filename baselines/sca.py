@@ -13,10 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from suite.models.losses import MultiLabelDetector
 from suite.registry import register
 
-from .flow_input import flow_input
+from .flow_input import FlowNetwork, flow_input
 
 
 class ChannelAttention(nn.Module):
@@ -43,7 +42,7 @@ def _stage(cin: int, cout: int) -> nn.Sequential:
                          ChannelAttention(cout), SpatialAttention())
 
 
-class SCANet(MultiLabelDetector):
+class SCANet(FlowNetwork):
     def __init__(self, hp: dict, aus):
         super().__init__(len(aus))
         w = hp["width"]
@@ -51,12 +50,14 @@ class SCANet(MultiLabelDetector):
         self.features = nn.Sequential(_stage(3, w), _stage(w, 2 * w), _stage(2 * w, 4 * w), _stage(4 * w, 4 * w))
         self.head = nn.Sequential(nn.Dropout(hp["dropout"]), nn.Linear(4 * w, len(aus)))
 
-    def forward(self, batch: dict) -> dict:
+    def encode(self, batch: dict) -> torch.Tensor:
         flow = flow_input(batch, self.size, magnitude=False)
         gray = (batch["apex"].float().mean(-1) - batch["onset"].float().mean(-1)) / 255.0
         gray = F.interpolate(gray[:, None], size=(self.size, self.size), mode="bilinear", align_corners=False) * 10
-        x = self.features(torch.cat([flow, gray], 1))
-        return self.outputs(self.head(x.mean((2, 3))), batch)
+        return torch.cat([flow, gray], 1)
+
+    def network(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean((2, 3)))
 
 
 @register("sca", {"width": 16, "input_size": 112, "dropout": 0.3, "epochs": 30, "lr": 1e-3},

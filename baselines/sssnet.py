@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from torch import nn
 
-from suite.models.losses import MultiLabelDetector
 from suite.registry import register
 
-from .flow_input import flow_input
+from .flow_input import FlowNetwork, flow_input
 
 
-class SSSNet(MultiLabelDetector):
+class SSSNet(FlowNetwork):
     def __init__(self, hp: dict, aus):
         super().__init__(len(aus))
         h1, h2, h3 = hp["h1"], hp["h2"], hp["h3"]
@@ -26,8 +25,11 @@ class SSSNet(MultiLabelDetector):
             nn.Linear(h3, len(aus)),
         )  # 64 → conv 60 → pool 20 → conv 16 → pool 5
 
-    def forward(self, batch: dict) -> dict:
-        return self.outputs(self.net(flow_input(batch, 64)), batch)
+    def encode(self, batch: dict):
+        return flow_input(batch, 64)
+
+    def network(self, x):
+        return self.net(x)
 
 
 @register("sssnet", {"h1": 32, "h2": 64, "h3": 256, "dropout": 0.5, "epochs": 60, "lr": 1e-3},

@@ -1,11 +1,14 @@
-"""Time one LOSO fold of Micro-AU CLIP with an open_clip ViT-B-16 at 224 px and print images/s.
+"""Fine-tuning throughput of Micro-AU CLIP's image tower: the first N LOSO folds' models trained
+sequentially (one engine, fold after fold) and fold-batched (``suite.batched``: the N models as
+one), side by side in one run, each against the FLOP floor of the same work.
 
-Runs the engine directly (no Ray/Optuna needed), on synthetic full-scale CASME II:
+    python benchmarks/fold_throughput.py [--clip ViT-B-16] [--image-size 224] [--folds 8] [--epochs 1]
 
-    python benchmarks/fold_throughput.py [--clip ViT-B-16] [--mode full] [--epochs 5] [--batch-size 32]
-
-Images/s counts every image that passes through the backbone in training (onset + apex per
-sample per epoch) and in prediction. Record results in docs/benchmarks.md with the device.
+Work per fold: its model trains on the fold's training clips for ``--epochs`` (fixed selection)
+and predicts the test subject. Images count onset + apex of every clip the tower sees. The floor
+is the tower's forward+backward FLOPs per image (torch.utils.flop_counter) × images ÷ this
+device's measured dense matmul rate (bf16 on a GPU, fp32 on a CPU). Prints one JSON object;
+record it in docs/benchmarks.md with the device.
 """
 from __future__ import annotations
 
@@ -16,7 +19,9 @@ import time
 import torch
 
 from suite.aus import DATASET_AUS
-from suite.data import load_cache, prepare
+from suite.batched import BatchedTrainer, Job, run_jobs
+from suite.bench.measure import _sync, backbone_flops_per_image, matmul_rate
+from suite.data import load_cache, prepare, synthetic_root
 from suite.engine import DatasetTensors, Engine, get_accelerator
 from suite.paths import results_dir
 from suite.protocol import loso_folds
@@ -26,40 +31,42 @@ from suite.results import versions
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--clip", default="ViT-B-16")
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--mode", default="full", choices=["frozen", "last_n", "full"])
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--scale", default="full", choices=["small", "full"])
+    p.add_argument("--clip", default="ViT-B-16", help="open_clip model (default: ViT-B-16; tiny on a CPU)")
+    p.add_argument("--image-size", type=int, default=224, help="input size in pixels (default: 224)")
+    p.add_argument("--mode", default="full", choices=["last_n", "full"], help="which tower blocks train (default: full)")
+    p.add_argument("--folds", type=int, default=8, help="LOSO folds, i.e. models (default: 8)")
+    p.add_argument("--epochs", type=int, default=1, help="epochs per model (default: 1)")
+    p.add_argument("--batch-size", type=int, default=32, help="clips per minibatch and model (default: 32)")
+    p.add_argument("--scale", default="full", choices=["small", "full"], help="synthetic CASME II size (default: full)")
+    p.add_argument("--engines", default="sequential,batched", help="engines to time, in order (default: both)")
     args = p.parse_args()
-    from suite.data import synthetic_root
-
     results = results_dir()
-    root = synthetic_root("casme2", results, scale=args.scale)
-    cache = prepare("casme2", root, results, image_size=args.image_size)
-    arrays, _ = load_cache(cache.path)
-    aus = DATASET_AUS["casme2"]
-    acc = get_accelerator()
-    data = DatasetTensors.from_cache(arrays, aus, acc.device)
+    cache = prepare("casme2", synthetic_root("casme2", results, scale=args.scale), results, image_size=args.image_size)
+    aus, acc = DATASET_AUS["casme2"], get_accelerator()
+    data = DatasetTensors.from_cache(load_cache(cache.path)[0], aus, acc.device, cache.fingerprint)
     spec = get_method("micro_au_clip")
     hp = resolve_hparams(spec, {"clip_model": args.clip, "image_size": args.image_size, "backbone_mode": args.mode,
-                                "epochs": args.epochs, "batch_size": args.batch_size})
+                                "epochs": args.epochs, "batch_size": args.batch_size, "dropout": 0.0})
     engine = Engine(spec, hp, data, aus, 0, acc)
-    fold = loso_folds(data.subject, hp["inner_val_fraction"], 0)[0]
-    if acc.device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    engine.run_fold(fold, "fixed")
-    if acc.device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    n_train = int(data.au_known[fold.train].sum())
-    images = 2 * (n_train * args.epochs + len(fold.test))
-    out = {"device": torch.cuda.get_device_name() if acc.device.type == "cuda" else "cpu", "clip": args.clip,
-           "image_size": args.image_size, "mode": args.mode, "epochs": args.epochs, "batch_size": args.batch_size,
-           "train_samples": n_train, "fold_seconds": round(seconds, 3), "images_per_s": round(images / seconds, 1),
-           "versions": versions()}
+    folds = loso_folds(data.subject, hp["inner_val_fraction"], 0)[:args.folds]
+    images = sum(2 * (len(data.any_known(f.train)) * args.epochs + len(f.test)) for f in folds)
+    floor = backbone_flops_per_image(engine, args.image_size) * images / matmul_rate(acc.device)
+    out = {"device": torch.cuda.get_device_name() if acc.device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+           "clip": args.clip, "image_size": args.image_size, "mode": args.mode, "folds": len(folds), "epochs": args.epochs,
+           "batch_size": args.batch_size, "images": images, "floor_seconds": round(floor, 3), "engines": {}, "versions": versions()}
+    for name in args.engines.split(","):
+        _sync(acc.device)
+        start = time.perf_counter()
+        if name == "sequential":
+            for fold in folds:
+                engine.run_fold(fold, "fixed")
+        else:
+            jobs = [Job(hp, data.any_known(f.train), f.test, f.index, args.epochs, every_epoch=False) for f in folds]
+            run_jobs(BatchedTrainer(spec, data, 0, None), jobs)
+        _sync(acc.device)
+        seconds = time.perf_counter() - start
+        out["engines"][name] = {"seconds": round(seconds, 3), "images_per_s": round(images / seconds, 1),
+                                "times_floor": round(seconds / floor, 2)}
     print(json.dumps(out, indent=2))
 
 

@@ -53,12 +53,12 @@ def architecture_key(hp: dict) -> str:
     return json.dumps({k: v for k, v in hp.items() if k not in PER_MODEL}, sort_keys=True, default=str)
 
 
-def choose_engine(requested: str, method: str, batchable: bool, why_not: str = "") -> str:
-    """``auto`` → batched when the model can be batched; an explicit ``batched`` that cannot be is
-    an error, never a silent swap."""
+def choose_engine(requested: str, method: str, batchable: bool, why_not: str = "", sequential_preferred: str = "") -> str:
+    """``auto`` → batched when the model can be batched and batching pays off (``sequential_preferred``:
+    why it would not); an explicit ``batched`` that cannot be is an error, never a silent swap."""
     if requested not in ENGINES:
         raise EngineChoiceError(f"--engine {requested!r}: choose one of {ENGINES}")
-    if requested == "sequential" or (requested == "auto" and not batchable):
+    if requested == "sequential" or (requested == "auto" and (not batchable or sequential_preferred)):
         return "sequential"
     if not batchable:
         raise EngineChoiceError(f"--engine batched: {method} cannot be fold-batched ({why_not}); use --engine sequential or auto")
@@ -88,17 +88,19 @@ class JobResult:
     reason: str | None = None
 
 
-def adamw_step(params: dict, grads: dict, state: dict, lr: torch.Tensor, wd: torch.Tensor, sel: torch.Tensor, ok: torch.Tensor) -> None:
-    """One AdamW step (``torch.optim.AdamW``'s rule) for the models ``sel`` [S] whose ``ok`` [S]
-    is set; ``grads`` hold the gradients of those S models. Every other model keeps its
-    parameters and optimizer state. ``lr``/``wd`` [M]."""
+def adamw_step(params: dict, grads: dict, state: dict, lr: torch.Tensor, wd: torch.Tensor, lr_scale: dict[str, float],
+               sel: torch.Tensor | slice, ok: torch.Tensor) -> None:
+    """One AdamW step (``torch.optim.AdamW``'s rule) for the models ``sel`` [S] (or all of them)
+    whose ``ok`` [S] is set; ``grads`` hold the gradients of those S models. Every other model
+    keeps its parameters and optimizer state. ``lr``/``wd`` [M]; ``lr_scale``: each parameter's
+    multiplier (its parameter group's learning rate relative to the model's)."""
     b1, b2 = BETAS
     step = state["step"][sel] + ok.float()
     bc1, bc2 = 1 - b1 ** step.clamp_min(1), 1 - b2 ** step.clamp_min(1)
-    lr_s, wd_s = lr[sel], wd[sel]
     with torch.no_grad():
         for name, p in params.items():
             shape = (-1,) + (1,) * (p.dim() - 1)
+            lr_s, wd_s = lr[sel] * lr_scale[name], wd[sel]
             g, m, v, ps = grads[name], state["m"][name][sel], state["v"][name][sel], p[sel]
             a = ok.view(shape)
             m_new = m * b1 + g * (1 - b1)
@@ -112,81 +114,129 @@ def adamw_step(params: dict, grads: dict, state: dict, lr: torch.Tensor, wd: tor
 
 
 class BatchedTrainer:
-    """Trains jobs of one architecture at once on cached features ``[N, tokens, dim]`` — one
-    tensor per initialisation seed (a random-init encoder differs between seeds)."""
+    """Trains jobs of one architecture at once, on cached features ``[N, ...]`` (a frozen encoder
+    or fixed input preprocessing: one tensor per initialisation seed, since a random-init encoder
+    differs between seeds), or, with ``features=None``, on the frames themselves: the encoder is
+    then trained, and its weights, trained and frozen, are stacked per model like the heads'.
+    ``max_models``: at most this many models in one batched run (memory; None: all)."""
 
-    def __init__(self, spec: MethodSpec, data: DatasetTensors, seed: int, features: torch.Tensor | dict[int, torch.Tensor]):
-        self.spec, self.data, self.seed = spec, data, seed
-        self.features = features if isinstance(features, dict) else {seed: features}
-        self.device = next(iter(self.features.values())).device
+    def __init__(self, spec: MethodSpec, data: DatasetTensors, seed: int, features: torch.Tensor | dict[int, torch.Tensor] | None = None,
+                 max_models: int | None = None):
+        self.spec, self.data, self.seed, self.max_models = spec, data, seed, max_models
+        self.features = None if features is None else features if isinstance(features, dict) else {seed: features}
+        self.device = data.device
         self.y = torch.as_tensor(data.labels, dtype=torch.float32, device=self.device)
         self.known = torch.as_tensor(data.known, dtype=torch.float32, device=self.device)
         self.autocast = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
-        self._initial: dict[str, dict] = {}  # (configuration, seed) → its initial state (small)
+        self._initial: dict[str, tuple[dict, dict]] = {}  # (configuration, seed) → its initial state
         self._bases: dict[str, torch.nn.Module] = {}  # architecture → one module to call functionally
 
     def seed_of(self, job: Job) -> int:
         return self.seed if job.seed is None else job.seed
 
-    def _initial_state(self, hp: dict, seed: int) -> dict:
-        """Trainable parameters and every buffer (small: fold statistics, loss weights, the
-        prompts' text features — which differ per seed with a random-init tower) of the model
-        built from ``seed`` exactly as ``Engine`` builds it. Only one module per architecture is
-        kept (a frozen encoder can be large)."""
+    def _initial_state(self, hp: dict, seed: int) -> tuple[dict, dict]:
+        """(trainable parameters, fixed tensors) of the model built from ``seed`` exactly as
+        ``Engine`` builds it. Fixed: every buffer (fold statistics, loss weights, the prompts' text
+        features — which differ per seed with a random-init tower) and, when the encoder runs
+        inside the model (no cached features), its frozen parameters. Only one module per
+        architecture is kept (a frozen encoder can be large)."""
         key = json.dumps([hp, seed], sort_keys=True, default=str)
         if key not in self._initial:
             set_seed(seed)
             model = self.spec.build(hp, self.data.aus, {"n_samples": len(self.data)}).to(self.device)
-            self._initial[key] = {**{n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad},
-                                  **{n: b.detach().clone() for n, b in model.named_buffers()}}
+            fixed = {n: b.detach().clone() for n, b in model.named_buffers()}
+            if self.features is None:
+                fixed.update({n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad})
+            self._initial[key] = ({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}, fixed)
             self._bases.setdefault(architecture_key(hp), model)
         return self._initial[key]
 
     def _stack(self, jobs: list[Job]):
-        """(the architecture's module, stacked trainable parameters, stacked buffers): each job
-        from its configuration's initial state with its own fold statistics (``on_fold_start``)."""
-        base = None
-        params, buffers = [], []
+        """(the architecture's module, stacked trainable parameters, stacked fixed tensors): each
+        job from its configuration's initial state with its own fold statistics (``on_fold_start``)."""
+        params, fixed = [], []
+        base = self._bases.get(architecture_key(jobs[0].hp))
         for job in jobs:
-            state = self._initial_state(job.hp, self.seed_of(job))
+            trainable, rest = self._initial_state(job.hp, self.seed_of(job))
             base = self._bases[architecture_key(job.hp)]
-            base.load_state_dict(state, strict=False)
+            base.load_state_dict({**trainable, **rest}, strict=False)
             base.on_fold_start(self.data.labels[job.train], self.data.known[job.train])
-            params.append({n: p.detach().clone() for n, p in base.named_parameters() if p.requires_grad})
-            buffers.append({n: b.detach().clone() for n, b in base.named_buffers()})
-        stacked_p = {n: torch.stack([p[n] for p in params]) for n in params[0]}
-        stacked_b = {n: torch.stack([b[n] for b in buffers]) for n in buffers[0]}
-        return base, stacked_p, stacked_b
+            buffers = dict(base.named_buffers())
+            params.append(trainable)
+            fixed.append({n: buffers[n].detach().clone() if n in buffers else t for n, t in rest.items()})
+        return base, {n: torch.stack([p[n] for p in params]) for n in params[0]}, {n: torch.stack([f[n] for f in fixed]) for n in fixed[0]}
+
+    @staticmethod
+    def _lr_scales(base: torch.nn.Module, names) -> dict[str, float]:
+        """Each trainable parameter's learning-rate multiplier, from the model's ``param_groups``
+        (e.g. the image tower at ``backbone_lr_scale``) as the sequential engine's optimizer has it."""
+        if not hasattr(base, "param_groups"):
+            return dict.fromkeys(names, 1.0)
+        name_of = {id(p): n for n, p in base.named_parameters()}
+        return {name_of[id(p)]: g["lr"] for g in base.param_groups(1.0, 0.0) for p in g["params"]}
+
+    @staticmethod
+    def _running_statistics(base: torch.nn.Module) -> list[str]:
+        """Buffers a training forward updates in place (batch norm's running statistics): written
+        back to the stacked copies after every step."""
+        return [f"{m}.{b}" if m else b for m, mod in base.named_modules() if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm)
+                for b, _ in mod.named_buffers(recurse=False)]
+
+    def models_per_run(self, job: Job, n: int) -> int:
+        """How many of ``n`` models like ``job`` train in one batched run: ``max_models`` when set;
+        all on cached features or a CPU; with a trained encoder on a GPU, as many as fit in 80 % of
+        the free memory, from the measured peak of one model's training step."""
+        if self.max_models:
+            return max(1, min(n, self.max_models))
+        if self.features is None and self.device.type == "cuda" and n > 1:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            start = torch.cuda.memory_allocated()
+            self.run([Job(job.hp, job.train[:job.hp["batch_size"]], job.evaluate[:0], 0, 1, every_epoch=False, seed=job.seed)])
+            per_model = max(torch.cuda.max_memory_allocated() - start, 1)
+            fit = max(1, min(n, int(0.8 * torch.cuda.mem_get_info()[0] / per_model)))
+            tqdm.write(f"fold-batched: {fit} of {n} models per run (one model's training step peaked at {per_model / 2**30:.2f} GiB)")
+            return fit
+        return n
 
     def release(self) -> None:
         """Forget built models and initial states (a long search sees many configurations)."""
         self._initial.clear()
         self._bases.clear()
 
+    def _inputs(self, jobs: list[Job]):
+        """(sel [S], idx [S, B]) → the models' input batch: cached features of each model's seed, or frames."""
+        if self.features is None:
+            frames = self.data.frames
+            return lambda sel, t: {k: v[t] for k, v in frames.items()}
+        seeds = sorted({self.seed_of(j) for j in jobs})
+        features = torch.stack([self.features[s] for s in seeds])  # [seeds, N, ...]
+        seed_index = torch.as_tensor([seeds.index(self.seed_of(j)) for j in jobs], device=self.device)
+        return lambda sel, t: {"features": features[seed_index[sel][:, None], t]}
+
     def run(self, jobs: list[Job]) -> list[JobResult]:
         keys = {architecture_key(j.hp) for j in jobs}
         if len(keys) != 1:
             raise ValueError("a batch holds one architecture; group jobs by architecture_key first")
-        base, params, buffers = self._stack(jobs)
-        seeds = sorted({self.seed_of(j) for j in jobs})
-        features = torch.stack([self.features[s] for s in seeds])  # [S, N, tokens, dim]
-        seed_index = torch.as_tensor([seeds.index(self.seed_of(j)) for j in jobs], device=self.device)
+        base, params, fixed = self._stack(jobs)
+        inputs = self._inputs(jobs)
+        running = self._running_statistics(base)
+        lr_scale = self._lr_scales(base, params)
         hp, m_count, k = jobs[0].hp, len(jobs), self.y.shape[1]
         bs, epochs = hp["batch_size"], max(j.epochs for j in jobs)
-        last = torch.as_tensor([j.epochs for j in jobs], device=self.device)
         lr = torch.tensor([j.hp["lr"] for j in jobs], device=self.device)
         wd = torch.tensor([j.hp["weight_decay"] for j in jobs], device=self.device)
         state = {"step": torch.zeros(m_count, device=self.device), "m": {n: torch.zeros_like(p) for n, p in params.items()},
                  "v": {n: torch.zeros_like(p) for n, p in params.items()}}
         gens = [torch.Generator().manual_seed(j.fold_seed) for j in jobs]
-        alive = torch.ones(m_count, dtype=torch.bool, device=self.device)
+        alive = [True] * m_count
         results = [JobResult([], np.zeros((0, len(j.evaluate), k)), []) for j in jobs]
 
-        def loss_of(p, b, feats, y, w):
-            return functional_call(base, (p, b), ({"features": feats, "au": y, "weight": w},))["loss"].float()
+        def loss_of(p, b, batch, y, w):
+            return functional_call(base, (p, b), ({**batch, "au": y, "weight": w},))["loss"].float()
 
-        def logits_of(p, b, feats):
-            return functional_call(base, (p, b), ({"features": feats},))["logits"].float()
+        def logits_of(p, b, batch):
+            return functional_call(base, (p, b), (batch,))["logits"].float()
 
         batched_loss = vmap(loss_of, randomness="different")
         batched_logits = vmap(logits_of, randomness="different")
@@ -197,51 +247,67 @@ class BatchedTrainer:
             steps = [-(-len(o) // bs) for o in orders]
             loss_sum = torch.zeros(m_count, device=self.device)
             for s in range(max(steps)):
-                idx = np.zeros((m_count, bs), dtype=np.int64)
-                weight = np.zeros((m_count, bs), dtype=np.float32)
+                # shorter minibatches are padded with zero-weight samples, except where the model
+                # has batch statistics (a padded sample would enter them): there models step
+                # together only when their minibatches have the same size; finished models drop out
+                groups: dict[int, list[int]] = {}
                 for i, o in enumerate(orders):
-                    part = o[s * bs:(s + 1) * bs]
-                    idx[i, :len(part)], weight[i, :len(part)] = part, 1.0
-                t = torch.as_tensor(idx, device=self.device)
-                w = torch.as_tensor(weight, device=self.device)
-                # only the models with a step to take are computed (finished ones drop out)
-                sel = torch.nonzero(alive & torch.as_tensor([s < n for n in steps], device=self.device) & (epoch <= last)).flatten()
-                if len(sel) == 0:
-                    continue
-                p_sel = {n: p[sel].requires_grad_(True) for n, p in params.items()}
-                with torch.autocast(**self.autocast):
-                    feats = features[seed_index[sel][:, None], t[sel]]
-                    losses = batched_loss(p_sel, {n: b[sel] for n, b in buffers.items()}, feats, self.y[t[sel]],
-                                          w[sel, :, None] * self.known[t[sel]])  # padding and unknown labels weigh 0
-                ok = torch.isfinite(losses)
-                for i in torch.nonzero(~ok).flatten().tolist():
-                    m = int(sel[i])
-                    results[m].failed_at, results[m].reason = epoch, f"non-finite loss {losses[i].item()} at epoch {epoch}"
-                    alive[m] = False
-                if not ok.any():
-                    continue
-                grads = torch.autograd.grad(torch.where(ok, losses, 0.0).sum(), list(p_sel.values()))
-                adamw_step(params, dict(zip(params, grads)), state, lr, wd, sel, ok)
-                loss_sum[sel] += torch.where(ok, losses.detach(), 0.0)
+                    if alive[i] and s < steps[i] and epoch <= jobs[i].epochs:
+                        groups.setdefault(len(o[s * bs:(s + 1) * bs]) if running else bs, []).append(i)
+                for size, members in groups.items():
+                    t = np.zeros((len(members), size), dtype=np.int64)
+                    valid = np.zeros((len(members), size), dtype=np.float32)
+                    for row, i in enumerate(members):
+                        part = orders[i][s * bs:s * bs + size]
+                        t[row, :len(part)], valid[row, :len(part)] = part, 1.0
+                    self._step(batched_loss, inputs, params, fixed, running, state, lr, wd, lr_scale, members, m_count,
+                               torch.as_tensor(t, device=self.device), torch.as_tensor(valid, device=self.device),
+                               epoch, alive, results, loss_sum)
             for i, (j, r) in enumerate(zip(jobs, results)):
                 if r.failed_at is None and epoch <= j.epochs:
                     r.epochs.append(epoch)
                     r.losses.append(float(loss_sum[i]) / max(steps[i], 1))
             due = [j.every_epoch and epoch <= j.epochs or epoch == j.epochs for j in jobs]
             if any(due):
-                self._evaluate(base, batched_logits, params, buffers, features, seed_index, jobs, results, eval_probs, due)
+                self._evaluate(base, batched_logits, params, fixed, inputs, jobs, results, eval_probs, due)
         zero = [j.epochs == 0 for j in jobs]
         if any(zero):  # nothing to train: the initial models, scored once as epoch 0
-            self._evaluate(base, batched_logits, params, buffers, features, seed_index, jobs, results, eval_probs, zero, epoch0=True)
+            self._evaluate(base, batched_logits, params, fixed, inputs, jobs, results, eval_probs, zero, epoch0=True)
         for r, probs in zip(results, eval_probs):
             if probs:
                 r.probs = np.stack(probs)
         return results
 
+    def _step(self, batched_loss, inputs, params, fixed, running, state, lr, wd, lr_scale, members, m_count, t, valid, epoch,
+              alive, results, loss_sum) -> None:
+        """One optimisation step of the models ``members`` on their minibatches ``t`` [S, B]
+        (``valid`` [S, B]: 0 for padding)."""
+        every = len(members) == m_count
+        sel = slice(None) if every else torch.as_tensor(members, device=self.device)
+        # all models: their stacked tensors themselves; otherwise copies of the selected rows
+        p_sel = {n: (p.detach() if every else p[sel]).requires_grad_(True) for n, p in params.items()}
+        f_sel = fixed if every else {n: f[sel] for n, f in fixed.items()}
+        with torch.autocast(**self.autocast):
+            losses = batched_loss(p_sel, f_sel, inputs(sel, t), self.y[t], valid[..., None] * self.known[t])  # padding and unknown labels weigh 0
+        if not every:
+            for n in running:
+                fixed[n][sel] = f_sel[n]
+        ok = torch.isfinite(losses)
+        for i in torch.nonzero(~ok).flatten().tolist():
+            m = members[i]
+            results[m].failed_at, results[m].reason = epoch, f"non-finite loss {losses[i].item()} at epoch {epoch}"
+            alive[m] = False
+        if not ok.any():
+            return
+        grads = torch.autograd.grad(torch.where(ok, losses, 0.0).sum(), list(p_sel.values()))
+        adamw_step(params, dict(zip(params, grads)), state, lr, wd, lr_scale, sel, ok)
+        loss_sum[sel] += torch.where(ok, losses.detach(), 0.0)
+
     @torch.no_grad()
-    def _evaluate(self, base, batched_logits, params, buffers, features, seed_index, jobs, results, eval_probs, due: list[bool],
+    def _evaluate(self, base, batched_logits, params, fixed, inputs, jobs, results, eval_probs, due: list[bool],
                   epoch0: bool = False) -> None:
-        """Predict every due job's evaluation samples (one vmapped pass over all models)."""
+        """Predict every due job's evaluation samples (one vmapped pass over all models; shorter
+        evaluation sets are padded, harmless in evaluation mode)."""
         base.eval()
         n_max = max(len(j.evaluate) for j in jobs)
         if n_max == 0:
@@ -255,8 +321,7 @@ class BatchedTrainer:
         for i, j in enumerate(jobs):
             idx[i, :len(j.evaluate)] = j.evaluate
         with torch.autocast(**self.autocast):
-            feats = features[seed_index[:, None], torch.as_tensor(idx, device=self.device)]
-            probs = torch.sigmoid(batched_logits(params, buffers, feats)).cpu().numpy()
+            probs = torch.sigmoid(batched_logits(params, fixed, inputs(slice(None), torch.as_tensor(idx, device=self.device)))).cpu().numpy()
         for i, (j, r) in enumerate(zip(jobs, results)):
             if r.failed_at is None and due[i]:
                 eval_probs[i].append(probs[i, :len(j.evaluate)])
@@ -264,15 +329,19 @@ class BatchedTrainer:
                     r.epochs.append(0)
 
 
-def _run_grouped(trainer: BatchedTrainer, jobs: list[Job]) -> list[JobResult]:
-    """Jobs of any architectures: one batched run per architecture, results in job order."""
+def run_jobs(trainer: BatchedTrainer, jobs: list[Job]) -> list[JobResult]:
+    """Jobs of any architectures: batched runs per architecture, of at most as many models as fit
+    (``BatchedTrainer.models_per_run``), results in job order."""
     groups: dict[str, list[int]] = {}
     for i, job in enumerate(jobs):
         groups.setdefault(architecture_key(job.hp), []).append(i)
     results: list[JobResult | None] = [None] * len(jobs)
     for members in groups.values():
-        for i, r in zip(members, trainer.run([jobs[i] for i in members])):
-            results[i] = r
+        size = trainer.models_per_run(jobs[members[0]], len(members))
+        for start in range(0, len(members), size):
+            chunk = members[start:start + size]
+            for i, r in zip(chunk, trainer.run([jobs[i] for i in chunk])):
+                results[i] = r
     return results
 
 
@@ -289,7 +358,7 @@ def run_folds_batched(trainer: BatchedTrainer, tasks: list[tuple]) -> list[FoldO
         inner_jobs.append(Job(hp, data.any_known(fold.inner_train), data.any_known(fold.inner_val),
                               seed * 100_003 + fold.index, hp["epochs"], seed=seed))
     try:
-        inner = _run_grouped(trainer, inner_jobs)
+        inner = run_jobs(trainer, inner_jobs)
         outputs = _finish_tasks(trainer, tasks, inner_jobs, inner)
     finally:
         trainer.release()
@@ -313,7 +382,7 @@ def _finish_tasks(trainer: BatchedTrainer, tasks: list[tuple], inner_jobs: list[
         outer_jobs.append(Job(hp, data.any_known(fold.train), fold.test, job.fold_seed, max(best_epoch, 1) if hp["epochs"] else 0,
                               every_epoch=False, seed=job.seed))
         waiting.append((t, fold, threshold, best_epoch, inner_f1, history, InnerPredictions(job.evaluate, res.epochs, res.probs)))
-    for (t, fold, threshold, best_epoch, inner_f1, history, inner_preds), res in zip(waiting, _run_grouped(trainer, outer_jobs) if outer_jobs else []):
+    for (t, fold, threshold, best_epoch, inner_f1, history, inner_preds), res in zip(waiting, run_jobs(trainer, outer_jobs) if outer_jobs else []):
         outputs[t] = res.reason if res.failed_at is not None else \
             FoldOutput(fold.index, fold.test, res.probs[-1], threshold, best_epoch, inner_f1, history, inner_preds)
     return outputs

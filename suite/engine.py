@@ -136,16 +136,22 @@ class Engine:
             return False, f"{self.spec.name} has no batched form"
         if getattr(model, "batch_refusal", None):
             return False, model.batch_refusal
-        if self.features is None:
-            return False, "its encoder is trained (backbone_mode is not frozen), so there are no cached features to batch over"
         return True, ""
+
+    @property
+    def sequential_preferred(self) -> str:
+        """Why ``--engine auto`` keeps this batchable configuration sequential ("" when it does not):
+        a trained encoder on a CPU is compute-bound, so training its models as one batch gains nothing."""
+        if self.features is None and self.device.type != "cuda":
+            return "its encoder is trained and this device is a CPU (compute-bound: batching gains nothing; --engine batched batches anyway)"
+        return ""
 
     # --- data ---------------------------------------------------------------------------
     def _frozen_features(self, model, feature_cache: Path | None) -> tuple[torch.Tensor, bool]:
         """The frozen encoder's features of every sample: from ``feature_cache`` when an entry
         with the same data, encode configuration, weights and precision exists, else computed."""
-        if feature_cache is None or self.data.fingerprint is None:
-            return self._encode_frozen(), False
+        if feature_cache is None or self.data.fingerprint is None or not hasattr(model, "encoder"):
+            return self._encode_frozen(), False  # no encoder weights (fixed preprocessing): cheap, not stored
         key = feature_key(self.data.fingerprint, model.encode_config, model.encoder,
                           f"{self.device.type}-{self.acc.mixed_precision}")
         return load_or_compute(feature_cache, key, self._encode_frozen, self.device)

@@ -50,13 +50,14 @@ def evaluate_folds(method: str, hparams_of_fold: Callable[[int], dict], data: Da
     ok, why = engine_of(first, seeds[0]).batchable
     if first["selection"] != "inner":
         ok, why = False, "selection=fixed runs on the sequential engine"
-    used = "sequential" if compile and engine == "auto" else choose_engine(engine, method, ok, why)
+    used = "sequential" if compile and engine == "auto" else choose_engine(engine, method, ok, why, engine_of(first, seeds[0]).sequential_preferred)
     if used == "sequential":
         out: dict[int, list[FoldOutput]] = {seed: [] for seed in seeds}
         for seed, f in tqdm([(s, f) for s in seeds for f in folds[s]], desc=f"{method}: LOSO folds", unit="fold", disable=None):
             out[seed].append(engine_of(hparams_of_fold(f.index), seed).run_fold(f))
         return out, used
-    trainer = BatchedTrainer(spec, data, seeds[0], {seed: engine_of(first, seed).features for seed in seeds})
+    features = {seed: engine_of(first, seed).features for seed in seeds}
+    trainer = BatchedTrainer(spec, data, seeds[0], None if features[seeds[0]] is None else features)
     tasks = [(f, hparams_of_fold(f.index), seed) for seed in seeds for f in folds[seed]]
     flat = run_folds_batched(trainer, tasks)
     for (fold, _, seed), out in zip(tasks, flat):

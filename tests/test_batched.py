@@ -22,6 +22,20 @@ def data(synthetic, tmp_path_factory):
     return DatasetTensors.from_cache(load_cache(cache.path)[0], AUS, torch.device("cpu"), cache.fingerprint)
 
 
+@pytest.fixture(scope="module")
+def flow_data(synthetic, tmp_path_factory):
+    cache = prepare("casme2", synthetic / "CASME2", tmp_path_factory.mktemp("batched-flow"), flow=True)
+    return DatasetTensors.from_cache(load_cache(cache.path)[0], AUS, torch.device("cpu"), cache.fingerprint)
+
+
+def _assert_same_outputs(batched, sequential, atol=1e-4):
+    for s, b in zip(sequential, batched, strict=True):
+        assert b.fold == s.fold and b.epochs == s.epochs and np.array_equal(b.threshold, s.threshold)
+        np.testing.assert_allclose(b.inner.probs, s.inner.probs, atol=atol)
+        np.testing.assert_allclose(b.prob, s.prob, atol=atol)
+        assert np.array_equal(b.prob >= b.threshold, s.prob >= s.threshold)  # same predictions, so the same F1
+
+
 def _setup(data, method="micro_au_clip", **overrides):
     spec = get_method(method)
     hp = resolve_hparams(spec, {**FAST, **overrides})
@@ -77,7 +91,9 @@ def test_engine_choice_is_explicit(data, synthetic, tmp_path):
     with pytest.raises(EngineChoiceError, match="cannot be fold-batched"):
         choose_engine("batched", "constant", False, "constant has no batched form")
     _, _, full, _ = _setup(data, backbone_mode="full")
-    assert full.batchable == (False, "its encoder is trained (backbone_mode is not frozen), so there are no cached features to batch over")
+    assert full.batchable == (True, "") and "compute-bound" in full.sequential_preferred  # a trained tower on a CPU
+    assert choose_engine("auto", "m", True, "", full.sequential_preferred) == "sequential"
+    assert choose_engine("batched", "m", True, "", full.sequential_preferred) == "batched"
     root = synthetic / "CASME2"
     with pytest.raises(EngineChoiceError, match="constant has no batched form"):
         run("constant", "casme2", root, {"selection": "inner"}, 1, results=tmp_path, log=None, engine="batched")
@@ -102,3 +118,29 @@ def test_seeds_batched_together_equal_each_seed_run_alone(data):
     for s, b in zip(sequential, batched):
         assert b.epochs == s.epochs and np.array_equal(b.threshold, s.threshold)
         np.testing.assert_allclose(b.prob, s.prob, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["off_apexnet", "sssnet", "sca"])
+def test_flow_networks_batched_equal_sequential(flow_data, method):
+    """The small flow networks train fold-batched on their input computed once; batch norm (SSSNet,
+    SCA) keeps per-model running statistics and never sees padding, so evaluation agrees too."""
+    spec, hp, engine, folds = _setup(flow_data, method, epochs=2)
+    assert engine.batchable == (True, "") and engine.sequential_preferred == "" and engine.features is not None
+    folds = folds[:3]
+    trainer = BatchedTrainer(spec, flow_data, 0, engine.features)
+    sequential = [engine.run_fold(f, "inner") for f in folds]
+    _assert_same_outputs(run_folds_batched(trainer, [(f, hp) for f in folds]), sequential, atol=1e-3)  # convolutions sum in another order
+    chunked = run_folds_batched(BatchedTrainer(spec, flow_data, 0, engine.features, max_models=2), [(f, hp) for f in folds])
+    _assert_same_outputs(chunked, sequential, atol=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["full", "last_n"])
+def test_fine_tuned_towers_batched_equal_sequential(data, mode):
+    """With a trained image tower the models take frames: each model's tower weights (trained and
+    frozen) and AdamW state are stacked, the tower at backbone_lr_scale as in the sequential
+    engine's parameter groups."""
+    spec, hp, engine, folds = _setup(data, backbone_mode=mode, epochs=1, batch_size=16)
+    assert engine.features is None
+    folds = folds[:2]
+    trainer = BatchedTrainer(spec, data, 0, None)
+    _assert_same_outputs(run_folds_batched(trainer, [(f, hp) for f in folds]), [engine.run_fold(f, "inner") for f in folds], atol=2e-4)

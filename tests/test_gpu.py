@@ -68,3 +68,31 @@ def test_batched_engine_on_cuda_agrees_with_cpu(gpu_data):
     for g, c in zip(on_gpu, on_cpu):
         assert np.abs(g.prob - c.prob).mean() < 0.05  # bf16 autocast on CUDA, fp32 on CPU
         assert abs(g.inner_f1 - c.inner_f1) < 0.15
+
+
+def test_fine_tuned_towers_fold_batched_on_cuda(gpu_data):
+    """A trained tower on CUDA: the automatic choice batches it, as many models per run as the
+    measured memory of one model's step allows, and its outputs agree with the sequential engine."""
+    from suite.batched import BatchedTrainer, run_folds_batched
+    from suite.engine import Engine
+    from suite.protocol import loso_folds
+    from suite.registry import get_method, resolve_hparams
+
+    spec = get_method("micro_au_clip")
+    hp = resolve_hparams(spec, {"epochs": 1, "batch_size": 8, "dropout": 0.0, "selection": "inner", "inner_val_fraction": 0.67,
+                                "backbone_mode": "full"})
+    cuda = gpu_data["cuda"]
+    engine = Engine(spec, hp, cuda, cuda.aus, 0)
+    assert engine.batchable == (True, "") and engine.sequential_preferred == ""
+    folds = loso_folds(cuda.subject, hp["inner_val_fraction"], 0)[:3]
+    trainer = BatchedTrainer(spec, cuda, 0, None)
+    assert 1 <= trainer.models_per_run(_job(hp, folds[0], cuda), 3) <= 3
+    batched = run_folds_batched(trainer, [(f, hp) for f in folds])
+    for b, s in zip(batched, [engine.run_fold(f, "inner") for f in folds]):
+        assert np.abs(b.prob - s.prob).mean() < 0.05  # bf16 autocast in both, summed in another order
+
+
+def _job(hp, fold, data):
+    from suite.batched import Job
+
+    return Job(hp, data.any_known(fold.train), fold.test, fold.index, 1)

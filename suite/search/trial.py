@@ -70,8 +70,9 @@ class TaskRunner:
         requested = self.ctx.get("engine", "auto")
         if requested == "auto" and (self.ctx["fold_workers"] > 1 or self.ctx.get("compile")):
             return "sequential"
-        ok, why = self.engine(tasks[0]["params"]).batchable
-        return choose_engine(requested, self.spec.name, ok, why)
+        engine = self.engine(tasks[0]["params"])
+        ok, why = engine.batchable
+        return choose_engine(requested, self.spec.name, ok, why, engine.sequential_preferred)
 
     def run(self, task: dict) -> dict:
         """One task with the sequential engine → its outputs as JSON (``status`` ok, or failed
@@ -89,7 +90,9 @@ class TaskRunner:
         import torch
 
         engine = self.engine(tasks[0]["params"])
-        if self._trainer is None or not torch.equal(self._trainer.features[self.ctx["seed"]], engine.features):
+        cached = self._trainer.features if self._trainer is not None else None
+        if self._trainer is None or (cached is None) != (engine.features is None) or \
+                (cached is not None and not torch.equal(cached[self.ctx["seed"]], engine.features)):
             self._trainer = BatchedTrainer(self.spec, self.data, self.ctx["seed"], engine.features)
         outs = run_folds_batched(self._trainer, [(self.folds[t["fold"]], self.hparams(t["params"])) for t in tasks])
         return [{**self._base(t, "batched"), "status": "failed", "reason": out} if isinstance(out, str) else
