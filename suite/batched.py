@@ -194,6 +194,7 @@ class BatchedTrainer:
             start = torch.cuda.memory_allocated()
             self.run([Job(job.hp, job.train[:job.hp["batch_size"]], job.evaluate[:0], 0, 1, every_epoch=False, seed=job.seed)])
             per_model = max(torch.cuda.max_memory_allocated() - start, 1)
+            torch.cuda.empty_cache()  # the probe's freed blocks would otherwise count as used
             fit = max(1, min(n, int(0.8 * torch.cuda.mem_get_info()[0] / per_model)))
             tqdm.write(f"fold-batched: {fit} of {n} models per run (one model's training step peaked at {per_model / 2**30:.2f} GiB)")
             return fit

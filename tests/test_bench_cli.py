@@ -36,3 +36,24 @@ def test_bench_writes_a_consistent_report(synthetic, tmp_path):
     assert ratios["trials/hour: 2 per device / 1"] == pytest.approx(two["trials_per_hour"] / one["trials_per_hour"])
     assert report["n_samples"] == 24 and "torch" in report["versions"]
     assert str(out) in proc.stdout
+
+
+def test_nested_search_bench_times_the_rounds_and_compares_the_same_configurations(synthetic, tmp_path):
+    """--nested-search: the search's rounds without Ray (Optuna's ask/tell included), the batched
+    engine for every slice, then the sequential engine on the same first configurations."""
+    out = tmp_path / "nested.json"
+    env = {**os.environ, "MICRO_AU_RESULTS": str(tmp_path / "results")}
+    proc = subprocess.run([sys.executable, "-m", "suite.bench", "--data-root", str(synthetic / "CASME2"), "--epochs", "1",
+                           "--nested-search", "3", "--round-size", "2", "--sequential-configs", "2", "--out", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    batched, sequential = report["nested_search"]["batched"], report["nested_search"]["sequential"]
+    assert (batched["engine"], sequential["engine"]) == ("batched", "sequential")
+    assert batched["configurations"] == len(batched["slice_seconds"]) == len(batched["proposals"]) == 3
+    assert sequential["proposals"] == batched["proposals"][:2]  # the same configurations, compared slice by slice
+    assert batched["seconds"] == pytest.approx(batched["slices_seconds"] + batched["outside_slices_seconds"])
+    assert batched["outside_slices_seconds"] > 0  # Optuna's ask/tell and the journal, reported apart
+    [ratio] = report["ratios"].values()
+    assert ratio == pytest.approx(sum(sequential["slice_seconds"]) / sum(batched["slice_seconds"][:2]))
+    assert "outside them (Optuna ask/tell" in proc.stdout and str(out) in proc.stdout

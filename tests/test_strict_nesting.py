@@ -13,26 +13,11 @@ from suite.data import load_cache, prepare
 from suite.engine import DatasetTensors
 from suite.search.driver import DatasetSearch
 from suite.search.options import SearchOptions
-from suite.search.trial import TaskRunner, write_slice
+from suite.search.trial import in_process_executor
 from suite.spaces import load_space
 
 SPACE = "method: micro_au_clip\nparams:\n  lambda_gd: {float: [0.01, 1.0], log: true}\n  tau_gd: {float: [0.1, 3.0], log: true}\n" \
         "  lr: {float: [0.0005, 0.01], log: true}\nfixed: {epochs: 2, batch_size: 8}\n"
-
-
-def in_process(data: DatasetTensors):
-    """An executor running every slice's tasks in this process, on ``data`` (maybe altered)."""
-    runners = {}
-
-    def execute(slices, ctx, name):
-        runner = runners.setdefault(ctx["out_dir"], TaskRunner(ctx, data=data))
-        out = {}
-        for s in slices:
-            tasks = [runner.run(t.to_json()) for t in s.tasks]
-            write_slice(Path(ctx["out_dir"]), s.round, s.proposal, tasks, runner.aus, {"tune_trial": None})
-            out[s.proposal] = json.loads((Path(ctx["out_dir"]) / f"r{s.round:03d}-p{s.proposal:03d}.json").read_text())
-        return out
-    return execute
 
 
 def _search(synthetic, tmp_path, selection, flip_subject=None):
@@ -48,7 +33,7 @@ def _search(synthetic, tmp_path, selection, flip_subject=None):
         rows = data.subject == flip_subject
         data.labels[rows] = 1 - data.labels[rows]
     search = DatasetSearch(space, "casme2", synthetic / "CASME2", cache, None, opts, results, results / "searches" / "inv",
-                           in_process(data))
+                           in_process_executor(data))
     search.data = data  # selection reads the same (altered) labels
     summary = search.run(lambda jobs: lambda: [])()
     tasks = [t for p in sorted((results / "searches" / "inv" / "casme2" / "rounds").glob("*.json"))

@@ -24,9 +24,16 @@ Measured (each on one dataset, one configuration, the same epochs):
    each GPU (--packing K, default 4 on a GPU; on CPU only when asked: K trials share the
    cores).
 
+6. --nested-search N (instead of 1–5): the strictly nested gsd search's rounds without Ray —
+   N configurations per fold study, Optuna's ask/tell as suite.search does it, every slice in
+   this process — on frozen tokens computed before the clock starts; the time outside the slices
+   (Optuna, its journal, bookkeeping) is reported apart; the sequential engine then runs the
+   first --sequential-configs proposals (the same configurations), compared slice by slice.
+
 examples:
   python -m suite.bench --scale full --trial-only --epochs 5       # the fold-batched engine on CPU
   python -m suite.bench --clip ViT-B-16 --image-size 224 --scale full   # on a GPU
+  python -m suite.bench --scale full --nested-search 64 --round-size 16 --epochs 40   # the search's rounds
 """
 from __future__ import annotations
 
@@ -48,6 +55,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     a("--packing-trials", type=int, default=8, help="trials per packing measurement (default: %(default)s)")
     a("--no-packing", action="store_true", help="skip the packing rows (they run suite.search, which needs Ray)")
     a("--trial-only", action="store_true", help="only the frozen rows and one search trial's work per engine (no full fine-tuning)")
+    a("--nested-search", type=int, metavar="N",
+      help="only this: the strictly nested gsd search with N configurations per fold study, without Ray, batched vs sequential (round 1)")
+    a("--round-size", type=int, default=16, help="--nested-search: proposals per fold study per round (default: %(default)s)")
+    a("--sequential-configs", type=int, default=2, help="--nested-search: configurations run again sequentially for the ratio (default: %(default)s)")
     a("--out", type=Path, help="JSON report (default: <results>/bench/bench-DATASET-SCALE-CLIP.json)")
     return p.parse_args(argv)
 

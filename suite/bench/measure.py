@@ -188,6 +188,79 @@ def trials_per_hour(dataset: str, root: Path, packing: int, n_trials: int, fixed
             "resources": " ".join(resources)}
 
 
+def nested_search(dataset: str, root: Path, cache, configs: int, round_size: int, fixed: dict, engine: str) -> dict:
+    """The strictly nested ``gsd`` search's rounds on one dataset without Ray (every slice in this
+    process, one after another; Optuna's ask/tell for every fold study as ``suite.search`` does
+    it), on frozen tokens computed before the clock starts. Times the whole, the slices (the
+    engine) and what is left (Optuna's ask/tell, its journal, bookkeeping), and each slice."""
+    from dataclasses import replace
+
+    from ..paths import token_cache_dir
+    from ..search.driver import DatasetSearch
+    from ..search.options import SearchOptions
+    from ..search.trial import in_process_executor
+    from ..spaces import load_space
+
+    acc = get_accelerator()
+    space = load_space("gsd")
+    space = replace(space, fixed={**space.fixed, **fixed})
+    with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
+        results = Path(tmp)
+        opts = SearchOptions(space="gsd", datasets=(dataset,), trials=configs, round_size=round_size, final_seeds=0, baselines=(),
+                             engine=engine, name=f"bench-{engine}", results=results, gpus_per_trial=1 if acc.device.type == "cuda" else 0)
+        execute, slice_seconds = in_process_executor(on_gpu=acc.device.type == "cuda"), {}
+
+        def timed(slices, ctx, name):
+            out = {}
+            for s in slices:  # one at a time, each timed
+                _sync(acc.device)
+                start = time.perf_counter()
+                out.update(execute([s], ctx, name))
+                _sync(acc.device)
+                slice_seconds[(s.round, s.proposal)] = time.perf_counter() - start
+            return out
+
+        search = DatasetSearch(space, dataset, root, cache, None, opts, results, results / "searches" / opts.name, timed)
+        spec = get_method(space.method)
+        data = DatasetTensors.from_cache(load_cache(cache.path)[0], search.aus, acc.device, cache.fingerprint)
+        Engine(spec, search.hparams({}), data, search.aus, opts.seed, acc, feature_cache=token_cache_dir(results))  # tokens, before the clock
+        start = time.perf_counter()
+        docs = search.search_rounds()
+        seconds = time.perf_counter() - start
+    engines = sorted({t["engine"] for d in docs for t in d["tasks"]})
+    return {"engine": "+".join(engines), "configurations": configs, "round_size": round_size, "epochs": space.fixed["epochs"],
+            "folds": len(search.folds), "seconds": seconds, "slices_seconds": sum(slice_seconds.values()),
+            "slice_seconds": [slice_seconds[k] for k in sorted(slice_seconds)], "outside_slices_seconds": seconds - sum(slice_seconds.values()),
+            "proposals": [d["tasks"][0]["params"] for d in docs]}
+
+
+def nested_search_report(args, dataset_root: Path, cache) -> dict:
+    """``--nested-search N``: the N-configuration search with the automatic (fold-batched) engine,
+    then the first ``--sequential-configs`` proposals with the sequential engine — the same
+    configurations (proposals depend on the seed and their numbers alone) — compared slice by slice."""
+    fixed = {"clip_model": args.clip, "image_size": args.image_size, "epochs": args.epochs}
+    batched = nested_search(args.dataset, dataset_root, cache, args.nested_search, args.round_size, fixed, "auto")
+    m = min(args.sequential_configs, args.nested_search)
+    sequential = nested_search(args.dataset, dataset_root, cache, m, m, fixed, "sequential")
+    ratio = sum(sequential["slice_seconds"]) / sum(batched["slice_seconds"][:m])
+    report = {"nested_search": {"batched": batched, "sequential": sequential},
+              "ratios": {f"search slices 1–{m}: sequential / {batched['engine']}": ratio},
+              "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)",
+              "dataset": args.dataset, "scale": args.scale, "clip": args.clip, "image_size": args.image_size, "versions": versions()}
+    b = batched
+    print(f"strictly nested gsd search, {args.dataset} {args.scale} ({b['folds']} folds), {args.clip} {args.image_size}px tokens computed "
+          f"beforehand, {b['configurations']} configurations per fold study in rounds of {b['round_size']}, {b['epochs']} epochs, "
+          f"no Ray; device {report['device']}")
+    print(f"  {b['engine']} engine: {b['seconds']:.1f} s = {b['slices_seconds']:.1f} s in slices + {b['outside_slices_seconds']:.1f} s "
+          f"outside them (Optuna ask/tell, its journal, bookkeeping)")
+    print(f"  sequential engine, the first {m} configuration(s): {sum(sequential['slice_seconds']):.1f} s against "
+          f"{sum(b['slice_seconds'][:m]):.1f} s batched → {ratio:.1f}×")
+    out = args.out or results_dir() / "bench" / f"nested-search-{args.dataset}-{args.scale}-{args.clip}.json"
+    write_json(out, report)
+    print(out)
+    return report
+
+
 def benchmark(args) -> dict:
     """Every measurement ``python -m suite.bench`` asks for (``args``: its parsed options); prints
     the table, writes the JSON report and returns it."""
@@ -196,6 +269,8 @@ def benchmark(args) -> dict:
     release = read_release(args.dataset, root)
     cache = prepare(args.dataset, root, results, image_size=args.image_size)
     aus = DATASET_AUS[args.dataset]
+    if args.nested_search:
+        return nested_search_report(args, root, cache)
     acc = get_accelerator()
     data = DatasetTensors.from_cache(load_cache(cache.path)[0], aus, acc.device, cache.fingerprint)
     spec = get_method("micro_au_clip")

@@ -32,7 +32,14 @@ from ..selection import Candidate, chosen_on_test_folds, common_candidates, depl
 from .options import SearchOptions
 from .studies import Slice, Studies, Task
 from .trial import fold_from_json
-from .tune_rounds import StageIncomplete
+
+
+class StageIncomplete(Exception):
+    """A stage (Tune's, or the driver's checks) that did not finish: interrupted (exit 130, resumable) or with no task done."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.message, self.exit_code = message, exit_code
 
 
 def round_sizes(trials: int, round_size: int) -> list[int]:

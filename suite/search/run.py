@@ -13,8 +13,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from .driver import StageIncomplete
 from .options import SearchError, SearchOptions, check_counts, data_roots, parse_fidelity, token_auth_environment
-from .tune_rounds import StageIncomplete
 
 
 @dataclass

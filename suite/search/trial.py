@@ -140,6 +140,25 @@ def write_slice(out_dir: Path, r: int, proposal: int, tasks: list[dict], aus, ex
     write_json(json_path, {"round": r, "proposal": proposal, **extra, "tasks": stored})
 
 
+def in_process_executor(data: DatasetTensors | None = None, on_gpu: bool = False):
+    """An executor (``execute(slices, ctx, name) → {proposal: slice output}``) running every
+    slice in this process, one after another, with the engine the run context asks for — the
+    search without Ray: ``suite.bench --nested-search`` and tests. ``data``: the dataset to use
+    instead of the context's cache (tests alter labels)."""
+    runners: dict[str, TaskRunner] = {}
+
+    def execute(slices, ctx: dict, name: str) -> dict[int, dict]:
+        runner = runners.setdefault(ctx["out_dir"], TaskRunner(ctx, on_gpu, data=data))
+        out = {}
+        for s in slices:
+            todo = [t.to_json() for t in s.tasks]
+            tasks = runner.run_batched(todo) if runner.engine_for(todo) == "batched" else [runner.run(t) for t in todo]
+            write_slice(Path(ctx["out_dir"]), s.round, s.proposal, tasks, runner.aus, {"tune_trial": None})
+            out[s.proposal] = read_slice(Path(ctx["out_dir"]), s.round, s.proposal)
+        return out
+    return execute
+
+
 def read_slice(out_dir: Path, r: int, proposal: int) -> dict | None:
     json_path, _ = slice_paths(out_dir, r, proposal)
     return json.loads(json_path.read_text()) if json_path.exists() else None

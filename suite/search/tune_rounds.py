@@ -18,17 +18,10 @@ from pathlib import Path
 
 from ray import tune
 
+from .driver import StageIncomplete
 from .options import MAX_FAILURES, SearchOptions
 from .studies import Slice
 from .trial import read_slice, run_slice, trial_resources, write_slice
-
-
-class StageIncomplete(Exception):
-    """A Tune stage that did not finish: interrupted (exit 130, resumable) or with no task done."""
-
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.message, self.exit_code = message, exit_code
 
 
 class TuneExecutor:
