@@ -5,11 +5,14 @@
 #   on the GPU machine:          bash benchmarks/gpu_check.sh OUT_DIR
 # Every step gets at most its own limit and never more than what is left of 450 s, so the whole
 # check ends within 8 minutes; a step that fails or runs out of time says so in the table.
+# CHECK_CLIP / CHECK_IMAGE_SIZE / CHECK_SCALE / CHECK_CONFIGS (default ViT-B-16, 224, full, 64)
+# shrink it to rehearse the whole script on a CPU (CHECK_CLIP=tiny CHECK_IMAGE_SIZE=112 ...).
 set -uo pipefail
 out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR}
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
 deadline=$((SECONDS + 450))
+clip=${CHECK_CLIP:-ViT-B-16} size=${CHECK_IMAGE_SIZE:-224} scale=${CHECK_SCALE:-full} configs=${CHECK_CONFIGS:-64}
 limit() { local left=$((deadline - SECONDS)); echo $(( left < $1 ? (left > 0 ? left : 1) : $1 )); }
 python -m pip install -q --no-deps .gpu-wheels/*.whl >"$out/install.log" 2>&1
 python -m pip install -q --no-deps -e . >>"$out/install.log" 2>&1
@@ -29,8 +32,8 @@ timeout "$(limit 100)" python -m pytest -q -m gpu tests/test_gpu.py -p no:cachep
 echo "| gpu tests | $(tail -1 "$out/pytest_gpu.log") |" >>"$md"
 # 2. the strictly nested gsd search's rounds on frozen ViT-B-16 tokens of full CASME II: 64
 #    configurations per fold study, fold-batched, Optuna's share apart; 1 configuration sequential
-timeout "$(limit 150)" python -m suite.bench --clip ViT-B-16 --image-size 224 --scale full --epochs 40 \
-  --nested-search 64 --round-size 16 --sequential-configs 1 --out "$out/nested_search.json" >"$out/nested_search.log" 2>&1
+timeout "$(limit 150)" python -m suite.bench --clip "$clip" --image-size "$size" --scale "$scale" --epochs 40 \
+  --nested-search "$configs" --round-size 16 --sequential-configs 1 --out "$out/nested_search.json" >"$out/nested_search.log" 2>&1
 python - "$out/nested_search.json" >>"$md" 2>>"$out/nested_search.log" <<'PY' || echo "| nested search | failed or out of time: see nested_search.log |" >>"$md"
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -41,17 +44,18 @@ for name, value in r["ratios"].items():
     print(f"| {name} | {value:.1f}× |")
 PY
 # 3. fine-tuning throughput: 8 folds' ViT-B-16 models, sequential vs fold-batched, against the bf16 FLOP floor
-timeout "$(limit 100)" python benchmarks/fold_throughput.py --clip ViT-B-16 --image-size 224 --scale full --folds 8 --epochs 1 \
+timeout "$(limit 100)" python benchmarks/fold_throughput.py --clip "$clip" --image-size "$size" --scale "$scale" --folds 8 --epochs 1 \
   >"$out/fold_throughput.json" 2>"$out/fold_throughput.log"
 python - "$out/fold_throughput.json" >>"$md" 2>>"$out/fold_throughput.log" <<'PY' || echo "| fold throughput | failed or out of time: see fold_throughput.log |" >>"$md"
 import json, sys
 r = json.load(open(sys.argv[1]))
 for name, e in r["engines"].items():
-    print(f"| ViT-B-16 fine-tuning, {r['folds']} folds, {name} | {e['seconds']:.1f} s, {e['images_per_s']:.0f} img/s, {e['times_floor']:.2f}× the bf16 floor ({r['floor_seconds']:.1f} s) |")
+    floor = "fp32" if r["device"].startswith("cpu") else "bf16"
+    print(f"| {r['clip']} fine-tuning, {r['folds']} folds, {name} | {e['seconds']:.1f} s, {e['images_per_s']:.0f} img/s, {e['times_floor']:.2f}× the {floor} floor ({r['floor_seconds']:.1f} s) |")
 PY
 # 4. one search trial on frozen ViT-B-16 tokens: sequential vs fold-batched engine vs the peer;
 #    full fine-tuning (sequential) against the bf16 FLOP floor — with what time is left
-timeout "$(limit 200)" python -m suite.bench --clip ViT-B-16 --image-size 224 --scale full --epochs 2 --no-packing \
+timeout "$(limit 200)" python -m suite.bench --clip "$clip" --image-size "$size" --scale "$scale" --epochs 2 --no-packing \
   --out "$out/bench.json" >"$out/bench.log" 2>&1
 python - "$out/bench.json" >>"$md" 2>>"$out/bench.log" <<'PY' || echo "| suite.bench | failed or out of time: see bench.log |" >>"$md"
 import json, sys
