@@ -155,7 +155,6 @@ class BatchedTrainer:
         """(the architecture's module, stacked trainable parameters, stacked fixed tensors): each
         job from its configuration's initial state with its own fold statistics (``on_fold_start``)."""
         params, fixed = [], []
-        base = self._bases.get(architecture_key(jobs[0].hp))
         for job in jobs:
             trainable, rest = self._initial_state(job.hp, self.seed_of(job))
             base = self._bases[architecture_key(job.hp)]
