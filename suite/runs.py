@@ -31,9 +31,10 @@ def load_dataset(dataset: str, data_root: Path | None, results: Path | None, ima
 
 
 def evaluate_folds(method: str, hparams_of_fold: Callable[[int], dict], data: DatasetTensors, seeds: list[int],
-                   results: Path | None, compile: str | None = None, engine: str = "auto") -> tuple[dict[int, list[FoldOutput]], str]:
+                   results: Path | None, compile: str | None = None, engine: str = "auto") -> tuple[dict[int, list[FoldOutput]], str, str]:
     """Every LOSO fold (inner-validation split from each seed) with the hyper-parameters
-    ``hparams_of_fold(fold index)``, for every seed; ({seed: outputs}, the engine that ran them).
+    ``hparams_of_fold(fold index)``, for every seed; ({seed: outputs}, the engine that ran them,
+    why: "asked for", or why ``auto`` kept the sequential engine; "" when auto batched).
     Sequential: one engine per (configuration, seed). Batched (``suite.batched``): every fold's
     models of every seed as one batched model, when the configuration allows (``auto``), or as asked."""
     spec, acc = get_method(method), get_accelerator()
@@ -50,12 +51,14 @@ def evaluate_folds(method: str, hparams_of_fold: Callable[[int], dict], data: Da
     ok, why = engine_of(first, seeds[0]).batchable
     if first["selection"] != "inner":
         ok, why = False, "selection=fixed runs on the sequential engine"
-    used = "sequential" if compile and engine == "auto" else choose_engine(engine, method, ok, why, engine_of(first, seeds[0]).sequential_preferred)
+    preferred = "--compile runs on the sequential engine" if compile else engine_of(first, seeds[0]).sequential_preferred
+    used = choose_engine(engine, method, ok, why, preferred)
+    reason = "asked for" if engine != "auto" else "" if used == "batched" else why or preferred
     if used == "sequential":
         out: dict[int, list[FoldOutput]] = {seed: [] for seed in seeds}
         for seed, f in tqdm([(s, f) for s in seeds for f in folds[s]], desc=f"{method}: LOSO folds", unit="fold", disable=None):
             out[seed].append(engine_of(hparams_of_fold(f.index), seed).run_fold(f))
-        return out, used
+        return out, used, reason
     features = {seed: engine_of(first, seed).features for seed in seeds}
     trainer = BatchedTrainer(spec, data, seeds[0], None if features[seeds[0]] is None else features)
     tasks = [(f, hparams_of_fold(f.index), seed) for seed in seeds for f in folds[seed]]
@@ -64,7 +67,7 @@ def evaluate_folds(method: str, hparams_of_fold: Callable[[int], dict], data: Da
         if isinstance(out, str):
             raise FloatingPointError(f"seed {seed}, fold {fold.index}: {out}")
     n = len(folds[seeds[0]])
-    return {seed: flat[i * n:(i + 1) * n] for i, seed in enumerate(seeds)}, used
+    return {seed: flat[i * n:(i + 1) * n] for i, seed in enumerate(seeds)}, used, reason
 
 
 def run(method: str, dataset: str, data_root: Path | None = None, overrides: dict | None = None, seeds: int | list[int] = 1,
@@ -80,9 +83,9 @@ def run(method: str, dataset: str, data_root: Path | None = None, overrides: dic
     cid = config_id(method, dataset, hp, cache.fingerprint)
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     start = time.time()
-    by_seed, used = evaluate_folds(method, lambda _: hp, data, seeds, results, compile, engine)
+    by_seed, used, reason = evaluate_folds(method, lambda _: hp, data, seeds, results, compile, engine)
     if log:
-        log(f"{method}: {used} engine, seeds {seeds}, {len(by_seed[seeds[0]])} folds")
+        log(f"{method}: {used} engine{f' ({reason})' if reason else ''}, seeds {seeds}, {len(by_seed[seeds[0]])} folds")
     seconds = (time.time() - start) / len(seeds)  # seeds ran together: each record gets an equal share
     paths = []
     for seed in seeds:
@@ -90,7 +93,7 @@ def run(method: str, dataset: str, data_root: Path | None = None, overrides: dic
         selection = "fixed_epochs" if hp["selection"] == "fixed" else "inner_validation"
         record_extra = {
             "inner_f1": float(np.mean([o.inner_f1 for o in outputs])) if hp["selection"] == "inner" else None,
-            "compile": compile, "engine": used,
+            "compile": compile, "engine": used, "engine_reason": reason,
             **(extra or {}),
         }
         paths.append(write_run(out_dir / dataset / method / cid / f"seed{seed}", predictions_frame(data, outputs, data.aus),
@@ -110,11 +113,11 @@ def run_chosen(method: str, dataset: str, data_root: Path | None, hparams_by_fol
     first = hparams_by_fold[min(hparams_by_fold)]
     cache, data = load_dataset(dataset, data_root, results, first.get("image_size", 112), needs_flow(spec, first))
     start = time.time()
-    by_seed, used = evaluate_folds(method, lambda k: hparams_by_fold[k], data, seeds, results, compile, engine)
+    by_seed, used, reason = evaluate_folds(method, lambda k: hparams_by_fold[k], data, seeds, results, compile, engine)
     seconds = (time.time() - start) / len(seeds)
     distinct = {json.dumps(h, sort_keys=True, default=str) for h in hparams_by_fold.values()}
     hparams = first if len(distinct) == 1 else {"per_fold": {str(k): h for k, h in hparams_by_fold.items()}}
     return [write_run(stem, predictions_frame(data, by_seed[seed], data.aus), method=method, dataset=dataset, aus=data.aus,
                       hparams=hparams, seed=seed, selection=selection, cache_path=cache.path, device=device_name(data.device),
-                      duration_s=seconds, extra={"compile": compile, "engine": used, **(extra or {})})
+                      duration_s=seconds, extra={"compile": compile, "engine": used, "engine_reason": reason, **(extra or {})})
             for seed, stem in zip(seeds, stems)]

@@ -102,7 +102,13 @@ def test_engine_choice_is_explicit(data, synthetic, tmp_path):
 
     assert json.loads(path.read_text())["engine"] == "batched"
     [path] = run("constant", "casme2", root, {"selection": "inner"}, 1, results=tmp_path, log=None)
-    assert json.loads(path.read_text())["engine"] == "sequential"
+    record = json.loads(path.read_text())
+    assert (record["engine"], record["engine_reason"]) == ("sequential", "constant has no batched form")  # printed and recorded
+    lines = []
+    [path] = run("micro_au_clip", "casme2", root, {"epochs": "1", "selection": "inner", "backbone_mode": "full"}, 1, results=tmp_path,
+                 log=lines.append)
+    record = json.loads(path.read_text())
+    assert record["engine"] == "sequential" and "compute-bound" in record["engine_reason"] and any("sequential engine (its encoder is trained" in line for line in lines)
 
 
 def test_seeds_batched_together_equal_each_seed_run_alone(data):

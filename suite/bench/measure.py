@@ -218,6 +218,7 @@ def nested_search(dataset: str, root: Path, cache, configs: int, round_size: int
                 out.update(execute([s], ctx, name))
                 _sync(acc.device)
                 slice_seconds[(s.round, s.proposal)] = time.perf_counter() - start
+                print(f"  {engine} engine, round {s.round + 1} slice {s.proposal + 1}: {slice_seconds[(s.round, s.proposal)]:.1f} s", flush=True)
             return out
 
         search = DatasetSearch(space, dataset, root, cache, None, opts, results, results / "searches" / opts.name, timed)
