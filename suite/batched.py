@@ -10,16 +10,25 @@ of them in each step.
 
 Each model keeps what the sequential engine gives it: its own initial weights (built from the same
 seed), its own training subset and minibatch order (a generator seeded per fold, as
-``Engine.train``), its own fold statistics (``on_fold_start``), its own AdamW state, its own epoch
-and threshold bookkeeping. Minibatches are padded to the batch size with zero-weight samples, and
-a model whose epoch has fewer steps sits the extra steps out (no update, no AdamW step). A
-non-finite loss stops that model only and is reported for it.
+``Engine.train``), its own fold statistics (``on_fold_start``), its own AdamW state (its parameter
+groups' learning rates included), its own epoch and threshold bookkeeping. Shorter minibatches
+are padded to the batch size with zero-weight samples — except in models with batch statistics
+(batch norm), where models step together only when their minibatches have the same size and
+running statistics are kept per model. A model whose epoch has fewer steps sits the extra steps
+out (no update, no AdamW step). A non-finite loss stops that model only and is reported for it.
 
-The optimizer is AdamW written out over the stacked parameters (``adamw_step``): PyTorch's
-optimizers step every parameter they hold, and models here must be able to sit a step out. It
-follows ``torch.optim.AdamW``'s update rule. Dropout draws differ from the sequential engine's
-(one RNG stream for the batch), so with ``dropout > 0`` the two engines agree in distribution, and
-with ``dropout = 0`` to floating-point tolerance (tested).
+Two input paths: cached features of a frozen encoder (or of fixed input preprocessing, as the flow
+baselines have), or the frames themselves, the encoder then trained inside every model (full or
+last-n fine-tuning: each model's tower weights and optimizer state are stacked too, and as many
+models as fit in GPU memory train per run). On a CPU a trained tower is compute-bound, so
+``--engine auto`` keeps it sequential there.
+
+The optimizer is AdamW written out over the stacked parameters, held as one flat tensor
+(``StackedParameters``, ``adamw_step``): PyTorch's optimizers step every parameter they hold,
+and models here must be able to sit a step out. It follows ``torch.optim.AdamW``'s update rule.
+Dropout draws differ from the sequential engine's (one RNG stream for the batch), so with
+``dropout > 0`` the two engines agree in distribution, and with ``dropout = 0`` to
+floating-point tolerance (tested).
 """
 from __future__ import annotations
 
@@ -88,28 +97,50 @@ class JobResult:
     reason: str | None = None
 
 
-def adamw_step(params: dict, grads: dict, state: dict, lr: torch.Tensor, wd: torch.Tensor, lr_scale: dict[str, float],
+class StackedParameters:
+    """Every model's trainable parameters as one ``[models, P]`` tensor (``flat``) with a named
+    view per parameter: the AdamW update is a few kernels per step over ``flat`` instead of a
+    dozen per parameter tensor (what dominates a step's launches on a GPU)."""
+
+    def __init__(self, stacked: dict[str, torch.Tensor], lr_scale: dict[str, float]):
+        names = list(stacked)
+        models = stacked[names[0]].shape[0]
+        self.flat = torch.cat([stacked[n].reshape(models, -1) for n in names], 1)
+        self.spans, offset = {}, 0
+        for n in names:
+            size = stacked[n][0].numel()
+            self.spans[n] = (offset, size, stacked[n].shape[1:])
+            offset += size
+        device = self.flat.device
+        # each element's learning-rate multiplier (its parameter group's), or None when all are 1
+        self.scale = None if all(lr_scale[n] == 1.0 for n in names) else \
+            torch.cat([torch.full((self.spans[n][1],), float(lr_scale[n]), device=device) for n in names])
+
+    def views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Named parameters [models, ...] as views of ``flat`` (this object's, or a copy of some rows)."""
+        return {n: flat[:, o:o + k].view(flat.shape[0], *shape) for n, (o, k, shape) in self.spans.items()}
+
+
+def adamw_step(flat: torch.Tensor, grad: torch.Tensor, state: dict, lr: torch.Tensor, wd: torch.Tensor, scale: torch.Tensor | None,
                sel: torch.Tensor | slice, ok: torch.Tensor) -> None:
-    """One AdamW step (``torch.optim.AdamW``'s rule) for the models ``sel`` [S] (or all of them)
-    whose ``ok`` [S] is set; ``grads`` hold the gradients of those S models. Every other model
-    keeps its parameters and optimizer state. ``lr``/``wd`` [M]; ``lr_scale``: each parameter's
-    multiplier (its parameter group's learning rate relative to the model's)."""
+    """One AdamW step (``torch.optim.AdamW``'s rule) of the models ``sel`` [S] (or all of them)
+    whose ``ok`` [S] is set, on the flat parameters ``flat`` [M, P]; ``grad`` [S, P]. Every other
+    model keeps its parameters and optimizer state. ``lr``/``wd`` [M]; ``scale`` [P]: each
+    element's learning-rate multiplier (its parameter group's relative to the model's), or None."""
     b1, b2 = BETAS
     step = state["step"][sel] + ok.float()
     bc1, bc2 = 1 - b1 ** step.clamp_min(1), 1 - b2 ** step.clamp_min(1)
     with torch.no_grad():
-        for name, p in params.items():
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            lr_s, wd_s = lr[sel] * lr_scale[name], wd[sel]
-            g, m, v, ps = grads[name], state["m"][name][sel], state["v"][name][sel], p[sel]
-            a = ok.view(shape)
-            m_new = m * b1 + g * (1 - b1)
-            v_new = v * b2 + g * g * (1 - b2)
-            denom = v_new.sqrt() / bc2.sqrt().view(shape) + EPS
-            p_new = ps * (1 - lr_s * wd_s).view(shape) - (lr_s / bc1).view(shape) * m_new / denom
-            p[sel] = torch.where(a, p_new, ps)
-            state["m"][name][sel] = torch.where(a, m_new, m)
-            state["v"][name][sel] = torch.where(a, v_new, v)
+        lr_s = lr[sel][:, None] if scale is None else lr[sel][:, None] * scale[None]
+        m, v, p = state["m"][sel], state["v"][sel], flat[sel]
+        a = ok[:, None]
+        m_new = m * b1 + grad * (1 - b1)
+        v_new = v * b2 + grad * grad * (1 - b2)
+        denom = v_new.sqrt() / bc2.sqrt()[:, None] + EPS
+        p_new = p * (1 - lr_s * wd[sel][:, None]) - (lr_s / bc1[:, None]) * m_new / denom
+        flat[sel] = torch.where(a, p_new, p)
+        state["m"][sel] = torch.where(a, m_new, m)
+        state["v"][sel] = torch.where(a, v_new, v)
     state["step"][sel] = step
 
 
@@ -218,16 +249,16 @@ class BatchedTrainer:
         keys = {architecture_key(j.hp) for j in jobs}
         if len(keys) != 1:
             raise ValueError("a batch holds one architecture; group jobs by architecture_key first")
-        base, params, fixed = self._stack(jobs)
+        base, stacked, fixed = self._stack(jobs)
+        packed = StackedParameters(stacked, self._lr_scales(base, stacked))
+        params = packed.views(packed.flat)
         inputs = self._inputs(jobs)
         running = self._running_statistics(base)
-        lr_scale = self._lr_scales(base, params)
         hp, m_count, k = jobs[0].hp, len(jobs), self.y.shape[1]
         bs, epochs = hp["batch_size"], max(j.epochs for j in jobs)
         lr = torch.tensor([j.hp["lr"] for j in jobs], device=self.device)
         wd = torch.tensor([j.hp["weight_decay"] for j in jobs], device=self.device)
-        state = {"step": torch.zeros(m_count, device=self.device), "m": {n: torch.zeros_like(p) for n, p in params.items()},
-                 "v": {n: torch.zeros_like(p) for n, p in params.items()}}
+        state = {"step": torch.zeros(m_count, device=self.device), "m": torch.zeros_like(packed.flat), "v": torch.zeros_like(packed.flat)}
         gens = [torch.Generator().manual_seed(j.fold_seed) for j in jobs]
         alive = [True] * m_count
         results = [JobResult([], np.zeros((0, len(j.evaluate), k)), []) for j in jobs]
@@ -260,7 +291,7 @@ class BatchedTrainer:
                     for row, i in enumerate(members):
                         part = orders[i][s * bs:s * bs + size]
                         t[row, :len(part)], valid[row, :len(part)] = part, 1.0
-                    self._step(batched_loss, inputs, params, fixed, running, state, lr, wd, lr_scale, members, m_count,
+                    self._step(batched_loss, inputs, packed, fixed, running, state, lr, wd, members, m_count,
                                torch.as_tensor(t, device=self.device), torch.as_tensor(valid, device=self.device),
                                epoch, alive, results, loss_sum)
             for i, (j, r) in enumerate(zip(jobs, results)):
@@ -278,17 +309,17 @@ class BatchedTrainer:
                 r.probs = np.stack(probs)
         return results
 
-    def _step(self, batched_loss, inputs, params, fixed, running, state, lr, wd, lr_scale, members, m_count, t, valid, epoch,
+    def _step(self, batched_loss, inputs, packed: StackedParameters, fixed, running, state, lr, wd, members, m_count, t, valid, epoch,
               alive, results, loss_sum) -> None:
         """One optimisation step of the models ``members`` on their minibatches ``t`` [S, B]
         (``valid`` [S, B]: 0 for padding)."""
         every = len(members) == m_count
         sel = slice(None) if every else torch.as_tensor(members, device=self.device)
-        # all models: their stacked tensors themselves; otherwise copies of the selected rows
-        p_sel = {n: (p.detach() if every else p[sel]).requires_grad_(True) for n, p in params.items()}
+        # all models: the flat parameters themselves; otherwise a copy of the selected rows
+        flat = (packed.flat.detach() if every else packed.flat[sel]).requires_grad_(True)
         f_sel = fixed if every else {n: f[sel] for n, f in fixed.items()}
         with torch.autocast(**self.autocast):
-            losses = batched_loss(p_sel, f_sel, inputs(sel, t), self.y[t], valid[..., None] * self.known[t])  # padding and unknown labels weigh 0
+            losses = batched_loss(packed.views(flat), f_sel, inputs(sel, t), self.y[t], valid[..., None] * self.known[t])  # padding and unknown labels weigh 0
         if not every:
             for n in running:
                 fixed[n][sel] = f_sel[n]
@@ -299,8 +330,8 @@ class BatchedTrainer:
             alive[m] = False
         if not ok.any():
             return
-        grads = torch.autograd.grad(torch.where(ok, losses, 0.0).sum(), list(p_sel.values()))
-        adamw_step(params, dict(zip(params, grads)), state, lr, wd, lr_scale, sel, ok)
+        (grad,) = torch.autograd.grad(torch.where(ok, losses, 0.0).sum(), flat)
+        adamw_step(packed.flat, grad, state, lr, wd, packed.scale, sel, ok)
         loss_sum[sel] += torch.where(ok, losses.detach(), 0.0)
 
     @torch.no_grad()
