@@ -161,6 +161,7 @@ class BatchedTrainer:
         self.autocast = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
         self._initial: dict[str, tuple[dict, dict]] = {}  # (configuration, seed) → its initial state
         self._bases: dict[str, torch.nn.Module] = {}  # architecture → one module to call functionally
+        self._model_bytes: dict[str, int] = {}  # architecture → measured GPU peak of one model's step (trained encoder)
 
     def seed_of(self, job: Job) -> int:
         return self.seed if job.seed is None else job.seed
@@ -219,16 +220,24 @@ class BatchedTrainer:
         if self.max_models:
             return max(1, min(n, self.max_models))
         if self.features is None and self.device.type == "cuda" and n > 1:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            start = torch.cuda.memory_allocated()
-            self.run([Job(job.hp, job.train[:job.hp["batch_size"]], job.evaluate[:0], 0, 1, every_epoch=False, seed=job.seed)])
-            per_model = max(torch.cuda.max_memory_allocated() - start, 1)
-            torch.cuda.empty_cache()  # the probe's freed blocks would otherwise count as used
+            key = architecture_key(job.hp)
+            if key not in self._model_bytes:  # measured once per architecture (inner and outer phases share it)
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                start = torch.cuda.memory_allocated()
+                self.run([Job(job.hp, job.train[:job.hp["batch_size"]], job.evaluate[:0], 0, 1, every_epoch=False, seed=job.seed)])
+                self._model_bytes[key] = max(torch.cuda.max_memory_allocated() - start, 1)
+            torch.cuda.empty_cache()  # freed blocks would otherwise count as used
+            per_model = self._model_bytes[key]
             fit = max(1, min(n, int(0.8 * torch.cuda.mem_get_info()[0] / per_model)))
             tqdm.write(f"fold-batched: {fit} of {n} models per run (one model's training step peaked at {per_model / 2**30:.2f} GiB)")
             return fit
         return n
+
+    def holds(self, features: torch.Tensor | None) -> bool:
+        """Whether this trainer trains on ``features`` (its seed's cached features; None: the frames)."""
+        mine = None if self.features is None else self.features[self.seed]
+        return mine is features or (mine is not None and features is not None and torch.equal(mine, features))
 
     def release(self) -> None:
         """Forget built models and initial states (a long search sees many configurations)."""

@@ -99,8 +99,9 @@ def token_auth_environment(address: str | None) -> None:
 
     mode = os.environ.get("RAY_AUTH_MODE", "").lower()
     if mode == "disabled":
-        raise SearchError("RAY_AUTH_MODE is set to 'disabled': refusing to run Ray without token authentication (anyone who can reach "
-                          "its ports could run code here); unset it. Clusters: run `ray get-auth-token --generate` before `ray up`")
+        raise SearchError("Ray's auth mode in this environment turns authentication off: refusing to run Ray without token "
+                          "authentication (anyone who can reach its ports could run code here); unset it. Clusters: run "
+                          "`ray get-auth-token --generate` before `ray up`")
     token = os.environ.get("RAY_AUTH_TOKEN") or os.path.exists(os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token"))
     if address or token:
         os.environ["RAY_AUTH_MODE"] = "token"

@@ -87,12 +87,8 @@ class TaskRunner:
 
     def run_batched(self, tasks: list[dict]) -> list[dict]:
         """Every task's inner and outer model trained as one batched model (per architecture)."""
-        import torch
-
         engine = self.engine(tasks[0]["params"])
-        cached = self._trainer.features if self._trainer is not None else None
-        if self._trainer is None or (cached is None) != (engine.features is None) or \
-                (cached is not None and not torch.equal(cached[self.ctx["seed"]], engine.features)):
+        if self._trainer is None or not self._trainer.holds(engine.features):
             self._trainer = BatchedTrainer(self.spec, self.data, self.ctx["seed"], engine.features)
         outs = run_folds_batched(self._trainer, [(self.folds[t["fold"]], self.hparams(t["params"])) for t in tasks])
         return [{**self._base(t, "batched"), "status": "failed", "reason": out} if isinstance(out, str) else
