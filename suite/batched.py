@@ -122,26 +122,26 @@ class StackedParameters:
 
 
 def adamw_step(flat: torch.Tensor, grad: torch.Tensor, state: dict, lr: torch.Tensor, wd: torch.Tensor, scale: torch.Tensor | None,
-               sel: torch.Tensor | slice, ok: torch.Tensor) -> None:
-    """One AdamW step (``torch.optim.AdamW``'s rule) of the models ``sel`` [S] (or all of them)
-    whose ``ok`` [S] is set, on the flat parameters ``flat`` [M, P]; ``grad`` [S, P]. Every other
-    model keeps its parameters and optimizer state. ``lr``/``wd`` [M]; ``scale`` [P]: each
+               rows: torch.Tensor | slice) -> None:
+    """One AdamW step (``torch.optim.AdamW``'s rule, in place as it does it) of the models
+    ``rows`` [S] (or all of them) on the flat parameters ``flat`` [M, P]; ``grad`` [S, P]. Every
+    other model keeps its parameters and optimizer state. ``lr``/``wd`` [M]; ``scale`` [P]: each
     element's learning-rate multiplier (its parameter group's relative to the model's), or None."""
     b1, b2 = BETAS
-    step = state["step"][sel] + ok.float()
-    bc1, bc2 = 1 - b1 ** step.clamp_min(1), 1 - b2 ** step.clamp_min(1)
+    every = isinstance(rows, slice)
+    step = state["step"][rows] + 1
+    bc1, bc2 = 1 - b1 ** step, 1 - b2 ** step
     with torch.no_grad():
-        lr_s = lr[sel][:, None] if scale is None else lr[sel][:, None] * scale[None]
-        m, v, p = state["m"][sel], state["v"][sel], flat[sel]
-        a = ok[:, None]
-        m_new = m * b1 + grad * (1 - b1)
-        v_new = v * b2 + grad * grad * (1 - b2)
-        denom = v_new.sqrt() / bc2.sqrt()[:, None] + EPS
-        p_new = p * (1 - lr_s * wd[sel][:, None]) - (lr_s / bc1[:, None]) * m_new / denom
-        flat[sel] = torch.where(a, p_new, p)
-        state["m"][sel] = torch.where(a, m_new, m)
-        state["v"][sel] = torch.where(a, v_new, v)
-    state["step"][sel] = step
+        # all models: the tensors themselves, updated in place; otherwise copies of their rows, written back
+        p, m, v = (flat, state["m"], state["v"]) if every else (flat[rows], state["m"][rows], state["v"][rows])
+        lr_s = lr[rows][:, None] if scale is None else lr[rows][:, None] * scale[None]
+        p.mul_(1 - lr_s * wd[rows][:, None])
+        m.lerp_(grad, 1 - b1)
+        v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        p.sub_(m / (v.sqrt() / bc2.sqrt()[:, None]).add_(EPS) * (lr_s / bc1[:, None]))
+        if not every:
+            flat[rows], state["m"][rows], state["v"][rows] = p, m, v
+    state["step"][rows] = step
 
 
 class BatchedTrainer:
@@ -324,11 +324,13 @@ class BatchedTrainer:
         (``valid`` [S, B]: 0 for padding)."""
         every = len(members) == m_count
         sel = slice(None) if every else torch.as_tensor(members, device=self.device)
-        # all models: the flat parameters themselves; otherwise a copy of the selected rows
-        flat = (packed.flat.detach() if every else packed.flat[sel]).requires_grad_(True)
+        # all models: views of the flat parameters themselves; otherwise of a copy of the selected
+        # rows. Each view is its own leaf: a gradient with respect to ``flat`` through the views
+        # would cost a zero-filled [models, P] tensor per parameter in the backward pass.
+        leaves = {n: v.detach().requires_grad_(True) for n, v in packed.views(packed.flat if every else packed.flat[sel]).items()}
         f_sel = fixed if every else {n: f[sel] for n, f in fixed.items()}
         with torch.autocast(**self.autocast):
-            losses = batched_loss(packed.views(flat), f_sel, inputs(sel, t), self.y[t], valid[..., None] * self.known[t])  # padding and unknown labels weigh 0
+            losses = batched_loss(leaves, f_sel, inputs(sel, t), self.y[t], valid[..., None] * self.known[t])  # padding and unknown labels weigh 0
         if not every:
             for n in running:
                 fixed[n][sel] = f_sel[n]
@@ -339,9 +341,12 @@ class BatchedTrainer:
             alive[m] = False
         if not ok.any():
             return
-        (grad,) = torch.autograd.grad(torch.where(ok, losses, 0.0).sum(), flat)
-        adamw_step(packed.flat, grad, state, lr, wd, packed.scale, sel, ok)
+        grads = torch.autograd.grad(torch.where(ok, losses, 0.0).sum(), list(leaves.values()))
+        grad = torch.cat([g.reshape(len(members), -1) for g in grads], 1)
         loss_sum[sel] += torch.where(ok, losses.detach(), 0.0)
+        if not ok.all():  # only the models whose loss is finite step
+            sel, grad = torch.as_tensor(members, device=self.device)[ok], grad[ok]
+        adamw_step(packed.flat, grad, state, lr, wd, packed.scale, sel)
 
     @torch.no_grad()
     def _evaluate(self, base, batched_logits, params, fixed, inputs, jobs, results, eval_probs, due: list[bool],

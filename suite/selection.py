@@ -83,8 +83,9 @@ def choose_thresholds(y: np.ndarray, prob: np.ndarray, variant: str = "binary", 
     for k in range(y.shape[1]):
         if (y[:, k] * known[:, k]).sum() == 0:
             continue
-        yk, pk = y[known[:, k]][:, [k]], prob[known[:, k]][:, [k]]
-        scores = np.array([f1_per_au(yk, pk >= t, variant)[0] for t in THRESHOLD_GRID])
+        yk, pk = y[known[:, k], k], prob[known[:, k], k]
+        # every grid threshold at once: column t holds the predictions at THRESHOLD_GRID[t]
+        scores = f1_per_au(np.repeat(yk[:, None], len(THRESHOLD_GRID), 1), pk[:, None] >= THRESHOLD_GRID[None], variant)
         tied = np.flatnonzero(scores >= scores.max() - 1e-12)
         out[k] = THRESHOLD_GRID[tied[len(tied) // 2]]
     return out

@@ -17,6 +17,7 @@ from helpers import AUS, frames_batch, micro_au_clip
 def test_shapes_and_losses(motion):
     model = micro_au_clip(motion=motion)
     out = model(frames_batch())
+    assert model.encode(frames_batch()).shape == (3, len(model.local.positions), model.encoder.embed_dim)
     assert out["logits"].shape == (3, len(AUS))
     assert out["au_features"].shape == (3, len(AUS), model.encoder.embed_dim)
     assert out["gda_attention"].shape == (3, len(AUS), len(AUS))
@@ -29,16 +30,42 @@ def test_pta_is_local():
     model = micro_au_clip().eval()
     n = model.encoder.grid[0] * model.encoder.grid[1]
     tokens = torch.randn(2, n, model.encoder.embed_dim)
-    masks = model.local.masks
+    masks = region_masks(AUS, model.encoder.grid, 0)
     k = AUS.index(17)  # chin: a small region
     outside = ~masks[k]
     assert outside.any() and masks[k].any()
     changed = tokens.clone()
     changed[:, outside] += torch.randn_like(changed[:, outside]) * 5
-    a, b = model.local(tokens), model.local(changed)
+    a, b = (model.local(model.local.keep(t)) for t in (tokens, changed))
     assert torch.allclose(a[:, k], b[:, k], atol=1e-5)
     other = AUS.index(1)  # brows: region disjoint from the chin
     assert not torch.allclose(a[:, other], b[:, other], atol=1e-3)
+
+
+def test_pta_keeps_only_region_patches_and_equals_attention_over_the_whole_grid():
+    """The model keeps the patches inside some AU's region (fewer than the grid); PTA over them
+    is the masked attention over the whole grid with keys and values projected per token."""
+    torch.manual_seed(0)
+    model = micro_au_clip().eval()
+    grid, d = model.encoder.grid, model.encoder.embed_dim
+    masks = region_masks(AUS, grid, 0)
+    pta = model.local
+    assert list(pta.positions) == torch.nonzero(masks.any(0)).flatten().tolist()
+    assert 0 < len(pta.positions) < grid[0] * grid[1]
+    tokens = torch.randn(3, grid[0] * grid[1], d)
+    kept = pta.keep(tokens)
+    assert torch.equal(kept, tokens[:, masks.any(0)])
+    # reference: every token's key and value, attention masked to each AU's region, over the whole grid
+    keys, values = pta.kv(tokens).chunk(2, -1)
+    h, dh = pta.heads, pta.dh
+    keys, values = keys.view(3, -1, h, dh), values.view(3, -1, h, dh)
+    logits = torch.einsum("khe,bnhe->bkhn", pta.query, keys) / dh ** 0.5
+    attn = logits.masked_fill(~masks[None, :, None, :], float("-inf")).softmax(-1)
+    reference = pta.out(torch.einsum("bkhn,bnhe->bkhe", attn, values).reshape(3, len(AUS), d))
+    assert torch.allclose(pta(kept), reference, atol=1e-5)
+    # tokens outside every region change neither the encoded features nor the model's output
+    batch = {"features": kept}
+    assert torch.equal(model(batch)["logits"], model({"features": pta.keep(tokens + 5 * (~masks.any(0))[None, :, None])})["logits"])
 
 
 def test_region_masks_match_template_and_dilation_grows_them():

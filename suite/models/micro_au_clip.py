@@ -100,7 +100,12 @@ def region_masks(aus, grid: tuple[int, int], dilation: int) -> torch.Tensor:
 
 
 class PatchTokenAttention(nn.Module):
-    """Per-AU query attending only over its region's tokens (LSI)."""
+    """Per-AU query attending only over its region's tokens (LSI).
+
+    A patch outside every AU's region is never attended to, so the model keeps only the patches
+    inside some region (``positions``, ``keep``; e.g. 106 of 196 for CASME II's AUs): the token
+    cache, the minibatches and PTA's attention then cover about half the grid — the same
+    function, about half the arithmetic and memory."""
 
     def __init__(self, n_aus: int, dim: int, heads: int, masks: torch.Tensor):
         super().__init__()
@@ -110,12 +115,18 @@ class PatchTokenAttention(nn.Module):
         self.query = nn.Parameter(torch.randn(n_aus, heads, self.dh) * 0.02)
         self.kv = nn.Linear(dim, 2 * dim)
         self.out = nn.Linear(dim, dim)
-        self.register_buffer("masks", masks)
+        self.positions = tuple(torch.nonzero(masks.any(0)).flatten().tolist())  # grid patches inside some region
+        self.register_buffer("masks", masks[:, list(self.positions)])  # [K, len(positions)]
+
+    def keep(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Grid tokens [B, N, D] → the tokens PTA reads [B, len(positions), D]."""
+        return tokens[:, list(self.positions)]
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Keys and values are never materialised per token: q·(W_k t + b_k) = (W_kᵀq)·t + q·b_k,
-        and q·b_k is the same for every token (it cancels in the softmax); Σ attn·(W_v t + b_v) =
-        W_v(Σ attn·t) + b_v. Same function as projecting every token, ~8× fewer FLOPs."""
+        """``tokens``: the kept ones (``keep``). Keys and values are never materialised per token:
+        q·(W_k t + b_k) = (W_kᵀq)·t + q·b_k, and q·b_k is the same for every token (it cancels in
+        the softmax); Σ attn·(W_v t + b_v) = W_v(Σ attn·t) + b_v. Same function as projecting
+        every token, ~8× fewer FLOPs."""
         b, n, d = tokens.shape
         w_k, w_v = self.kv.weight[:d].view(self.heads, self.dh, d), self.kv.weight[d:].view(self.heads, self.dh, d)
         query_in_tokens = torch.einsum("khe,hed->khd", self.query, w_k)  # [K, H, D]
@@ -134,6 +145,10 @@ class GlobalPooling(nn.Module):
         super().__init__()
         self.proj = nn.Parameter(torch.randn(n_aus, dim, dim) / math.sqrt(dim))
         self.bias = nn.Parameter(torch.zeros(n_aus, dim))
+
+    @staticmethod
+    def keep(tokens: torch.Tensor) -> torch.Tensor:
+        return tokens  # every patch enters the mean
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return torch.einsum("bd,kde->bke", tokens.mean(1), self.proj) + self.bias
@@ -263,7 +278,8 @@ class MicroAUCLIP(nn.Module):
     @property
     def encode_config(self) -> dict:
         """What ``encode`` depends on besides the encoder's weights (keys the token cache)."""
-        config = {"method": "micro_au_clip", "motion": self.hp["motion"], "token_index": self.encoder.token_index}
+        config = {"method": "micro_au_clip", "motion": self.hp["motion"], "token_index": self.encoder.token_index,
+                  "positions": list(getattr(self.local, "positions", ()))}
         return {**config, "flow_scale": self.hp["flow_scale"]} if self.hp["motion"] == "flow" else config
 
     def on_fold_start(self, train_labels: np.ndarray, known: np.ndarray) -> None:
@@ -287,17 +303,22 @@ class MicroAUCLIP(nn.Module):
 
     # --- forward ------------------------------------------------------------------------
     def encode(self, batch: dict) -> torch.Tensor:
-        """Motion token features [B, N, E] from the onset/apex frames."""
-        enc, mode = self.encoder, self.hp["motion"]
+        """Motion token features [B, N, E] from the onset/apex frames, of the patches the AU
+        features read (``self.local.keep``)."""
+        mode = self.hp["motion"]
+
+        def embed(images):
+            return self.local.keep(self.encoder.embed(images))
+
         if mode == "flow":
-            return enc.embed(flow_image(batch["flow"], self.hp["flow_scale"]))
+            return embed(flow_image(batch["flow"], self.hp["flow_scale"]))
         if mode == "diff_image":
             diff = (batch["apex"].float() - batch["onset"].float()) / 255.0
-            return enc.embed((0.5 + 2.0 * diff).clamp(0, 1))
+            return embed((0.5 + 2.0 * diff).clamp(0, 1))
         if mode == "apex":
-            return enc.embed(batch["apex"])
+            return embed(batch["apex"])
         # one tower pass over apex and onset together: twice the batch, larger matmuls
-        apex, onset = enc.embed(torch.cat([batch["apex"], batch["onset"]])).chunk(2)
+        apex, onset = embed(torch.cat([batch["apex"], batch["onset"]])).chunk(2)
         motion = apex - onset
         if mode == "token_diff":
             return motion
