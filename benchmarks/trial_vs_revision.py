@@ -11,7 +11,10 @@ the issue was filed; that engine no longer exists in the tree, so it is run from
 
 Each measurement runs in its own process with its revision first on ``sys.path``, on that
 revision's own synthetic release (same counts: 255 clips, 26 subjects; the draw may differ) and
-its own token cache, warmed before the clock starts. Prints one JSON object.
+its own token cache, warmed before the clock starts. Every row is also set against the trial's
+matmul FLOP floor: the matmul FLOPs of today's sequential engine doing the trial
+(``torch.utils.flop_counter``, counted in a second, untimed pass) at this machine's measured
+fp32 2048³ matmul rate. Prints one JSON object.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ from suite.engine import DatasetTensors, Engine, get_accelerator
 from suite.protocol import loso_folds
 from suite.registry import get_method, resolve_hparams
 
-results, epochs, engine_name = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+results, epochs, engine_name, count = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4] == "count"
 cache = prepare("casme2", synthetic_root("casme2", results, scale="full"), results, image_size=112)
 aus, acc = DATASET_AUS["casme2"], get_accelerator()
 data = DatasetTensors.from_cache(load_cache(cache.path)[0], aus, acc.device, cache.fingerprint)
@@ -41,23 +44,36 @@ spec = get_method("micro_au_clip")
 hp = resolve_hparams(spec, {"epochs": epochs, "backbone_mode": "frozen", "selection": "inner"})
 tokens = results / "tokens"
 Engine(spec, hp, data, aus, 0, acc, feature_cache=tokens)  # the token cache, warm before the clock starts
+
+
+def trial():
+    engine = Engine(spec, hp, data, aus, 0, acc, feature_cache=tokens)
+    folds = loso_folds(data.subject, hp["inner_val_fraction"], 0)
+    if engine_name == "sequential":
+        for fold in folds:
+            engine.run_fold(fold, "inner")
+    else:
+        from suite.batched import BatchedTrainer, run_folds_batched
+        run_folds_batched(BatchedTrainer(spec, data, 0, engine.features), [(f, hp) for f in folds])
+    return len(folds)
+
+
 start = time.perf_counter()
-engine = Engine(spec, hp, data, aus, 0, acc, feature_cache=tokens)
-folds = loso_folds(data.subject, hp["inner_val_fraction"], 0)
-if engine_name == "sequential":
-    for fold in folds:
-        engine.run_fold(fold, "inner")
-else:
-    from suite.batched import BatchedTrainer, run_folds_batched
-    run_folds_batched(BatchedTrainer(spec, data, 0, engine.features), [(f, hp) for f in folds])
-print(json.dumps({"seconds": time.perf_counter() - start, "suite": str(Path(suite.__file__).parent.parent), "folds": len(folds),
-                  "samples": len(data), "batch_size": hp["batch_size"]}))
+folds = trial()
+row = {"seconds": time.perf_counter() - start, "suite": str(Path(suite.__file__).parent.parent), "folds": folds,
+       "samples": len(data), "batch_size": hp["batch_size"]}
+if count:
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        trial()
+    row["matmul_flops"] = counter.get_total_flops()
+print(json.dumps(row))
 '''
 
 
-def measure(tree: Path, engine: str, epochs: int, results: Path) -> dict:
+def measure(tree: Path, engine: str, epochs: int, results: Path, count: bool) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONWARNINGS": "ignore"}
-    out = subprocess.run([sys.executable, "-c", WORKER, str(results), str(epochs), engine], env=env, check=True,
+    out = subprocess.run([sys.executable, "-c", WORKER, str(results), str(epochs), engine, "count" if count else "time"], env=env, check=True,
                          capture_output=True, text=True, cwd=tree).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -73,9 +89,16 @@ def main() -> None:
         for label, tree, engine in (("revision, sequential", args.revision.resolve(), "sequential"),
                                     ("today, sequential", today, "sequential"), ("today, fold-batched", today, "batched")):
             results = Path(tmp) / ("revision" if tree != today else "today")
-            rows[label] = measure(tree, engine, args.epochs, results)
+            rows[label] = measure(tree, engine, args.epochs, results, count=label == "today, sequential")
+    import torch
+
+    from suite.bench.measure import matmul_rate
+    rate = matmul_rate(torch.device("cpu"))
+    floor = rows["today, sequential"]["matmul_flops"] / rate
+    for row in rows.values():
+        row["times_floor"] = round(row["seconds"] / floor, 2)
     base = rows["revision, sequential"]["seconds"]
-    print(json.dumps({"epochs": args.epochs, "rows": rows,
+    print(json.dumps({"epochs": args.epochs, "rows": rows, "matmul_rate_flops": rate, "floor_seconds": round(floor, 3),
                       "ratios": {f"revision sequential / {k}": base / v["seconds"] for k, v in rows.items() if k.startswith("today")}},
                      indent=2))
 
