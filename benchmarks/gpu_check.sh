@@ -3,7 +3,7 @@
 # OUT_DIR/gpu_check.md (plus the raw logs and JSON). Runs without Ray (not installable there).
 #   on the development machine:  bash benchmarks/gpu_wheels.sh
 #   on the GPU machine:          bash benchmarks/gpu_check.sh OUT_DIR
-# Every step gets at most its own limit and never more than what is left of 450 s, so the whole
+# Five steps; every step gets at most its own limit and never more than what is left of 450 s, so the whole
 # check ends within 8 minutes; a step that fails or runs out of time says so in the table.
 # CHECK_CLIP / CHECK_IMAGE_SIZE / CHECK_SCALE / CHECK_CONFIGS (default ViT-B-16, 224, full, 64)
 # shrink it to rehearse the whole script on a CPU (CHECK_CLIP=tiny CHECK_IMAGE_SIZE=112 ...).
@@ -28,12 +28,12 @@ md="$out/gpu_check.md"
 } >"$md"
 # 1. gpu-marked tests: bf16 autocast, memory fraction, token-cache keys, batched engine (heads and a
 #    fine-tuned tower) on CUDA against CPU / the sequential engine
-timeout "$(limit 100)" python -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider >"$out/pytest_gpu.log" 2>&1
+timeout "$(limit 60)" python -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider >"$out/pytest_gpu.log" 2>&1
 echo "| gpu tests | $(tail -1 "$out/pytest_gpu.log") |" >>"$md"
 # 2. the strictly nested gsd search's rounds on frozen ViT-B-16 tokens of full CASME II: 64
 #    configurations per fold study, fold-batched, Optuna's share apart; 1 configuration sequential
 #    (each slice's time is printed to nested_search.log as it finishes, so a run cut short still tells)
-timeout "$(limit 180)" python -m suite.bench --clip "$clip" --image-size "$size" --scale "$scale" --epochs 40 \
+timeout "$(limit 150)" python -m suite.bench --clip "$clip" --image-size "$size" --scale "$scale" --epochs 40 \
   --nested-search "$configs" --round-size 16 --sequential-configs 1 --out "$out/nested_search.json" >"$out/nested_search.log" 2>&1
 python - "$out/nested_search.json" >>"$md" 2>>"$out/nested_search.log" <<'PY' || echo "| nested search | failed or out of time: see nested_search.log |" >>"$md"
 import json, sys
@@ -45,7 +45,7 @@ for name, value in r["ratios"].items():
     print(f"| {name} | {value:.1f}× |")
 PY
 # 3. fine-tuning throughput: 8 folds' ViT-B-16 models, sequential vs fold-batched, against the bf16 FLOP floor
-timeout "$(limit 100)" python benchmarks/fold_throughput.py --clip "$clip" --image-size "$size" --scale "$scale" --folds 8 --epochs 1 \
+timeout "$(limit 80)" python benchmarks/fold_throughput.py --clip "$clip" --image-size "$size" --scale "$scale" --folds 8 --epochs 1 \
   >"$out/fold_throughput.json" 2>"$out/fold_throughput.log"
 python - "$out/fold_throughput.json" >>"$md" 2>>"$out/fold_throughput.log" <<'PY' || echo "| fold throughput | failed or out of time: see fold_throughput.log |" >>"$md"
 import json, sys
@@ -54,7 +54,20 @@ for name, e in r["engines"].items():
     floor = "fp32" if r["device"].startswith("cpu") else "bf16"
     print(f"| {r['clip']} fine-tuning, {r['folds']} folds, {name} | {e['seconds']:.1f} s, {e['images_per_s']:.0f} img/s, {e['times_floor']:.2f}× the {floor} floor ({r['floor_seconds']:.1f} s) |")
 PY
-# 4. one search trial on frozen ViT-B-16 tokens: sequential vs fold-batched engine vs the peer;
+# 4. frozen-token trials/hour with 1 and 4 trial processes sharing the GPU, each started as Ray
+#    starts a packed trial (memory fraction 1/4), the search's first round of 8 configurations
+timeout "$(limit 80)" python -m suite.bench --clip "$clip" --image-size "$size" --scale "$scale" --epochs 40 \
+  --trial-packing 4 --packing-trials 8 --out "$out/trial_packing.json" >"$out/trial_packing.log" 2>&1
+python - "$out/trial_packing.json" >>"$md" 2>>"$out/trial_packing.log" <<'PY' || echo "| trial packing | failed or out of time: see trial_packing.log |" >>"$md"
+import json, sys
+r = json.load(open(sys.argv[1]))
+for run in r["trial_packing"]:
+    print(f"| frozen-token trials, {run['per_device']} process(es) on the device ({run['engine']} engine, {r['epochs']} epochs) | "
+          f"{run['trials']} trials in {run['seconds']:.1f} s = {run['trials_per_hour']:.0f} trials/hour |")
+for name, value in r["ratios"].items():
+    print(f"| {name} | {value:.2f}× |")
+PY
+# 5. one search trial on frozen ViT-B-16 tokens: sequential vs fold-batched engine vs the peer;
 #    full fine-tuning (sequential) against the bf16 FLOP floor — with what time is left
 timeout "$(limit 200)" python -m suite.bench --clip "$clip" --image-size "$size" --scale "$scale" --epochs 2 --no-packing \
   --out "$out/bench.json" >"$out/bench.log" 2>&1

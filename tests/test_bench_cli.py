@@ -57,3 +57,27 @@ def test_nested_search_bench_times_the_rounds_and_compares_the_same_configuratio
     [ratio] = report["ratios"].values()
     assert ratio == pytest.approx(sum(sequential["slice_seconds"]) / sum(batched["slice_seconds"][:2]))
     assert "outside them (Optuna ask/tell" in proc.stdout and str(out) in proc.stdout
+
+
+def test_trial_packing_runs_trial_processes_without_ray(synthetic, tmp_path):
+    """--trial-packing: the search's first round with 1 and with K worker processes started as Ray
+    starts packed trials, where Ray cannot be imported (as on the borrowed GPU machines)."""
+    no_ray = tmp_path / "no_ray" / "ray"
+    no_ray.mkdir(parents=True)
+    (no_ray / "__init__.py").write_text("raise ImportError('Ray is not installed here')\n")
+    out = tmp_path / "packing.json"
+    env = {**os.environ, "MICRO_AU_RESULTS": str(tmp_path / "results"),
+           "PYTHONPATH": os.pathsep.join([str(no_ray.parent), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "suite.bench", "--data-root", str(synthetic / "CASME2"), "--epochs", "1",
+                           "--trial-packing", "2", "--packing-trials", "2", "--out", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    one, two = report["trial_packing"]
+    assert (one["per_device"], two["per_device"]) == (1, 2) and one["trials"] == two["trials"] == 2
+    assert one["engine"] == two["engine"] == "batched"
+    # the slices ran in worker processes, never in the bench's own: one worker, then at most two
+    assert report["bench_pid"] not in one["worker_pids"] + two["worker_pids"]
+    assert len(one["worker_pids"]) == 1 and 1 <= len(two["worker_pids"]) <= 2
+    assert report["ratios"]["trials/hour: 2 processes per device / 1"] == pytest.approx(two["trials_per_hour"] / one["trials_per_hour"])
+    assert "trials/hour" in proc.stdout and str(out) in proc.stdout

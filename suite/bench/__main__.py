@@ -30,6 +30,11 @@ Measured (each on one dataset, one configuration, the same epochs):
    (Optuna, its journal, bookkeeping) is reported apart; the sequential engine then runs the
    first --sequential-configs proposals (the same configurations), compared slice by slice.
 
+7. --trial-packing K (instead of 1–6): trials per hour with 1 and with K trial processes
+   sharing the device, started as Ray starts packed trials (their share of the GPU memory, or of
+   the cores), without Ray — the first round of the strictly nested gsd search,
+   --packing-trials configurations.
+
 examples:
   python -m suite.bench --scale full --trial-only --epochs 5       # the fold-batched engine on CPU
   python -m suite.bench --clip ViT-B-16 --image-size 224 --scale full   # on a GPU
@@ -52,11 +57,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     a("--data-root", type=Path, help="a release folder (default: the synthetic release at --scale)")
     a("--epochs", type=int, default=3, help="epochs per model, the same for every row (default: %(default)s)")
     a("--packing", type=int, help="trials per device to compare with 1 (default: 4 on a GPU, skipped on CPU)")
-    a("--packing-trials", type=int, default=8, help="trials per packing measurement (default: %(default)s)")
+    a("--packing-trials", type=int, default=8, help="trials per packing measurement (--packing, --trial-packing; default: %(default)s)")
     a("--no-packing", action="store_true", help="skip the packing rows (they run suite.search, which needs Ray)")
     a("--trial-only", action="store_true", help="only the frozen rows and one search trial's work per engine (no full fine-tuning)")
     a("--nested-search", type=int, metavar="N",
       help="only this: the strictly nested gsd search with N configurations per fold study, without Ray, batched vs sequential (round 1)")
+    a("--trial-packing", type=int, metavar="K",
+      help="only this: trials/hour with 1 and K trial processes per device, started as Ray would, without Ray")
     a("--round-size", type=int, default=16, help="--nested-search: proposals per fold study per round (default: %(default)s)")
     a("--sequential-configs", type=int, default=2, help="--nested-search: configurations run again sequentially for the ratio (default: %(default)s)")
     a("--out", type=Path, help="JSON report (default: <results>/bench/bench-DATASET-SCALE-CLIP.json)")

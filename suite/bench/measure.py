@@ -1,6 +1,7 @@
 """The measurements behind ``python -m suite.bench`` (its command line: ``suite/bench/__main__.py``)."""
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -164,7 +165,6 @@ def trials_per_hour(dataset: str, root: Path, packing: int, n_trials: int, fixed
     up to ``n_trials`` Tune trials at once) with ``packing`` trials per GPU (or sharing the CPUs)
     in a scratch results folder; configurations per hour of its search stage."""
     import json
-    import os
 
     import yaml
 
@@ -188,51 +188,90 @@ def trials_per_hour(dataset: str, root: Path, packing: int, n_trials: int, fixed
             "resources": " ".join(resources)}
 
 
-def nested_search(dataset: str, root: Path, cache, configs: int, round_size: int, fixed: dict, engine: str) -> dict:
-    """The strictly nested ``gsd`` search's rounds on one dataset without Ray (every slice in this
-    process, one after another; Optuna's ask/tell for every fold study as ``suite.search`` does
-    it), on frozen tokens computed before the clock starts. Times the whole, the slices (the
-    engine) and what is left (Optuna's ask/tell, its journal, bookkeeping), and each slice."""
+def nested_search(dataset: str, root: Path, cache, configs: int, round_size: int, fixed: dict, engine: str,
+                  processes: int | None = None) -> dict:
+    """The strictly nested ``gsd`` search's rounds on one dataset without Ray (Optuna's ask/tell
+    for every fold study as ``suite.search`` does it), on frozen tokens computed before the clock
+    starts. Every slice in this process, one after another: times the whole, the slices (the
+    engine), what is left (Optuna's ask/tell, its journal, bookkeeping) and each slice. With
+    ``processes``: a round's slices run that many at a time in worker processes started as Ray
+    starts packed trials (``process_pool_executor``; their start-up is inside the time)."""
     from dataclasses import replace
 
     from ..paths import token_cache_dir
     from ..search.driver import DatasetSearch
     from ..search.options import SearchOptions
-    from ..search.trial import in_process_executor
+    from ..search.trial import in_process_executor, process_pool_executor
     from ..spaces import load_space
 
     acc = get_accelerator()
+    on_gpu = acc.device.type == "cuda"
     space = load_space("gsd")
     space = replace(space, fixed={**space.fixed, **fixed})
+    slice_seconds, close = {}, None
     with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
         results = Path(tmp)
         opts = SearchOptions(space="gsd", datasets=(dataset,), trials=configs, round_size=round_size, final_seeds=0, baselines=(),
-                             engine=engine, name=f"bench-{engine}", results=results, gpus_per_trial=1 if acc.device.type == "cuda" else 0)
-        execute, slice_seconds = in_process_executor(on_gpu=acc.device.type == "cuda"), {}
+                             engine=engine, name=f"bench-{engine}", results=results, gpus_per_trial=1 if on_gpu else 0)
+        if processes:
+            execute, close = process_pool_executor(processes, on_gpu)
+        else:
+            one_by_one = in_process_executor(on_gpu=on_gpu)
 
-        def timed(slices, ctx, name):
-            out = {}
-            for s in slices:  # one at a time, each timed
-                _sync(acc.device)
-                start = time.perf_counter()
-                out.update(execute([s], ctx, name))
-                _sync(acc.device)
-                slice_seconds[(s.round, s.proposal)] = time.perf_counter() - start
-                print(f"  {engine} engine, round {s.round + 1} slice {s.proposal + 1}: {slice_seconds[(s.round, s.proposal)]:.1f} s", flush=True)
-            return out
+            def execute(slices, ctx, name):
+                out = {}
+                for s in slices:  # one at a time, each timed
+                    _sync(acc.device)
+                    start = time.perf_counter()
+                    out.update(one_by_one([s], ctx, name))
+                    _sync(acc.device)
+                    slice_seconds[(s.round, s.proposal)] = time.perf_counter() - start
+                    print(f"  {engine} engine, round {s.round + 1} slice {s.proposal + 1}: {slice_seconds[(s.round, s.proposal)]:.1f} s", flush=True)
+                return out
 
-        search = DatasetSearch(space, dataset, root, cache, None, opts, results, results / "searches" / opts.name, timed)
+        search = DatasetSearch(space, dataset, root, cache, None, opts, results, results / "searches" / opts.name, execute)
         spec = get_method(space.method)
         data = DatasetTensors.from_cache(load_cache(cache.path)[0], search.aus, acc.device, cache.fingerprint)
         Engine(spec, search.hparams({}), data, search.aus, opts.seed, acc, feature_cache=token_cache_dir(results))  # tokens, before the clock
         start = time.perf_counter()
-        docs = search.search_rounds()
+        try:
+            docs = search.search_rounds()
+        finally:
+            if close:
+                close()
         seconds = time.perf_counter() - start
     engines = sorted({t["engine"] for d in docs for t in d["tasks"]})
-    return {"engine": "+".join(engines), "configurations": configs, "round_size": round_size, "epochs": space.fixed["epochs"],
-            "folds": len(search.folds), "seconds": seconds, "slices_seconds": sum(slice_seconds.values()),
-            "slice_seconds": [slice_seconds[k] for k in sorted(slice_seconds)], "outside_slices_seconds": seconds - sum(slice_seconds.values()),
-            "proposals": [d["tasks"][0]["params"] for d in docs]}
+    report = {"engine": "+".join(engines), "configurations": configs, "round_size": round_size, "epochs": space.fixed["epochs"],
+              "folds": len(search.folds), "seconds": seconds, "proposals": [d["tasks"][0]["params"] for d in docs]}
+    if processes:  # which processes ran the slices
+        return {**report, "processes": processes, "pids": sorted({t["pid"] for d in docs for t in d["tasks"]})}
+    return {**report, "slices_seconds": sum(slice_seconds.values()), "slice_seconds": [slice_seconds[k] for k in sorted(slice_seconds)],
+            "outside_slices_seconds": seconds - sum(slice_seconds.values())}
+
+
+def trial_packing_report(args, dataset_root: Path, cache) -> dict:
+    """``--trial-packing K``: trials per hour of the strictly nested gsd search's first round
+    (``--packing-trials`` configurations) with 1 and with K trial processes sharing the device,
+    started as Ray starts packed trials (memory fraction 1/K on a GPU; cores/K threads on a
+    CPU), without Ray — the GPU machines have none."""
+    fixed = {"clip_model": args.clip, "image_size": args.image_size, "epochs": args.epochs}
+    n, runs = args.packing_trials, []
+    for k in (1, args.trial_packing):
+        r = nested_search(args.dataset, dataset_root, cache, n, n, fixed, "auto", processes=k)
+        runs.append({"per_device": k, "trials": n, "seconds": r["seconds"], "trials_per_hour": 3600 * n / r["seconds"], "engine": r["engine"],
+                     "worker_pids": r["pids"]})
+        print(f"{k} trial process(es) sharing the device: {n} trials ({r['engine']} engine) in {r['seconds']:.1f} s = "
+              f"{runs[-1]['trials_per_hour']:.0f} trials/hour", flush=True)
+    ratio = runs[1]["trials_per_hour"] / runs[0]["trials_per_hour"]
+    report = {"trial_packing": runs, "ratios": {f"trials/hour: {args.trial_packing} processes per device / 1": ratio}, "bench_pid": os.getpid(),
+              "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)",
+              "dataset": args.dataset, "scale": args.scale, "clip": args.clip, "image_size": args.image_size, "epochs": args.epochs,
+              "versions": versions()}
+    print(f"  {args.trial_packing} per device / 1: {ratio:.2f}× (worker start-up included, as a fresh Ray trial process has it)")
+    out = args.out or results_dir() / "bench" / f"trial-packing-{args.dataset}-{args.scale}-{args.clip}.json"
+    write_json(out, report)
+    print(out)
+    return report
 
 
 def nested_search_report(args, dataset_root: Path, cache) -> dict:
@@ -272,6 +311,8 @@ def benchmark(args) -> dict:
     aus = DATASET_AUS[args.dataset]
     if args.nested_search:
         return nested_search_report(args, root, cache)
+    if args.trial_packing:
+        return trial_packing_report(args, root, cache)
     acc = get_accelerator()
     data = DatasetTensors.from_cache(load_cache(cache.path)[0], aus, acc.device, cache.fingerprint)
     spec = get_method("micro_au_clip")

@@ -155,6 +155,44 @@ def in_process_executor(data: DatasetTensors | None = None, on_gpu: bool = False
     return execute
 
 
+_POOL_EXECUTE = None  # a process_pool_executor worker's own in_process_executor
+
+
+def _pool_worker_start(threads: int | None, on_gpu: bool) -> None:
+    global _POOL_EXECUTE
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    _POOL_EXECUTE = in_process_executor(on_gpu=on_gpu)
+
+
+def _pool_worker_slice(s, ctx: dict, name: str) -> dict:
+    return _POOL_EXECUTE([s], ctx, name)[s.proposal]
+
+
+def process_pool_executor(processes: int, on_gpu: bool):
+    """An executor running a round's slices ``processes`` at a time, each worker process started
+    as Ray starts a packed trial process: its own ``TaskRunner`` (data resident, kept across its
+    slices) with its share of the GPU (``gpus_per_trial`` = 1/processes, so the same per-process
+    memory fraction) or of the cores (threads). Trial packing measured where Ray is not installed
+    (``suite.bench --trial-packing``); returns (execute, close)."""
+    import multiprocessing
+
+    threads = None if on_gpu else max(1, (os.cpu_count() or 1) // processes)
+    pool = multiprocessing.get_context("spawn").Pool(processes, _pool_worker_start, (threads, on_gpu))
+
+    def execute(slices, ctx: dict, name: str) -> dict[int, dict]:
+        ctx = {**ctx, "gpus_per_trial": 1 / processes if on_gpu else 0}
+        pending = {s.proposal: pool.apply_async(_pool_worker_slice, (s, ctx, name)) for s in slices}
+        return {proposal: result.get() for proposal, result in pending.items()}
+
+    def close() -> None:
+        pool.close()
+        pool.join()
+    return execute, close
+
+
 def read_slice(out_dir: Path, r: int, proposal: int) -> dict | None:
     json_path, _ = slice_paths(out_dir, r, proposal)
     return json.loads(json_path.read_text()) if json_path.exists() else None
