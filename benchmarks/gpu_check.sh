@@ -5,14 +5,15 @@
 #   on the GPU machine:          bash benchmarks/gpu_check.sh OUT_DIR
 # Five steps; every step gets at most its own limit and never more than what is left of 450 s, so the whole
 # check ends within 8 minutes; a step that fails or runs out of time says so in the table.
-# CHECK_CLIP / CHECK_IMAGE_SIZE / CHECK_SCALE / CHECK_CONFIGS (default ViT-B-16, 224, full, 64)
-# shrink it to rehearse the whole script on a CPU (CHECK_CLIP=tiny CHECK_IMAGE_SIZE=112 ...).
+# CHECK_CLIP / CHECK_IMAGE_SIZE / CHECK_SCALE / CHECK_CONFIGS / CHECK_PACKING_TRIALS (default
+# ViT-B-16, 224, full, 64, 8) shrink it to rehearse the whole script on a CPU (CHECK_CLIP=tiny ...).
 set -uo pipefail
 out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR}
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
 deadline=$((SECONDS + 450))
 clip=${CHECK_CLIP:-ViT-B-16} size=${CHECK_IMAGE_SIZE:-224} scale=${CHECK_SCALE:-full} configs=${CHECK_CONFIGS:-64}
+packing_trials=${CHECK_PACKING_TRIALS:-8}
 limit() { local left=$((deadline - SECONDS)); echo $(( left < $1 ? (left > 0 ? left : 1) : $1 )); }
 python -m pip install -q --no-deps .gpu-wheels/*.whl >"$out/install.log" 2>&1
 python -m pip install -q --no-deps -e . >>"$out/install.log" 2>&1
@@ -56,8 +57,8 @@ for name, e in r["engines"].items():
 PY
 # 4. frozen-token trials/hour with 1 and 4 trial processes sharing the GPU, each started as Ray
 #    starts a packed trial (memory fraction 1/4), the search's first round of 8 configurations
-timeout "$(limit 80)" python -m suite.bench --clip "$clip" --image-size "$size" --scale "$scale" --epochs 40 \
-  --trial-packing 4 --packing-trials 8 --out "$out/trial_packing.json" >"$out/trial_packing.log" 2>&1
+timeout "$(limit 90)" python -m suite.bench --clip "$clip" --image-size "$size" --scale "$scale" --epochs 40 \
+  --trial-packing 4 --packing-trials "$packing_trials" --out "$out/trial_packing.json" >"$out/trial_packing.log" 2>&1
 python - "$out/trial_packing.json" >>"$md" 2>>"$out/trial_packing.log" <<'PY' || echo "| trial packing | failed or out of time: see trial_packing.log |" >>"$md"
 import json, sys
 r = json.load(open(sys.argv[1]))
