@@ -23,9 +23,11 @@ last-n fine-tuning: each model's tower weights and optimizer state are stacked t
 models as fit in GPU memory train per run). On a CPU a trained tower is compute-bound, so
 ``--engine auto`` keeps it sequential there.
 
-The optimizer is AdamW written out over the stacked parameters, held as one flat tensor
-(``StackedParameters``, ``adamw_step``): PyTorch's optimizers step every parameter they hold,
-and models here must be able to sit a step out. It follows ``torch.optim.AdamW``'s update rule.
+The stacked parameters are one flat ``[models, P]`` tensor (``StackedParameters``); the optimizer
+is ``torch.optim.AdamW(fused=True)`` — the sequential engine's — over each model's row of it (one
+leaf per model and parameter group, sharing the flat storage): one fused kernel steps every model,
+and a model sits a step out by having no gradient, which PyTorch's optimizers skip (its step count
+and moments stay).
 Dropout draws differ from the sequential engine's (one RNG stream for the batch), so with
 ``dropout > 0`` the two engines agree in distribution, and with ``dropout = 0`` to
 floating-point tolerance (tested).
@@ -50,7 +52,6 @@ from .selection import inner_choice
 ENGINES = ("auto", "batched", "sequential")
 # hyper-parameters that may differ between models trained as one batch (held in buffers or the optimizer)
 PER_MODEL = ("lr", "weight_decay", "lambda_gd", "tau_gd", "lambda_cl", "tau_cl")
-BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.AdamW defaults, as the sequential engine uses
 
 
 class EngineChoiceError(ValueError):
@@ -99,49 +100,43 @@ class JobResult:
 
 class StackedParameters:
     """Every model's trainable parameters as one ``[models, P]`` tensor (``flat``) with a named
-    view per parameter: the AdamW update is a few kernels per step over ``flat`` instead of a
-    dozen per parameter tensor (what dominates a step's launches on a GPU)."""
+    view per parameter, and each model's AdamW: one gradient row per model is all a step hands the
+    optimizer (a per-parameter leaf list would cost ~3× as much Python per step)."""
 
     def __init__(self, stacked: dict[str, torch.Tensor], lr_scale: dict[str, float]):
         names = list(stacked)
         models = stacked[names[0]].shape[0]
         self.flat = torch.cat([stacked[n].reshape(models, -1) for n in names], 1)
         self.spans, offset = {}, 0
+        self.segments: list[list] = []  # [offset, size, learning-rate multiplier]: consecutive parameters of one group
         for n in names:
             size = stacked[n][0].numel()
             self.spans[n] = (offset, size, stacked[n].shape[1:])
+            if self.segments and self.segments[-1][2] == lr_scale[n]:
+                self.segments[-1][1] += size
+            else:
+                self.segments.append([offset, size, lr_scale[n]])
             offset += size
-        device = self.flat.device
-        # each element's learning-rate multiplier (its parameter group's), or None when all are 1
-        self.scale = None if all(lr_scale[n] == 1.0 for n in names) else \
-            torch.cat([torch.full((self.spans[n][1],), float(lr_scale[n]), device=device) for n in names])
 
     def views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """Named parameters [models, ...] as views of ``flat`` (this object's, or a copy of some rows)."""
         return {n: flat[:, o:o + k].view(flat.shape[0], *shape) for n, (o, k, shape) in self.spans.items()}
 
+    def optimizer(self, lr: list[float], weight_decay: list[float]) -> tuple[torch.optim.AdamW, list[list[torch.Tensor]]]:
+        """(``torch.optim.AdamW(fused=True)`` over every model's segments of ``flat`` — leaves sharing
+        its storage, one parameter group per distinct learning rate and weight decay —, each
+        model's leaves in segment order, for ``set_gradients``)."""
+        leaves = [[self.flat[m, o:o + k].detach().requires_grad_(True) for o, k, _ in self.segments] for m in range(len(lr))]
+        groups: dict[tuple[float, float], list[torch.Tensor]] = {}
+        for m, model_leaves in enumerate(leaves):
+            for leaf, (_, _, scale) in zip(model_leaves, self.segments):
+                groups.setdefault((lr[m] * scale, weight_decay[m]), []).append(leaf)
+        return torch.optim.AdamW([{"params": p, "lr": g_lr, "weight_decay": g_wd} for (g_lr, g_wd), p in groups.items()], fused=True), leaves
 
-def adamw_step(flat: torch.Tensor, grad: torch.Tensor, state: dict, lr: torch.Tensor, wd: torch.Tensor, scale: torch.Tensor | None,
-               rows: torch.Tensor | slice) -> None:
-    """One AdamW step (``torch.optim.AdamW``'s rule, in place as it does it) of the models
-    ``rows`` [S] (or all of them) on the flat parameters ``flat`` [M, P]; ``grad`` [S, P]. Every
-    other model keeps its parameters and optimizer state. ``lr``/``wd`` [M]; ``scale`` [P]: each
-    element's learning-rate multiplier (its parameter group's relative to the model's), or None."""
-    b1, b2 = BETAS
-    every = isinstance(rows, slice)
-    step = state["step"][rows] + 1
-    bc1, bc2 = 1 - b1 ** step, 1 - b2 ** step
-    with torch.no_grad():
-        # all models: the tensors themselves, updated in place; otherwise copies of their rows, written back
-        p, m, v = (flat, state["m"], state["v"]) if every else (flat[rows], state["m"][rows], state["v"][rows])
-        lr_s = lr[rows][:, None] if scale is None else lr[rows][:, None] * scale[None]
-        p.mul_(1 - lr_s * wd[rows][:, None])
-        m.lerp_(grad, 1 - b1)
-        v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        p.sub_(m / (v.sqrt() / bc2.sqrt()[:, None]).add_(EPS) * (lr_s / bc1[:, None]))
-        if not every:
-            flat[rows], state["m"][rows], state["v"][rows] = p, m, v
-    state["step"][rows] = step
+    def set_gradients(self, leaves: list[torch.Tensor], grad: torch.Tensor) -> None:
+        """One model's gradient row ``grad`` [P] onto its leaves (views, no copy)."""
+        for leaf, (o, k, _) in zip(leaves, self.segments):
+            leaf.grad = grad[o:o + k]
 
 
 class BatchedTrainer:
@@ -250,9 +245,11 @@ class BatchedTrainer:
             frames = self.data.frames
             return lambda sel, t: {k: v[t] for k, v in frames.items()}
         seeds = sorted({self.seed_of(j) for j in jobs})
-        features = torch.stack([self.features[s] for s in seeds])  # [seeds, N, ...]
-        seed_index = torch.as_tensor([seeds.index(self.seed_of(j)) for j in jobs], device=self.device)
-        return lambda sel, t: {"features": features[seed_index[sel][:, None], t]}
+        features = torch.cat([self.features[s] for s in seeds])  # [seeds × N, ...]
+        # each model's row offset (its seed's block): one index_select gathers every model's
+        # minibatch, several times faster than advanced indexing on a [seeds, N, ...] stack
+        offset = torch.as_tensor([seeds.index(self.seed_of(j)) * len(self.data) for j in jobs], device=self.device)
+        return lambda sel, t: {"features": features.index_select(0, (offset[sel][:, None] + t).flatten()).view(*t.shape, *features.shape[1:])}
 
     def run(self, jobs: list[Job]) -> list[JobResult]:
         keys = {architecture_key(j.hp) for j in jobs}
@@ -265,9 +262,7 @@ class BatchedTrainer:
         running = self._running_statistics(base)
         hp, m_count, k = jobs[0].hp, len(jobs), self.y.shape[1]
         bs, epochs = hp["batch_size"], max(j.epochs for j in jobs)
-        lr = torch.tensor([j.hp["lr"] for j in jobs], device=self.device)
-        wd = torch.tensor([j.hp["weight_decay"] for j in jobs], device=self.device)
-        state = {"step": torch.zeros(m_count, device=self.device), "m": torch.zeros_like(packed.flat), "v": torch.zeros_like(packed.flat)}
+        optimizer, leaves = packed.optimizer([j.hp["lr"] for j in jobs], [j.hp["weight_decay"] for j in jobs])
         gens = [torch.Generator().manual_seed(j.fold_seed) for j in jobs]
         alive = [True] * m_count
         results = [JobResult([], np.zeros((0, len(j.evaluate), k)), []) for j in jobs]
@@ -300,7 +295,7 @@ class BatchedTrainer:
                     for row, i in enumerate(members):
                         part = orders[i][s * bs:s * bs + size]
                         t[row, :len(part)], valid[row, :len(part)] = part, 1.0
-                    self._step(batched_loss, inputs, packed, fixed, running, state, lr, wd, members, m_count,
+                    self._step(batched_loss, inputs, packed, fixed, running, optimizer, leaves, members, m_count,
                                torch.as_tensor(t, device=self.device), torch.as_tensor(valid, device=self.device),
                                epoch, alive, results, loss_sum)
             for i, (j, r) in enumerate(zip(jobs, results)):
@@ -318,8 +313,8 @@ class BatchedTrainer:
                 r.probs = np.stack(probs)
         return results
 
-    def _step(self, batched_loss, inputs, packed: StackedParameters, fixed, running, state, lr, wd, members, m_count, t, valid, epoch,
-              alive, results, loss_sum) -> None:
+    def _step(self, batched_loss, inputs, packed: StackedParameters, fixed, running, optimizer, leaves, members, m_count, t, valid,
+              epoch, alive, results, loss_sum) -> None:
         """One optimisation step of the models ``members`` on their minibatches ``t`` [S, B]
         (``valid`` [S, B]: 0 for padding)."""
         every = len(members) == m_count
@@ -327,10 +322,10 @@ class BatchedTrainer:
         # all models: views of the flat parameters themselves; otherwise of a copy of the selected
         # rows. Each view is its own leaf: a gradient with respect to ``flat`` through the views
         # would cost a zero-filled [models, P] tensor per parameter in the backward pass.
-        leaves = {n: v.detach().requires_grad_(True) for n, v in packed.views(packed.flat if every else packed.flat[sel]).items()}
+        views = {n: v.detach().requires_grad_(True) for n, v in packed.views(packed.flat if every else packed.flat[sel]).items()}
         f_sel = fixed if every else {n: f[sel] for n, f in fixed.items()}
         with torch.autocast(**self.autocast):
-            losses = batched_loss(leaves, f_sel, inputs(sel, t), self.y[t], valid[..., None] * self.known[t])  # padding and unknown labels weigh 0
+            losses = batched_loss(views, f_sel, inputs(sel, t), self.y[t], valid[..., None] * self.known[t])  # padding and unknown labels weigh 0
         if not every:
             for n in running:
                 fixed[n][sel] = f_sel[n]
@@ -341,12 +336,14 @@ class BatchedTrainer:
             alive[m] = False
         if not ok.any():
             return
-        grads = torch.autograd.grad(torch.where(ok, losses, 0.0).sum(), list(leaves.values()))
+        grads = torch.autograd.grad(torch.where(ok, losses, 0.0).sum(), list(views.values()))
         grad = torch.cat([g.reshape(len(members), -1) for g in grads], 1)
         loss_sum[sel] += torch.where(ok, losses.detach(), 0.0)
-        if not ok.all():  # only the models whose loss is finite step
-            sel, grad = torch.as_tensor(members, device=self.device)[ok], grad[ok]
-        adamw_step(packed.flat, grad, state, lr, wd, packed.scale, sel)
+        for row, (m, finite) in enumerate(zip(members, ok.tolist())):  # only the models whose loss is finite step
+            if finite:
+                packed.set_gradients(leaves[m], grad[row])
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
     @torch.no_grad()
     def _evaluate(self, base, batched_logits, params, fixed, inputs, jobs, results, eval_probs, due: list[bool],
