@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from suite.aus import DATASET_AUS
-from suite.batched import BatchedTrainer, EngineChoiceError, Job, architecture_key, choose_engine, run_folds_batched
+from suite.batched import BatchedTrainer, EngineChoiceError, Job, StackedParameters, architecture_key, choose_engine, run_folds_batched
 from suite.data import load_cache, prepare
 from suite.engine import DatasetTensors, Engine
 from suite.protocol import loso_folds
@@ -68,6 +68,45 @@ def test_same_initial_weights_as_the_sequential_engine(data):
     for name, stacked in params.items():
         for i in range(2):
             assert torch.equal(stacked[i], engine.initial_state[name])
+
+
+def test_each_model_steps_as_the_sequential_engines_fused_adamw_and_may_sit_a_step_out():
+    """Two models of three parameters in two learning-rate groups (the second at 0.1×), different
+    learning rates and weight decays: every step equals torch.optim.AdamW(fused=True) on that
+    model's own tensors, bit for bit, and a model without a gradient keeps its parameters, its
+    moments and its step count."""
+    gen = torch.Generator().manual_seed(0)
+    shapes = {"a": (3, 4), "b": (5,), "tower": (2, 2)}
+    stacked = {n: torch.randn(2, *shape, generator=gen) for n, shape in shapes.items()}
+    packed = StackedParameters(stacked, {"a": 1.0, "b": 1.0, "tower": 0.1})
+    assert [seg[2] for seg in packed.segments] == [1.0, 0.1]  # a and b share one segment
+    lr, wd = [1e-2, 3e-3], [0.01, 0.2]
+    optimizer, leaves = packed.optimizer(lr, wd)
+    references = []
+    for m in range(2):
+        own = {n: stacked[n][m].clone().requires_grad_(True) for n in shapes}
+        references.append((own, torch.optim.AdamW([{"params": [own["a"], own["b"]], "lr": lr[m]},
+                                                   {"params": [own["tower"]], "lr": lr[m] * 0.1}], weight_decay=wd[m], fused=True)))
+    for step in range(4):
+        grads = {n: torch.randn(2, *shape, generator=gen) for n, shape in shapes.items()}
+        flat_grad = torch.cat([grads[n].reshape(2, -1) for n in shapes], 1)
+        stepping = [0] if step == 2 else [0, 1]  # model 1 sits step 2 out
+        for m in stepping:
+            packed.set_gradients(leaves[m], flat_grad[m])
+            own, reference = references[m]
+            for n in shapes:
+                own[n].grad = grads[n][m]
+            reference.step()
+        before = packed.flat[1].clone()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step == 2:
+            assert torch.equal(packed.flat[1], before)
+        for m, (own, _) in enumerate(references):
+            views = packed.views(packed.flat)
+            for n in shapes:
+                assert torch.equal(views[n][m], own[n].detach()), (step, m, n)
+    assert [float(optimizer.state[leaves[m][0]]["step"]) for m in range(2)] == [4.0, 3.0]
 
 
 def test_empty_tiny_and_diverging_models_do_not_disturb_the_others(data):
