@@ -5,15 +5,15 @@
 #   on the GPU machine:          bash benchmarks/gpu_check.sh OUT_DIR
 # Five steps; every step gets at most its own limit and never more than what is left of 450 s, so the whole
 # check ends within 8 minutes; a step that fails or runs out of time says so in the table.
-# CHECK_CLIP / CHECK_IMAGE_SIZE / CHECK_SCALE / CHECK_CONFIGS / CHECK_PACKING_TRIALS (default
-# ViT-B-16, 224, full, 64, 8) shrink it to rehearse the whole script on a CPU (CHECK_CLIP=tiny ...).
+# CHECK_CLIP / CHECK_IMAGE_SIZE / CHECK_SCALE / CHECK_CONFIGS / CHECK_PACKING_TRIALS / CHECK_FT_FOLDS
+# (default ViT-B-16, 224, full, 64, 8, 8) shrink it to rehearse the whole script on a CPU (CHECK_CLIP=tiny ...).
 set -uo pipefail
 out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR}
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
 deadline=$((SECONDS + 450))
 clip=${CHECK_CLIP:-ViT-B-16} size=${CHECK_IMAGE_SIZE:-224} scale=${CHECK_SCALE:-full} configs=${CHECK_CONFIGS:-64}
-packing_trials=${CHECK_PACKING_TRIALS:-8}
+packing_trials=${CHECK_PACKING_TRIALS:-8} ft_folds=${CHECK_FT_FOLDS:-8}
 limit() { local left=$((deadline - SECONDS)); echo $(( left < $1 ? (left > 0 ? left : 1) : $1 )); }
 python -m pip install -q --no-deps .gpu-wheels/*.whl >"$out/install.log" 2>&1
 python -m pip install -q --no-deps -e . >>"$out/install.log" 2>&1
@@ -46,7 +46,7 @@ for name, value in r["ratios"].items():
     print(f"| {name} | {value:.1f}× |")
 PY
 # 3. fine-tuning throughput: 8 folds' ViT-B-16 models, sequential vs fold-batched, against the bf16 FLOP floor
-timeout "$(limit 80)" python benchmarks/fold_throughput.py --clip "$clip" --image-size "$size" --scale "$scale" --folds 8 --epochs 1 \
+timeout "$(limit 80)" python benchmarks/fold_throughput.py --clip "$clip" --image-size "$size" --scale "$scale" --folds "$ft_folds" --epochs 1 \
   >"$out/fold_throughput.json" 2>"$out/fold_throughput.log"
 python - "$out/fold_throughput.json" >>"$md" 2>>"$out/fold_throughput.log" <<'PY' || echo "| fold throughput | failed or out of time: see fold_throughput.log |" >>"$md"
 import json, sys
