@@ -173,6 +173,9 @@ def test_reported_rows_flags_and_sections(results):
     assert "Flagged records" in html and "fp-other"[:16] in html and "cfg9" in html
     assert "Micro-AU CLIP ablations" in html and "micro_au_clip_no_pta" in html
     assert "Emotion-label-free recognition" in html and "python -m suite.train --method micro_au_clip" in html
+    provenance = html.split("<h2>Protocol and provenance</h2>")[1]  # names the kept records' data, not the flagged one's
+    assert "CASME II: synthetic release (generator seed 0, small scale), fingerprint fp-a" in provenance
+    assert "fp-other" not in provenance
 
 
 def test_empty_results_explain_how_to_produce_records(tmp_path):

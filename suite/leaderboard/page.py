@@ -37,7 +37,7 @@ SELECTION_LABELS = {
     "fixed_epochs": "fixed configuration, fixed epochs, threshold 0.5",
     "shared_nested": "nested over a shared search (adaptive sampler saw every subject)",
     "selected_on_test_folds": "selected on test folds (as most papers)",
-    "deployment": "deployment configuration: chosen on all subjects, optimistic",
+    "deployment": "deployment configuration (chosen on all subjects)",
 }
 # tables of the regimes that are not ranked, in page order, with what makes each optimistic
 OTHER_REGIMES = {
