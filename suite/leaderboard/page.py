@@ -520,9 +520,10 @@ def build_context(results: Path) -> dict:
 
 
 def render(results: Path, out: Path | None = None) -> Path:
-    from jinja2 import Environment, PackageLoader, select_autoescape
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-    env = Environment(loader=PackageLoader("suite", "templates"), autoescape=select_autoescape(["html", "j2"]))
+    # StrictUndefined: a template name the context lacks is an error, never a silently empty line on the page
+    env = Environment(loader=PackageLoader("suite", "templates"), autoescape=select_autoescape(["html", "j2"]), undefined=StrictUndefined)
     env.filters["pct"] = lambda v: "–" if v is None else f"{v:.1f}"
     env.filters["cell"] = cell_parts
     env.filters["pct100"] = lambda v: "–" if v is None else f"{100 * v:.1f}"
