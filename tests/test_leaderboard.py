@@ -276,3 +276,27 @@ def test_intervals_variants_and_paired_tests_recompute_from_predictions(syntheti
         assert paired["cells"][5][1].startswith(f"{holm([expected['p']])[0]:.4f}") and paired["cells"][6][1] == "yes"
     reported = [r for r in page.tables["reported"] if r["class"] == "reported"]
     assert any(r["cells"][4][1].startswith("macro") for r in reported) and any(r["cells"][4][1].startswith("unknown") for r in reported)
+
+
+def test_shared_study_plots_follow_the_studys_direction(tmp_path, monkeypatch):
+    """F1 is maximised: the optimization history draws the best value so far, and the importances
+    rank the parameter that decides a *high* F1 first (a custom target would make Optuna's
+    PED-ANOVA rank the parameters by how they reach low values)."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from suite.leaderboard import page
+
+    journal = tmp_path / "optuna.journal"
+    study = optuna.create_study(study_name="shared", direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0),
+                                storage=JournalStorage(JournalFileBackend(str(journal))))
+    study.optimize(lambda t: float(t.suggest_float("decisive", 0, 1) > 0.8) + 0.01 * t.suggest_float("noise", 0, 1), n_trials=60)
+    figures = []
+    monkeypatch.setattr(page, "_png", lambda fig: figures.append(fig) or str(len(figures) - 1))
+    plots = {p["title"]: figures[int(p["png"])] for p in page.optuna_plots(journal)}
+    history = plots["optimization history"].axes[0]
+    assert "Best Value" in [t.get_text() for t in history.get_legend().get_texts()]
+    importances = plots["parameter importances"].axes[0]
+    width = dict(zip((t.get_text() for t in importances.get_yticklabels()), (b.get_width() for b in importances.patches)))
+    assert width["decisive"] > width["noise"], width

@@ -436,7 +436,9 @@ def optuna_plots(journal: Path) -> list[dict]:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     storage = JournalStorage(JournalFileBackend(str(journal)))
     plots = []
-    percent = {"target": lambda t: 100 * t.value, "target_name": "inner-validation F1 (%)"}
+    # no custom ``target``: with one, Optuna drops the best-value line, reverses the colour scale and (its
+    # default PED-ANOVA evaluator) ranks parameters by how they reach *low* values — low F1 here
+    label = {"target_name": "inner-validation F1 (0–1)"}
     for name in optuna.get_all_study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage)
         complete = [t for t in study.trials if t.state.name == "COMPLETE"]
@@ -446,7 +448,7 @@ def optuna_plots(journal: Path) -> list[dict]:
             if len(complete) < need:
                 continue
             try:
-                ax = fn(study, **percent)
+                ax = fn(study, **label)
             except (ValueError, RuntimeError, ZeroDivisionError) as e:  # e.g. importances with one distinct value
                 plots.append({"study": name, "title": title, "png": None, "note": str(e)[:200]})
                 continue
