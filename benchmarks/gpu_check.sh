@@ -45,7 +45,7 @@ print(f"| strictly nested search, {b['configurations']} configurations × {b['fo
 for name, value in r["ratios"].items():
     print(f"| {name} | {value:.1f}× |")
 PY
-# 3. fine-tuning throughput: 8 folds' ViT-B-16 models, sequential vs fold-batched, against the bf16 FLOP floor
+# 3. fine-tuning throughput: CHECK_FT_FOLDS (default 8) folds' ViT-B-16 models, sequential vs fold-batched, against the bf16 FLOP floor
 timeout "$(limit 80)" python benchmarks/fold_throughput.py --clip "$clip" --image-size "$size" --scale "$scale" --folds "$ft_folds" --epochs 1 \
   >"$out/fold_throughput.json" 2>"$out/fold_throughput.log"
 python - "$out/fold_throughput.json" >>"$md" 2>>"$out/fold_throughput.log" <<'PY' || echo "| fold throughput | failed or out of time: see fold_throughput.log |" >>"$md"
