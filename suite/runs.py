@@ -26,6 +26,8 @@ def load_dataset(dataset: str, data_root: Path | None, results: Path | None, ima
     cache = prepare(dataset, data_root, results, image_size=image_size, flow=flow)
     if log:
         log(f"data: {dataset} {'(synthetic default)' if data_root is None else data_root} — cache {'hit' if cache.hit else 'built'}: {cache.path}")
+        if cache.findings_note:
+            log(cache.findings_note)
     data = DatasetTensors.from_cache(load_cache(cache.path)[0], DATASET_AUS[dataset], get_accelerator().device, cache.fingerprint)
     return cache, data
 

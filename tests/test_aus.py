@@ -51,12 +51,40 @@ AUS = DATASET_AUS["casme2"] + (6, 23)
     ("4/7", set(), {4, 7}),
     ("R14A or 17A or 24A", set(), {14, 17}),         # 24 is not in AUS
     ("12+15", {12, 15}, set()),
+    ("4+(4 or 7)", {4}, {7}),                        # coded present outside the choice: present
+    ("4+12/14", {4}, {12, 14}),                      # '/' chooses within one operand
+    ("4+(L12 or L14)", {4}, {12, 14}),
+    # 'or' beside '+' unparenthesised: within one operand, or between whole codings? What the two
+    # readings dispute is unknown
+    ("4+L12 or L14", set(), {4, 12, 14}),            # 4+(12 or 14) | (4+12) or 14
+    ("4+7 or 4+12", {4}, {7, 12}),                   # 4+(7 or 4)+12 | (4+7) or (4+12)
+    ("12+R14 or 17", set(), {12, 14, 17}),
+    ("612", set(), set(AUS)),                        # no FACS code: the cell cannot say which AUs it meant
+    ("4+612", {4}, set(AUS) - {4}),
+    ("6,12", {6, 12}, set()), ("AU12+AU 4", {4, 12}, set()),  # hand-edited lists
 ])
 def test_per_au_label_masks(cell, present, unknown):
     """Each form makes unknown exactly what it covers; every other AU is known (absent unless coded)."""
     parsed = parse_au_string(cell)
     assert {a for a in AUS if not parsed.known(a)} == unknown
     assert {a for a in AUS if parsed.known(a) and a in parsed.aus} == present
+
+
+def test_ambiguous_grouping_is_reported_with_what_it_disputes():
+    masked = parse_au_string("4+7 or 4+9")
+    assert masked.ambiguous == (9,)
+    problem, action = next(pa for pa in masked.problems if "without parentheses" in pa[0])
+    assert "AU9" in problem and action.startswith("AU9 unknown") and "parentheses" in action
+    assert parse_au_string("4+(7 or 9)").ambiguous is None and parse_au_string("L12 or L14").ambiguous is None
+    first = parse_au_string("4+7 or 4+9", AURules(alternatives="first"))  # other rules: the tight reading, reported
+    assert set(first.aus) == {4, 7, 9} and first.ambiguous == (9,)
+    assert any("add parentheses" in a for p, a in first.problems if "without parentheses" in p)
+
+
+def test_unreadable_au_numbers_are_reported():
+    parsed = parse_au_string("612")
+    assert parsed.unreadable == ("612",) and not parsed.aus
+    assert any("'612'" in p and "fix the cell" in a for p, a in parsed.problems)
 
 
 def test_other_alternative_rules_keep_their_labels_known():
@@ -75,7 +103,8 @@ def test_rules_are_selectable():
 
 def test_digits_are_never_joined():
     assert set(parse_au_string("6+12").aus) == {6, 12}
-    assert 612 not in parse_au_string("6 12").aus
+    assert set(parse_au_string("6 12").aus) == {6, 12}
+    assert 612 not in parse_au_string("612").aus  # no FACS code (reported, the clip's labels unknown)
     assert parse_au_string("x612").aus == frozenset()  # glued to text: reported, not read as AU 612
 
 

@@ -312,6 +312,17 @@ def test_errors_before_any_work(tmp_path, capsys, args, message):
     assert not (tmp_path / "ray").exists()
 
 
+def test_dry_run_says_what_the_release_reader_found(synthetic, tmp_path, capsys):
+    """Non-fatal findings (masked labels, replaced apexes, ignored text) never pass silently."""
+    from suite.data import read_release
+
+    root = synthetic / "SAMM"
+    assert search_main(["--space", "gsd", "--datasets", "samm", "--data-root", str(root), "--results", str(tmp_path), "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert f"samm: {len(read_release('samm', root).problems)} non-fatal finding(s) in the release at {root}" in err
+    assert f"python -m suite.data validate --dataset samm --root {root}" in err
+
+
 def test_bad_yaml_and_resources_that_do_not_fit(synthetic, tmp_path):
     bad = _space(tmp_path, "method: micro_au_clip\nparams: [\n", "bad")
     proc = _search(["--space", bad, "--results", tmp_path])

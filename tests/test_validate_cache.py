@@ -59,6 +59,12 @@ def test_cache_content(synthetic, tmp_path):
     # Grayscale SAMM frames become 3 equal channels; motion appears in the flow.
     assert np.array_equal(arrays["onset"][..., 0], arrays["onset"][..., 1])
     assert np.abs(arrays["flow"]).max() > 0.1
+    # what the reader found but did not refuse is counted on every result, hit or not, and named
+    assert result.findings == len(release.problems) > 0
+    hit = build_cache(release, tmp_path, image_size=64, flow=True)
+    assert hit.hit and hit.findings == result.findings
+    assert f"{result.findings} non-fatal finding(s)" in hit.findings_note
+    assert f"suite.data validate --dataset samm --root {synthetic / 'SAMM'}" in hit.findings_note
 
 
 @pytest.mark.slow

@@ -10,15 +10,22 @@ from pathlib import Path
 from ..aus import AURules
 from ..paths import cache_dir, synthetic_dir
 from .cache import CacheResult, build_cache, load_cache
+from . import casme2, samm
 from .casme2 import read_casme2
 from .records import DataError, Problem, Release, Sample
 from .samm import read_samm
 
 DATASETS = ("casme2", "samm")
 RELEASE_FOLDER = {"casme2": "CASME2", "samm": "SAMM"}
+SHEET_PATTERN = {"casme2": casme2.SHEET_PATTERN, "samm": samm.SHEET_PATTERN}
 
 __all__ = ["DATASETS", "DataError", "Problem", "Release", "Sample", "CacheResult", "build_cache", "load_cache",
-           "read_release", "synthetic_root", "prepare"]
+           "read_release", "synthetic_root", "prepare", "is_release"]
+
+
+def is_release(dataset: str, root: Path) -> bool:
+    """Whether ``root`` is the dataset's release folder itself (it holds the coding spreadsheet)."""
+    return any(Path(root).glob(SHEET_PATTERN[dataset]))
 
 
 def read_release(dataset: str, root: Path, rules: AURules = AURules(), annotations_only: bool = False,

@@ -66,6 +66,19 @@ class CacheResult:
     path: Path
     fingerprint: str
     hit: bool
+    dataset: str = ""
+    root: Path | None = None
+    findings: int = 0  # the release's non-fatal problems (fatal ones refuse the build)
+
+    @property
+    def findings_note(self) -> str | None:
+        """One line for the terminal when the release had non-fatal findings: training and search
+        go on with them (as ``docs/datasets.md`` rules), but never without saying so."""
+        if not self.findings:
+            return None
+        return (f"{self.dataset}: {self.findings} non-fatal finding(s) in the release at {self.root} (AU labels left "
+                f"unknown, apex frames replaced, text ignored, …); `python -m suite.data validate --dataset {self.dataset} "
+                f"--root {self.root}` lists each with its row, clip and action")
 
 
 def _features(image_size: int, flow: bool):
@@ -103,8 +116,9 @@ def build_cache(release: Release, cache_root: Path, image_size: int = 112, flow:
         raise DataError(f"{release.dataset} release at {release.root} has no usable samples")
     fp = fingerprint(release, image_size, flow)
     path = Path(cache_root) / f"{release.dataset}-{image_size}px{'-flow' if flow else ''}-{fp[:16]}"
+    found = {"dataset": release.dataset, "root": release.root, "findings": len(release.problems)}
     if (path / "meta.json").exists():
-        return CacheResult(path, fp, hit=True)
+        return CacheResult(path, fp, hit=True, **found)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp-", dir=path.parent))
     try:
@@ -122,7 +136,7 @@ def build_cache(release: Release, cache_root: Path, image_size: int = 112, flow:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return CacheResult(path, fp, hit=False)
+    return CacheResult(path, fp, hit=False, **found)
 
 
 def load_cache(path: Path) -> tuple[dict[str, np.ndarray], dict]:

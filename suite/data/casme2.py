@@ -10,6 +10,7 @@ from .records import Problem, Release
 from .release import COLUMNS, REQUIRED, attach_frames, rows_to_samples
 from .sheets import as_int, find_sheet_file, read_table, subject_id
 
+SHEET_PATTERN = "CASME2-coding-*.xlsx"
 FRAME_SOURCES = {
     "cropped": ("Cropped", re.compile(r"reg_img(\d+)\.(?:jpe?g|png|bmp)", re.IGNORECASE)),
     "raw_selected": ("CASME2_RAW_selected", re.compile(r"img(\d+)\.(?:jpe?g|png|bmp)", re.IGNORECASE)),
@@ -22,7 +23,7 @@ def read_casme2(root: Path, rules: AURules = AURules(), frames: str = "cropped",
     if frames not in FRAME_SOURCES:
         raise ValueError(f"unknown CASME II frames option {frames!r}; choose one of {list(FRAME_SOURCES)}")
     root = Path(root)
-    sheet = find_sheet_file(root, "CASME2-coding-*.xlsx", "CASME2-coding-20140508.xlsx or CASME2-coding-20190701.xlsx")
+    sheet = find_sheet_file(root, SHEET_PATTERN, "CASME2-coding-20140508.xlsx or CASME2-coding-20190701.xlsx")
     table = read_table(sheet, "Sheet1", COLUMNS, REQUIRED)
     samples, problems = rows_to_samples(table, "casme2", 2, rules)
     if "objective" not in table.frame.columns:

@@ -11,6 +11,7 @@ from .records import Release
 from .release import COLUMNS, REQUIRED, attach_frames, rows_to_samples
 from .sheets import find_sheet_file, read_table
 
+SHEET_PATTERN = "SAMM_Micro_FACS_Codes*.xlsx"
 # '<subject>_<absolute frame number, any zero-padding>.jpg': the digits after the last '_'.
 FRAME_FILE = re.compile(r".*_(\d+)\.(?:jpe?g|png|bmp)", re.IGNORECASE)
 
@@ -18,7 +19,7 @@ FRAME_FILE = re.compile(r".*_(\d+)\.(?:jpe?g|png|bmp)", re.IGNORECASE)
 def read_samm(root: Path, rules: AURules = AURules(), annotations_only: bool = False, boxes: Path | None = None) -> Release:
     """Parse a SAMM release folder; with frames, locate each clip's face (or take ``boxes``)."""
     root = Path(root)
-    sheet = find_sheet_file(root, "SAMM_Micro_FACS_Codes*.xlsx", "SAMM_Micro_FACS_Codes_v2.xlsx")
+    sheet = find_sheet_file(root, SHEET_PATTERN, "SAMM_Micro_FACS_Codes_v2.xlsx")
     table = read_table(sheet, "MICRO_ONLY", COLUMNS, REQUIRED)
     samples, problems = rows_to_samples(table, "samm", 3, rules)
     if not annotations_only:

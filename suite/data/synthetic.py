@@ -368,8 +368,13 @@ def _samm_au_cell(rng: np.random.Generator, aus: set[int], quirk: str | None) ->
         truth |= {12, 15} if quirk == "or_group" else {12}
     parts = [tok(a) for a in sorted(truth - ({12, 14} if quirk == "or_evaluated" else {6, 12} if quirk == "or_group" else set()))]
     rng.shuffle(parts)
+    # an 'or' beside other AUs is parenthesised: unparenthesised, the reader cannot tell a choice
+    # within one operand from one between whole codings and masks what the two readings dispute
+    def grouped(text: str, beside: list[str]) -> str:
+        return f"({text})" if beside else text
+
     if quirk == "or_evaluated":  # 'L12 or L14': AU12 was animated, the coder could not tell 12 from 14
-        parts.append("L12 or L14")
+        parts.append(grouped("L12 or L14", parts))
         unknown = [12, 14]
     elif quirk == "or_group":  # '(R6 or R12)+R15'
         parts = [p for p in parts if int(re.search(r"\d+", p).group()) != 15] + ["(R6 or R12)+R15"]
@@ -379,11 +384,11 @@ def _samm_au_cell(rng: np.random.Generator, aus: set[int], quirk: str | None) ->
     elif quirk == "or_same":  # same AU, two intensities: intersection keeps it
         au = sorted(aus)[0]
         parts = [p for p in parts if int(re.search(r"\d+", p).group()) != au]
-        parts.append(f"{au}D or {au}E")
-    elif quirk == "or_diff":  # uncertain between two AUs, neither animated: both unknown
+        parts.append(grouped(f"{au}D or {au}E", parts))
+    elif quirk == "or_diff":  # uncertain between two AUs: unknown unless animated (and so coded beside the choice)
         pair = [6, 10] if rng.random() < 0.5 else [38, 39]
-        parts.append("(R6 or R10)" if pair == [6, 10] else "L38 or L39")
-        unknown = pair
+        parts.append("(R6 or R10)" if pair == [6, 10] else grouped("L38 or L39", parts))
+        unknown = [a for a in pair if a not in truth]  # one also animated is coded present beside the choice
     elif quirk == "free_text":
         parts.append("soft focus")
     elif quirk == "spaces":

@@ -112,7 +112,7 @@ def token_auth_environment(address: str | None) -> None:
 def data_roots(datasets, data_root: str | None) -> dict[str, Path | None]:
     """``--data-root``: one release folder (one dataset), a folder holding CASME2/ and SAMM/, or
     ``casme2=PATH,samm=PATH``. None → the synthetic default."""
-    from ..data import RELEASE_FOLDER
+    from ..data import RELEASE_FOLDER, is_release
 
     if not data_root:
         return {d: None for d in datasets}
@@ -123,6 +123,8 @@ def data_roots(datasets, data_root: str | None) -> dict[str, Path | None]:
             raise SearchError(f"--data-root names no folder for {missing}")
         return {d: Path(pairs[d]) for d in datasets}
     root = Path(data_root)
+    if len(datasets) == 1 and is_release(datasets[0], root):  # the release itself (SAMM's holds a SAMM/ frames folder)
+        return {datasets[0]: root}
     if all((root / RELEASE_FOLDER[d]).is_dir() for d in datasets):
         return {d: root / RELEASE_FOLDER[d] for d in datasets}
     if len(datasets) == 1:

@@ -138,6 +138,9 @@ def run_search(opts: SearchOptions) -> int:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2
     opts = plans[0].opts
+    for cache in plans[0].caches.values():
+        if cache.findings_note:
+            print(cache.findings_note, file=sys.stderr, flush=True)
     if opts.dry_run:
         for plan in plans:
             o = plan.opts
