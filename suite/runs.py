@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from .aus import DATASET_AUS
 from .batched import BatchedTrainer, choose_engine, run_folds_batched
-from .data import load_cache, prepare
+from .data import ReaderOptions, load_cache, prepare
 from .engine import DatasetTensors, Engine, FoldOutput, device_name, get_accelerator
 from .paths import results_dir, token_cache_dir
 from .protocol import loso_folds
@@ -21,9 +21,10 @@ from .registry import get_method, needs_flow, resolve_hparams
 from .results import config_id, predictions_frame, write_run
 
 
-def load_dataset(dataset: str, data_root: Path | None, results: Path | None, image_size: int, flow: bool, log=None):
-    """(cache, DatasetTensors resident on this process's accelerator device)."""
-    cache = prepare(dataset, data_root, results, image_size=image_size, flow=flow)
+def load_dataset(dataset: str, data_root: Path | None, results: Path | None, image_size: int, flow: bool, log=None,
+                 reader: ReaderOptions = ReaderOptions()):
+    """(cache, DatasetTensors resident on this process's accelerator device); the release read as ``reader`` says."""
+    cache = prepare(dataset, data_root, results, image_size=image_size, flow=flow, reader=reader)
     if log:
         log(f"data: {dataset} {'(synthetic default)' if data_root is None else data_root} — cache {'hit' if cache.hit else 'built'}: {cache.path}")
         if cache.findings_note:
@@ -74,13 +75,14 @@ def evaluate_folds(method: str, hparams_of_fold: Callable[[int], dict], data: Da
 
 def run(method: str, dataset: str, data_root: Path | None = None, overrides: dict | None = None, seeds: int | list[int] = 1,
         out: Path | None = None, results: Path | None = None, log=print, compile: str | None = None,
-        extra: dict | None = None, engine: str = "auto") -> list[Path]:
+        extra: dict | None = None, engine: str = "auto", reader: ReaderOptions = ReaderOptions()) -> list[Path]:
     """Train ``method`` with each seed (a count N means seeds 0..N-1); return the record paths.
     ``compile``: a ``torch.compile`` backend (e.g. ``inductor``) for long runs; None runs eagerly.
-    ``engine``: auto | batched | sequential (``evaluate_folds``)."""
+    ``engine``: auto | batched | sequential (``evaluate_folds``). ``reader``: how the release is read."""
     spec = get_method(method)
     hp = resolve_hparams(spec, overrides)
-    cache, data = load_dataset(dataset, data_root, results, hp.get("image_size", 112), needs_flow(spec, hp), log)
+    reader.check([dataset])
+    cache, data = load_dataset(dataset, data_root, results, hp.get("image_size", 112), needs_flow(spec, hp), log, reader)
     out_dir = Path(out) if out else results_dir(results) / "runs"
     cid = config_id(method, dataset, hp, cache.fingerprint)
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
@@ -107,13 +109,13 @@ def run(method: str, dataset: str, data_root: Path | None = None, overrides: dic
 
 def run_chosen(method: str, dataset: str, data_root: Path | None, hparams_by_fold: dict[int, dict], seeds: list[int],
                stems: list[Path], selection: str, results: Path | None, compile: str | None = None, extra: dict | None = None,
-               engine: str = "auto") -> list[Path]:
+               engine: str = "auto", reader: ReaderOptions = ReaderOptions()) -> list[Path]:
     """A search's per-fold choices (``hparams_by_fold``: fold index → resolved hyper-parameters)
     re-run with each of ``seeds`` (records at ``stems``); the choices stay fixed, epochs and
     thresholds are re-chosen on each fold's inner-validation subjects as in the search."""
     spec = get_method(method)
     first = hparams_by_fold[min(hparams_by_fold)]
-    cache, data = load_dataset(dataset, data_root, results, first.get("image_size", 112), needs_flow(spec, first))
+    cache, data = load_dataset(dataset, data_root, results, first.get("image_size", 112), needs_flow(spec, first), reader=reader)
     start = time.time()
     by_seed, used, reason = evaluate_folds(method, lambda k: hparams_by_fold[k], data, seeds, results, compile, engine)
     seconds = (time.time() - start) / len(seeds)

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from .data import DATASETS, DataError
+from .data.options import add_reader_arguments, reader_options
 
 
 def au_table(record: dict) -> str:
@@ -74,6 +75,7 @@ def main(argv=None) -> int:
                    help="a named Micro-AU CLIP configuration (docs/method.md): ours, or paper (ViT-B-32, flow input, trained text "
                         "tower, prompt-based recognition); --set overrides any of its keys (default: the method's defaults)")
     p.add_argument("--list-methods", action="store_true", help="list the registered methods and exit")
+    add_reader_arguments(p)
     args = p.parse_args(argv)
     from .presets import preset_overrides
     from .registry import methods  # torch, open_clip: after the arguments, so --help is instant
@@ -88,7 +90,8 @@ def main(argv=None) -> int:
         preset, preset_fields = preset_overrides(args.preset, args.method)
         overrides = preset | parse_sets(args.set) | ({"metric": args.metric} if args.metric else {})
         paths = run(args.method, args.dataset, args.data_root, overrides, args.seeds, args.out, args.results,
-                    compile=args.compile, extra={"command": command, **preset_fields}, engine=args.engine)
+                    compile=args.compile, extra={"command": command, **preset_fields}, engine=args.engine,
+                    reader=reader_options(args))
     except (KeyError, ValueError, DataError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2

@@ -85,6 +85,8 @@ def test_cli_errors(synthetic, tmp_path, capsys):
     assert "registered methods" in capsys.readouterr().err
     assert train_cli(["--set", "bogus=1", "--data-root", str(synthetic / "CASME2"), "--results", str(tmp_path)]) == 2
     assert "valid:" in capsys.readouterr().err
+    assert train_cli(["--boxes", "boxes.csv", "--data-root", str(synthetic / "CASME2"), "--results", str(tmp_path)]) == 2
+    assert "--boxes applies to SAMM" in capsys.readouterr().err
     assert train_cli(["--list-methods"]) == 0
     listed = capsys.readouterr().out
     assert "micro_au_clip_no_pta" in listed and "constant" in listed
@@ -126,6 +128,25 @@ def test_compiled_model_is_reused_across_folds_and_matches_eager(synthetic, tmp_
         np.testing.assert_allclose(compiled.run_fold(fold, "fixed").prob, expected, rtol=1e-4, atol=1e-5)
         graphs.append(counters["stats"]["unique_graphs"])
     assert graphs[0] > 0 and graphs[1] <= graphs[0] + 1 and graphs[2:] == [graphs[1]] * (len(folds) - 2)
+
+
+def test_cli_reads_the_release_as_told_and_says_what_it_found(synthetic, tmp_path, capsys):
+    """The reader options of `suite.data build` reach training: the cache (and so the record's
+    data fingerprint) is the one read with them, not a default-read one."""
+    from suite.aus import AURules
+    from suite.data import build_cache, read_release
+
+    root = synthetic / "SAMM"
+    args = ["--method", "constant", "--dataset", "samm", "--data-root", str(root), "--results", str(tmp_path)]
+    fingerprints = {}
+    for rule in ("mask", "union"):
+        assert train_cli([*args, "--alternatives", rule]) == 0
+        out = capsys.readouterr().out
+        release = read_release("samm", root, AURules(alternatives=rule))
+        assert f"samm: {len(release.problems)} non-fatal finding(s) in the release at {root}" in out
+        fingerprints[rule] = load_record(out.strip().splitlines()[-1])["data_fingerprint"]
+        assert fingerprints[rule] == build_cache(release, tmp_path / "cache").fingerprint
+    assert fingerprints["mask"] != fingerprints["union"]
 
 
 def test_cli_compile_flag_is_recorded(synthetic, tmp_path, capsys):

@@ -305,6 +305,7 @@ def test_failing_task_is_recorded_and_the_others_go_on(synthetic, tmp_path):
     (["--space", "gsd", "--round-size", "0"], "--round-size must be at least 1"),
     (["--space", "gsd", "--engine", "batched", "--fold-workers", "2"], "--engine batched trains a slice as one model"),
     (["--space", "sssnet", "--fidelity", "frozen:full"], "has no backbone_mode"),
+    (["--space", "gsd", "--datasets", "casme2", "--boxes", "boxes.csv"], "--boxes applies to SAMM"),
 ])
 def test_errors_before_any_work(tmp_path, capsys, args, message):
     assert search_main([*args, "--results", str(tmp_path)]) == 2
@@ -321,6 +322,11 @@ def test_dry_run_says_what_the_release_reader_found(synthetic, tmp_path, capsys)
     err = capsys.readouterr().err
     assert f"samm: {len(read_release('samm', root).problems)} non-fatal finding(s) in the release at {root}" in err
     assert f"python -m suite.data validate --dataset samm --root {root}" in err
+    # the reader options reach the caches the search trains on
+    assert search_main(["--space", "gsd", "--datasets", "samm", "--data-root", str(root), "--results", str(tmp_path), "--dry-run",
+                        "--alternatives", "union"]) == 0
+    metas = [json.loads(m.read_text()) for m in (tmp_path / "cache").glob("samm-*/meta.json")]
+    assert sorted(m["options"]["rules"]["alternatives"] for m in metas) == ["mask", "union"]
 
 
 def test_bad_yaml_and_resources_that_do_not_fit(synthetic, tmp_path):

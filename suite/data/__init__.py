@@ -12,6 +12,7 @@ from ..paths import cache_dir, synthetic_dir
 from .cache import CacheResult, build_cache, load_cache
 from . import casme2, samm
 from .casme2 import read_casme2
+from .options import ReaderOptions
 from .records import DataError, Problem, Release, Sample
 from .samm import read_samm
 
@@ -20,7 +21,7 @@ RELEASE_FOLDER = {"casme2": "CASME2", "samm": "SAMM"}
 SHEET_PATTERN = {"casme2": casme2.SHEET_PATTERN, "samm": samm.SHEET_PATTERN}
 
 __all__ = ["DATASETS", "DataError", "Problem", "Release", "Sample", "CacheResult", "build_cache", "load_cache",
-           "read_release", "synthetic_root", "prepare", "is_release"]
+           "read_release", "synthetic_root", "prepare", "is_release", "ReaderOptions"]
 
 
 def is_release(dataset: str, root: Path) -> bool:
@@ -64,8 +65,9 @@ def synthetic_root(dataset: str, results: Path | None = None, seed: int = 0, sca
 
 
 def prepare(dataset: str, root: Path | None = None, results: Path | None = None, image_size: int = 112,
-            flow: bool = False, rules: AURules = AURules(), frames: str = "cropped", boxes: Path | None = None) -> CacheResult:
-    """Release folder (synthetic default when ``root`` is None) → built or found Arrow cache."""
+            flow: bool = False, reader: ReaderOptions = ReaderOptions()) -> CacheResult:
+    """Release folder (synthetic default when ``root`` is None), read as ``reader`` says → built
+    or found Arrow cache."""
     root = Path(root) if root else synthetic_root(dataset, results)
-    release = read_release(dataset, root, rules, frames=frames, boxes=boxes)
+    release = read_release(dataset, root, **reader.for_dataset(dataset))
     return build_cache(release, cache_dir(results), image_size=image_size, flow=flow)

@@ -7,10 +7,11 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from ..aus import ALTERNATIVE_RULES, DATASET_AUS, REF_RULES, AURules, au_name
+from ..aus import DATASET_AUS, au_name
 from ..emotions import objective_class
 from ..paths import cache_dir, results_dir
 from . import DATASETS, DataError, build_cache, read_release, synthetic_root
+from .options import add_reader_arguments, reader_options
 from .release import check_frames_decode
 
 
@@ -18,20 +19,16 @@ def _reader_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, choices=DATASETS, help="which release")
     p.add_argument("--root", type=Path, help="the release folder holding the coding spreadsheet, e.g. /data/CASME2 or /data/SAMM "
                                              "(default: the synthetic release under results/)")
-    p.add_argument("--frames", default="cropped", choices=["cropped", "raw_selected", "raw"],
-                   help="CASME II frame folders: Cropped/, CASME2_RAW_selected/ or CASME2_RAW/ (default: %(default)s)")
-    p.add_argument("--boxes", type=Path, help="SAMM: CSV clip,x,y,w,h of face boxes, instead of face detection (default: detect)")
-    p.add_argument("--ref", default="present", choices=REF_RULES, help="how ref(x) AU tokens count (default: %(default)s)")
-    p.add_argument("--alternatives", default=AURules().alternatives, choices=ALTERNATIVE_RULES,
-                   help="how 'a or b' AU cells resolve: mask makes the AUs they disagree on unknown (default: %(default)s)")
+    add_reader_arguments(p)
 
 
 def _release(args, annotations_only=False):
     if args.root is None:
         args.root = synthetic_root(args.dataset, results_dir())
         print(f"no --root: using the synthetic {args.dataset} release at {args.root}", file=sys.stderr)
-    return read_release(args.dataset, args.root, AURules(args.ref, args.alternatives), annotations_only=annotations_only,
-                        frames=args.frames, boxes=args.boxes)
+    reader = reader_options(args)
+    reader.check([args.dataset])
+    return read_release(args.dataset, args.root, annotations_only=annotations_only, **reader.for_dataset(args.dataset))
 
 
 def cmd_generate(args) -> int:

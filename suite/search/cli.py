@@ -7,6 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..data.options import add_reader_arguments, reader_options
 from .options import DEFAULT_BASELINES, SAMPLERS, SELECTIONS, SearchError, SearchOptions, token_auth_environment
 
 DESCRIPTION = """\
@@ -75,6 +76,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     a("--compile", nargs="?", const="inductor", metavar="BACKEND",
       help="torch.compile each configuration's model once, reused across its folds (backend default inductor; default: off)")
     a("--results", type=Path, help="results folder (default: ./results or $MICRO_AU_RESULTS)")
+    add_reader_arguments(p)
     return p.parse_args(argv)
 
 
@@ -87,6 +89,7 @@ def options_from_args(args: argparse.Namespace, argv) -> SearchOptions:
         concurrency=args.concurrency, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         fold_workers=args.fold_workers, address=args.address, name=args.name, compile=args.compile, engine=args.engine,
         metric=args.metric, rerun=args.rerun, dry_run=args.dry_run, preset=args.preset, results=args.results,
+        reader=reader_options(args),
         command="python -m suite.search " + shlex.join(sys.argv[1:] if argv is None else [str(a) for a in argv]))
 
 

@@ -173,7 +173,7 @@ class DatasetSearch:
         return [("run_chosen", {"method": self.space.method, "dataset": self.dataset, "data_root": self.root,
                                 "hparams_by_fold": hparams_by_fold, "seeds": seeds, "stems": stems, "selection": label,
                                 "results": self.results, "compile": self.opts.compile, "engine": self.opts.engine,
-                                "extra": {**self.common_extra(0), "seed_role": "final"}})]
+                                "reader": self.opts.reader, "extra": {**self.common_extra(0), "seed_role": "final"}})]
 
     def baseline_jobs(self, done_paths: dict) -> list[tuple[str, str, dict]]:
         """Baselines under inner-validation selection with the final seeds (the search seed when
@@ -195,7 +195,7 @@ class DatasetSearch:
             if missing:
                 jobs.append((name, "run", {"method": name, "dataset": self.dataset, "data_root": self.root,
                                            "overrides": overrides, "seeds": missing, "results": self.results,
-                                           "log": None, "compile": self.opts.compile}))
+                                           "log": None, "compile": self.opts.compile, "reader": self.opts.reader}))
         return jobs
 
     def run(self, submit) -> Callable[[], dict]:

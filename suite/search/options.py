@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..data.options import ReaderOptions
+
 SAMPLERS = ("tpe", "gp", "cmaes", "random")
 DATA_INDEPENDENT_SAMPLERS = ("random",)
 SELECTIONS = ("strict", "shared")
@@ -21,6 +23,7 @@ class SearchOptions:
     space: str
     datasets: tuple[str, ...] = ("casme2", "samm")
     data_root: str | None = None
+    reader: ReaderOptions = ReaderOptions()  # how the releases are read (AU-string rules, frames, face boxes)
     # the default main job: 4 shared random start-up proposals (the common candidates), then 4 per
     # fold from each fold's own adapted sampler — past start-up, within 5 minutes on 2 CPU cores
     trials: int = 8  # configurations per fold study
@@ -61,8 +64,9 @@ class SearchOptions:
 
         keys = ("datasets", "trials", "round_size", "startup_trials", "selection", "sampler", "seed", "final_seeds", "baselines",
                 "search_baselines", "fidelity", "confirm_top", "metric", "preset")
-        blob = json.dumps({**{k: getattr(self, k) for k in keys}, "space": space_text, "roots": {d: str(r) for d, r in roots.items()}},
-                          sort_keys=True, default=str)
+        reader = {"reader": self.reader.non_default()} if self.reader.non_default() else {}  # default reading: identities as before
+        blob = json.dumps({**{k: getattr(self, k) for k in keys}, **reader, "space": space_text,
+                           "roots": {d: str(r) for d, r in roots.items()}}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def preset_overrides(self, method: str) -> dict:

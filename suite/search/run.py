@@ -35,7 +35,7 @@ def _caches(space, opts: SearchOptions, roots: dict, results) -> dict:
     hp = resolve_hparams(spec, {**opts.preset_overrides(space.method), **space.fixed})
     image_size = hp.get("image_size", 112)
     flow = needs_flow(spec, hp) or any(p.name == "motion" and "flow" in (p.choices or ()) for p in space.params)
-    return {d: prepare(d, roots[d], results, image_size=image_size, flow=flow) for d in opts.datasets}
+    return {d: prepare(d, roots[d], results, image_size=image_size, flow=flow, reader=opts.reader) for d in opts.datasets}
 
 
 def _preflight(opts: SearchOptions) -> tuple[list[Plan], dict]:
@@ -61,6 +61,7 @@ def _preflight(opts: SearchOptions) -> tuple[list[Plan], dict]:
     if opts.selection == "shared":
         name = opts.name or f"{name}-shared"
     roots = data_roots(opts.datasets, opts.data_root)
+    opts.reader.check(opts.datasets)
     searched = [b for b in opts.baselines if opts.search_baselines and (SPACES_DIR / f"{b}.yaml").exists()]
     main = opts.with_(name=name, results=results, baselines=tuple(b for b in opts.baselines if b not in searched))
     plans = [Plan(space, fidelity, main, _caches(space, main, roots, results))]
