@@ -329,6 +329,28 @@ def test_dry_run_says_what_the_release_reader_found(synthetic, tmp_path, capsys)
     assert sorted(m["options"]["rules"]["alternatives"] for m in metas) == ["mask", "union"]
 
 
+def test_a_finished_search_is_finished_only_on_the_same_data(tmp_path):
+    """A corrected release (a new content fingerprint at the same path) is searched again, never
+    answered with the stored summary of the data before."""
+    from suite.data import CacheResult
+    from suite.search.options import SearchOptions
+    from suite.search.run import Plan, _finished, _identity
+    from suite.spaces import load_space
+
+    opts = SearchOptions(space="gsd", datasets=("casme2",), results=tmp_path, name="gsd")
+    roots = {"casme2": tmp_path / "CASME2"}
+
+    def plan(fingerprint):
+        return Plan(load_space("gsd"), None, opts, {"casme2": CacheResult(tmp_path / "cache", fingerprint, hit=True)})
+
+    folder = tmp_path / "searches" / "gsd"
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"identity": _identity(plan("a" * 64), roots)}))
+    (folder / "summary.txt").write_text("the stored summary")
+    assert _finished([plan("a" * 64)], roots) == ["the stored summary"]
+    assert _finished([plan("b" * 64)], roots) is None
+
+
 def test_bad_yaml_and_resources_that_do_not_fit(synthetic, tmp_path):
     bad = _space(tmp_path, "method: micro_au_clip\nparams: [\n", "bad")
     proc = _search(["--space", bad, "--results", tmp_path])

@@ -56,9 +56,11 @@ class SearchOptions:
     def with_(self, **changes) -> "SearchOptions":
         return replace(self, **changes)
 
-    def identity(self, space_text: str, roots: dict) -> str:
+    def identity(self, space_text: str, roots: dict, fingerprints: dict) -> str:
         """A digest of what defines this search's numbers (not how it runs: concurrency,
-        resources, address, engine): a finished search with the same identity is not run again."""
+        resources, address, engine) — the data's content fingerprints included, so a corrected
+        spreadsheet or frame is never answered with the summary of the data before: a finished
+        search with the same identity is not run again."""
         import hashlib
         import json
 
@@ -66,7 +68,7 @@ class SearchOptions:
                 "search_baselines", "fidelity", "confirm_top", "metric", "preset")
         reader = {"reader": self.reader.non_default()} if self.reader.non_default() else {}  # default reading: identities as before
         blob = json.dumps({**{k: getattr(self, k) for k in keys}, **reader, "space": space_text,
-                           "roots": {d: str(r) for d, r in roots.items()}}, sort_keys=True, default=str)
+                           "roots": {d: str(r) for d, r in roots.items()}, "data": fingerprints}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def preset_overrides(self, method: str) -> dict:

@@ -73,7 +73,7 @@ def _preflight(opts: SearchOptions) -> tuple[list[Plan], dict]:
 
 
 def _identity(plan: Plan, roots: dict) -> str:
-    return plan.opts.identity(plan.space.path.read_text(), roots)
+    return plan.opts.identity(plan.space.path.read_text(), roots, {d: c.fingerprint for d, c in plan.caches.items()})
 
 
 def _finished(plans: list[Plan], roots: dict) -> list[str] | None:
