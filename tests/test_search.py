@@ -127,6 +127,7 @@ def test_strict_search_end_to_end_recomputes_from_files(synthetic, tmp_path):
     record = json.loads(Path(ds["records"]["strict_nested"]).read_text())
     assert record["f1_avg"] == pytest.approx(expected) and ds["headline_f1"] == pytest.approx(expected)
     assert record["selection"] == "strict_nested" and record["schema"] == 2 and record["chosen_by"]["test_labels"] == "never used"
+    assert json.loads((results / "searches" / "e2e" / "data.json").read_text()) == {"casme2": record["data_fingerprint"]}
     assert {int(f): c["number"] for f, c in record["chosen"].items()} == {k: c["number"] for k, c in chosen.items()}
     # final seeds differ from the search seed; baselines use the same seeds and inner selection
     finals = [json.loads(Path(p).read_text()) for p in ds["records"]["final"]]
@@ -349,6 +350,23 @@ def test_a_finished_search_is_finished_only_on_the_same_data(tmp_path):
     (folder / "summary.txt").write_text("the stored summary")
     assert _finished([plan("a" * 64)], roots) == ["the stored summary"]
     assert _finished([plan("b" * 64)], roots) is None
+
+
+def test_a_search_folder_is_never_resumed_on_other_data(synthetic, tmp_path, capsys):
+    """Its stored slices, studies and records were computed on the data it ran on: resuming it on a
+    corrected release (another fingerprint) would mix two data's outputs, so it is refused."""
+    root = synthetic / "SAMM"
+    args = ["--space", "gsd", "--datasets", "samm", "--data-root", str(root), "--results", str(tmp_path), "--dry-run"]
+    folder = tmp_path / "searches" / "gsd"
+    folder.mkdir(parents=True)
+    (folder / "data.json").write_text(json.dumps({"samm": "0" * 64}))
+    assert search_main(args) == 2
+    assert "was run on other samm data (fingerprint 000000000000, now " in capsys.readouterr().err
+    (folder / "data.json").unlink()  # a folder from before data.json: its headline record tells
+    (folder / "samm").mkdir()
+    (folder / "samm" / "strict_nested.json").write_text(json.dumps({"data_fingerprint": "1" * 64}))
+    assert search_main(args) == 2 and "fingerprint 111111111111" in capsys.readouterr().err
+    assert search_main([*args, "--name", "another"]) == 0
 
 
 def test_bad_yaml_and_resources_that_do_not_fit(synthetic, tmp_path):

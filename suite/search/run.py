@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from .driver import StageIncomplete
 from .options import SearchError, SearchOptions, check_counts, data_roots, parse_fidelity, token_auth_environment
@@ -69,7 +70,39 @@ def _preflight(opts: SearchOptions) -> tuple[list[Plan], dict]:
         b_space = load_space(b)
         b_opts = main.with_(name=f"{name}-{b}", baselines=(), fidelity=None, preset=None)
         plans.append(Plan(b_space, None, b_opts, _caches(b_space, b_opts, roots, results)))
+    for plan in plans:
+        _check_same_data(plan)
     return plans, roots
+
+
+def _data_file(plan: Plan) -> Path:
+    """The data fingerprints a search folder's stored outputs were computed on."""
+    return plan.opts.results / "searches" / plan.opts.name / "data.json"
+
+
+def _check_same_data(plan: Plan) -> None:
+    """A search folder is resumed (its stored slices, studies and records reused) only on the data
+    it was run on: a corrected release under the same search name would mix outputs of two data."""
+    path = _data_file(plan)
+    before = json.loads(path.read_text()) if path.exists() else {}
+    for dataset in plan.caches:  # a folder from before data.json existed: its headline record says
+        record = path.parent / dataset / f"{plan.opts.selection_label}.json"
+        if dataset not in before and record.exists():
+            before[dataset] = json.loads(record.read_text())["data_fingerprint"]
+    for dataset, cache in plan.caches.items():
+        if before.get(dataset, cache.fingerprint) != cache.fingerprint:
+            raise SearchError(f"search {plan.opts.name!r} ({path.parent}) was run on other {dataset} data (fingerprint "
+                              f"{before[dataset][:12]}, now {cache.fingerprint[:12]}: the release or how it is read changed); "
+                              "its stored outputs would mix with the new data. Start another search with --name, or move "
+                              "that folder away to redo this one")
+
+
+def _record_data(plan: Plan) -> None:
+    from ..results import write_json
+
+    path = _data_file(plan)
+    before = json.loads(path.read_text()) if path.exists() else {}
+    write_json(path, {**before, **{d: c.fingerprint for d, c in plan.caches.items()}})
 
 
 def _identity(plan: Plan, roots: dict) -> str:
@@ -175,6 +208,8 @@ def run_search(opts: SearchOptions) -> int:
     try:
         start_ray(opts.address)
         opts = _resources(opts)
+        for plan in plans:
+            _record_data(plan)
     except SearchError as e:
         ray.shutdown()
         print(f"error: {e}", file=sys.stderr)
