@@ -289,7 +289,7 @@ class _Parser:
     def _atom(self, in_ref: bool) -> set[int] | None:
         """One operand; None when it carries no AU information (free text, nothing)."""
         c = self._peek()
-        if not c or c in "+/)" or c in _JOINERS:
+        if not c or c in "/)" or c in _JOINERS:
             return None
         if c == "?":
             self.i += 1
@@ -335,7 +335,7 @@ class _Parser:
         start = self.i
         while self.i < len(self.s):
             ch = self.s[self.i]
-            if ch in "+/()?" or ch in _JOINERS:
+            if ch in "/()?" or ch in _JOINERS:
                 break
             if ch.isspace():
                 j = self.i
