@@ -26,10 +26,16 @@ def file_sha256(path: Path) -> str:
 
 def data_provenance(cache_path: Path) -> dict:
     """From a dataset cache's ``meta.json``: synthetic (the generator's ``truth/spec.json`` next to
-    the release) or a real release (its label file and digest), with the data fingerprint."""
+    the release) or a real release (its label file and digest), with the data fingerprint and the
+    reader options that differ from the defaults."""
+    from .data.options import ReaderOptions
+
     meta = json.loads((Path(cache_path) / "meta.json").read_text())
     root, sheet = Path(meta["root"]), Path(meta["sheet"])
     out = {"fingerprint": meta["fingerprint"], "root": str(root), "label_file": sheet.name}
+    reading = ReaderOptions.from_release_options(meta.get("options", {})).non_default()
+    if reading:  # labels read under other rules than the defaults (e.g. alternatives=union): the page says so
+        out["reading"] = reading
     spec_file = root.parent / "truth" / "spec.json"
     if spec_file.exists():
         spec = json.loads(spec_file.read_text())

@@ -67,6 +67,21 @@ def test_cache_content(synthetic, tmp_path):
     assert f"suite.data validate --dataset samm --root {synthetic / 'SAMM'}" in hit.findings_note
 
 
+def test_provenance_and_page_name_a_non_default_reading(synthetic, tmp_path):
+    """Labels read under other rules (here 'or' alternatives counted present) give other F1s: the
+    record's data provenance and the page's data line say so; the default reading adds nothing."""
+    from suite.aus import AURules
+    from suite.leaderboard.page import data_label
+    from suite.provenance import data_provenance
+
+    default = data_provenance(build_cache(read_release("samm", synthetic / "SAMM"), tmp_path, image_size=32).path)
+    union = data_provenance(build_cache(read_release("samm", synthetic / "SAMM", AURules(alternatives="union")), tmp_path,
+                                        image_size=32).path)
+    assert "reading" not in default and union["reading"] == {"alternatives": "union"}
+    assert "read with" not in data_label({"data": default})
+    assert data_label({"data": union}).endswith(f"fingerprint {union['fingerprint'][:12]}, read with alternatives=union")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dataset, folder", [("casme2", "CASME2"), ("samm", "SAMM")])
 def test_synthetic_calibration_motion_beats_single_frame(tmp_path_factory, dataset, folder):

@@ -20,6 +20,12 @@ class ReaderOptions:
     frames: str = "cropped"  # CASME II only
     boxes: Path | None = None  # SAMM only
 
+    @classmethod
+    def from_release_options(cls, options: dict) -> "ReaderOptions":
+        """From a release's (and its cache's ``meta.json``) ``options``."""
+        boxes = options.get("boxes")
+        return cls(AURules(**options.get("rules", {})), options.get("frames", "cropped"), Path(boxes) if boxes else None)
+
     def check(self, datasets) -> None:
         """An option for a dataset that is not read is an error, never silently unused."""
         if self.frames != "cropped" and "casme2" not in datasets:

@@ -472,10 +472,11 @@ def data_label(record: dict) -> str:
     d = record.get("data")
     if not d:
         return f"not recorded (record written before provenance), fingerprint {record['data_fingerprint'][:12]}"
+    reading = "".join(f", read with {k}={v}" for k, v in d.get("reading", {}).items())  # non-default AU rules, frames, boxes
     if d["kind"] == "synthetic":
-        return f"synthetic release (generator seed {d['seed']}, {d['scale']} scale), fingerprint {d['fingerprint'][:12]}"
+        return f"synthetic release (generator seed {d['seed']}, {d['scale']} scale), fingerprint {d['fingerprint'][:12]}{reading}"
     sha = d.get("label_sha256")
-    return f"release {d['root']} ({d['label_file']}{', sha256 ' + sha[:12] if sha else ''}), fingerprint {d['fingerprint'][:12]}"
+    return f"release {d['root']} ({d['label_file']}{', sha256 ' + sha[:12] if sha else ''}), fingerprint {d['fingerprint'][:12]}{reading}"
 
 
 def provenance(records: list[dict]) -> dict:
