@@ -80,19 +80,26 @@ def _data_file(plan: Plan) -> Path:
     return plan.opts.results / "searches" / plan.opts.name / "data.json"
 
 
+def _stored_fingerprints(plan: Plan) -> dict:
+    """Per dataset, the fingerprint the folder's outputs were computed on (none: nothing stored).
+    A folder from before ``data.json`` existed: its headline record says."""
+    path = _data_file(plan)
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    for dataset in plan.caches:
+        record = path.parent / dataset / f"{plan.opts.selection_label}.json"
+        if dataset not in stored and record.exists():
+            stored[dataset] = json.loads(record.read_text())["data_fingerprint"]
+    return stored
+
+
 def _check_same_data(plan: Plan) -> None:
     """A search folder is resumed (its stored slices, studies and records reused) only on the data
     it was run on: a corrected release under the same search name would mix outputs of two data."""
-    path = _data_file(plan)
-    before = json.loads(path.read_text()) if path.exists() else {}
-    for dataset in plan.caches:  # a folder from before data.json existed: its headline record says
-        record = path.parent / dataset / f"{plan.opts.selection_label}.json"
-        if dataset not in before and record.exists():
-            before[dataset] = json.loads(record.read_text())["data_fingerprint"]
+    stored = _stored_fingerprints(plan)
     for dataset, cache in plan.caches.items():
-        if before.get(dataset, cache.fingerprint) != cache.fingerprint:
-            raise SearchError(f"search {plan.opts.name!r} ({path.parent}) was run on other {dataset} data (fingerprint "
-                              f"{before[dataset][:12]}, now {cache.fingerprint[:12]}: the release or how it is read changed); "
+        if stored.get(dataset, cache.fingerprint) != cache.fingerprint:
+            raise SearchError(f"search {plan.opts.name!r} ({_data_file(plan).parent}) was run on other {dataset} data (fingerprint "
+                              f"{stored[dataset][:12]}, now {cache.fingerprint[:12]}: the release or how it is read changed); "
                               "its stored outputs would mix with the new data. Start another search with --name, or move "
                               "that folder away to redo this one")
 
@@ -100,9 +107,7 @@ def _check_same_data(plan: Plan) -> None:
 def _record_data(plan: Plan) -> None:
     from ..results import write_json
 
-    path = _data_file(plan)
-    before = json.loads(path.read_text()) if path.exists() else {}
-    write_json(path, {**before, **{d: c.fingerprint for d, c in plan.caches.items()}})
+    write_json(_data_file(plan), {**_stored_fingerprints(plan), **{d: c.fingerprint for d, c in plan.caches.items()}})
 
 
 def _identity(plan: Plan, roots: dict) -> str:
