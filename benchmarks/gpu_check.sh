@@ -3,7 +3,7 @@
 # OUT_DIR/gpu_check.md (plus the raw logs and JSON). Runs without Ray (not installable there).
 #   on the development machine:  bash benchmarks/gpu_wheels.sh
 #   on the GPU machine:          bash benchmarks/gpu_check.sh OUT_DIR
-# Five steps; every step gets at most its own limit and never more than what is left of 450 s, so the whole
+# An import check, then five steps; every step gets at most its own limit and never more than what is left of 450 s, so the whole
 # check ends within 8 minutes; a step that fails or runs out of time says so in the table.
 # CHECK_CLIP / CHECK_IMAGE_SIZE / CHECK_SCALE / CHECK_CONFIGS / CHECK_PACKING_TRIALS / CHECK_FT_FOLDS
 # (default ViT-B-16, 224, full, 64, 8, 8) shrink it to rehearse the whole script on a CPU (CHECK_CLIP=tiny ...).
@@ -15,8 +15,11 @@ deadline=$((SECONDS + 450))
 clip=${CHECK_CLIP:-ViT-B-16} size=${CHECK_IMAGE_SIZE:-224} scale=${CHECK_SCALE:-full} configs=${CHECK_CONFIGS:-64}
 packing_trials=${CHECK_PACKING_TRIALS:-8} ft_folds=${CHECK_FT_FOLDS:-8}
 limit() { local left=$((deadline - SECONDS)); echo $(( left < $1 ? (left > 0 ? left : 1) : $1 )); }
-python -m pip install -q --no-deps .gpu-wheels/*.whl >"$out/install.log" 2>&1
-python -m pip install -q --no-deps -e . >>"$out/install.log" 2>&1
+# the carried wheels into a folder of their own, ahead of the machine's packages on the path (as
+# the device tool's notes advise: the machine's environment stays as it is); the project from here
+python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu-wheels/*.whl \
+  >"$out/install.log" 2>&1
+export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export MICRO_AU_RESULTS="$out/results"
 md="$out/gpu_check.md"
 {
@@ -25,8 +28,24 @@ md="$out/gpu_check.md"
   echo "| what | figure |"
   echo "|---|---|"
   echo "| device | $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>&1 | head -1) |"
-  echo "| torch | $(python -c 'import torch; print(torch.__version__)' 2>&1) |"
 } >"$md"
+# 0. import what every step needs and list the versions found: a missing or mismatched package
+#    stops the check here, within seconds, not after minutes of failed steps
+if ! python - >>"$md" 2>"$out/imports.log" <<'PY'
+import importlib
+import importlib.metadata as md
+
+for module in ("torch", "datasets", "open_clip", "optuna", "openpyxl", "xlsxwriter", "cv2", "suite.data", "suite.bench.measure",
+               "suite.search.studies"):
+    importlib.import_module(module)
+packages = ("torch", "numpy", "pandas", "pyarrow", "datasets", "huggingface_hub", "fsspec", "open_clip_torch", "optuna", "timm", "accelerate")
+print("| packages | " + ", ".join(f"{p} {md.version(p)}" for p in packages) + " |")
+PY
+then
+  echo "| imports | failed: $(tail -1 "$out/imports.log") |" >>"$md"
+  cat "$md" "$out/imports.log"
+  exit 1
+fi
 # 1. gpu-marked tests: bf16 autocast, memory fraction, token-cache keys, batched engine (heads and a
 #    fine-tuned tower) on CUDA against CPU / the sequential engine
 timeout "$(limit 60)" python -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider >"$out/pytest_gpu.log" 2>&1
