@@ -102,6 +102,21 @@ def test_no_face_found_asks_for_boxes_then_boxes_file_works(release_copy, tmp_pa
         read_release("samm", root, boxes=bad)
 
 
+def test_opencv_without_haar_cascades_names_the_fix(release_copy, monkeypatch):
+    """OpenCV 5 has no CascadeClassifier: reading SAMM says which OpenCV to install, or --boxes."""
+    import cv2
+
+    from suite.data import faces
+
+    monkeypatch.delattr(cv2, "CascadeClassifier")
+    faces._cascade.cache_clear()
+    try:
+        with pytest.raises(DataError, match=r"opencv-python-headless<5.*--boxes"):
+            read_release("samm", release_copy("samm"))
+    finally:
+        faces._cascade.cache_clear()
+
+
 def test_cli_fatal_error_exits_nonzero_with_message(tmp_path, capsys):
     assert data_cli(["validate", "--dataset", "samm", "--root", str(tmp_path)]) == 2
     assert "no coding spreadsheet" in capsys.readouterr().err

@@ -19,6 +19,9 @@ EXPAND_X, EXPAND_TOP, EXPAND_BOTTOM = -0.06, 0.0, 0.02
 
 @lru_cache(maxsize=1)
 def _cascade() -> cv2.CascadeClassifier:
+    if not hasattr(cv2, "CascadeClassifier"):  # OpenCV 5 dropped the Haar cascades
+        raise DataError(f"OpenCV {cv2.__version__} has no Haar face detector, which finds the faces in uncropped frames (SAMM): "
+                        "install opencv-python-headless<5 (as pyproject.toml asks), or give every clip's face box with --boxes FILE")
     path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
     cascade = cv2.CascadeClassifier(str(path))
     if cascade.empty():
@@ -73,10 +76,11 @@ def attach_face_boxes(samples: list[Sample], boxes_file: Path | None) -> list[Pr
             s.face_box = given[s.clip]
             continue
         try:
-            s.face_box = detect_face(read_gray(s.onset_path))
+            gray = read_gray(s.onset_path)
         except DataError as e:
             p = Problem(s.row, s.clip, str(e), "restore the file from the release", fatal=True)
         else:
+            s.face_box = detect_face(gray)  # an OpenCV without the detector raises here, once, not per clip
             if s.face_box is not None:
                 continue
             p = Problem(s.row, s.clip, f"no face found in onset frame {s.onset_path}",
