@@ -78,6 +78,7 @@ def test_provenance_and_page_name_a_non_default_reading(synthetic, tmp_path):
     union = data_provenance(build_cache(read_release("samm", synthetic / "SAMM", AURules(alternatives="union")), tmp_path,
                                         image_size=32).path)
     assert "reading" not in default and union["reading"] == {"alternatives": "union"}
+    assert union["fingerprint"] != default["fingerprint"]  # a search's identity tells the two readings apart by it
     assert "read with" not in data_label({"data": default})
     assert data_label({"data": union}).endswith(f"fingerprint {union['fingerprint'][:12]}, read with alternatives=union")
 

@@ -59,15 +59,15 @@ class SearchOptions:
     def identity(self, space_text: str, roots: dict, fingerprints: dict) -> str:
         """A digest of what defines this search's numbers (not how it runs: concurrency,
         resources, address, engine) — the data's content fingerprints included, so a corrected
-        spreadsheet or frame is never answered with the summary of the data before: a finished
+        spreadsheet or frame is never answered with the summary of the data before (they also
+        cover how the releases were read: AU-string rules, frames, face boxes): a finished
         search with the same identity is not run again."""
         import hashlib
         import json
 
         keys = ("datasets", "trials", "round_size", "startup_trials", "selection", "sampler", "seed", "final_seeds", "baselines",
                 "search_baselines", "fidelity", "confirm_top", "metric", "preset")
-        reader = {"reader": self.reader.non_default()} if self.reader.non_default() else {}  # default reading: identities as before
-        blob = json.dumps({**{k: getattr(self, k) for k in keys}, **reader, "space": space_text,
+        blob = json.dumps({**{k: getattr(self, k) for k in keys}, "space": space_text,
                            "roots": {d: str(r) for d, r in roots.items()}, "data": fingerprints}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
