@@ -39,7 +39,8 @@ class ReaderOptions:
                 "boxes": self.boxes if dataset == "samm" else None}
 
     def non_default(self) -> dict:
-        """The options that differ from the defaults (part of a search's identity)."""
+        """The options that differ from the defaults: what a record's data provenance and the page name (a
+        search's identity needs none of it: the data fingerprints cover how a release was read)."""
         mine, default = self._as_dict(), ReaderOptions()._as_dict()
         return {k: v for k, v in mine.items() if v != default[k]}
 
