@@ -15,6 +15,7 @@ from suite.aus import au_prompt
 from suite.models.clip_backbone import ClipTokenEncoder
 from suite.models.losses import MultiLabelDetector
 from suite.registry import register
+from suite.streams import KeyedDropout
 
 CLIP_DEFAULTS = {"clip_model": "tiny", "pretrained": None, "image_size": 112, "backbone_mode": "frozen", "last_n": 1}
 
@@ -33,7 +34,7 @@ class ClipGlobal(MultiLabelDetector):
         self.input = hp["input"]
         self.encoder = _encoder(hp, [])
         d = self.encoder.embed_dim * (2 if self.input == "both" else 1)
-        self.head = nn.Sequential(nn.Dropout(hp["dropout"]), nn.Linear(d, len(aus)))
+        self.head = nn.Sequential(KeyedDropout(hp["dropout"]), nn.Linear(d, len(aus)))
 
     @property
     def encoder_frozen(self) -> bool:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from suite.registry import register
+from suite.streams import KeyedDropout
 
 from .flow_input import FlowNetwork, flow_input
 
@@ -23,8 +24,8 @@ class OffApexNet(FlowNetwork):
     def __init__(self, hp: dict, aus):
         super().__init__(len(aus))
         self.u, self.v = _stream(), _stream()
-        self.head = nn.Sequential(nn.Linear(2 * 16 * 4 * 4, hp["fc"]), nn.ReLU(), nn.Dropout(hp["dropout"]),
-                                  nn.Linear(hp["fc"], hp["fc"]), nn.ReLU(), nn.Dropout(hp["dropout"]), nn.Linear(hp["fc"], len(aus)))
+        self.head = nn.Sequential(nn.Linear(2 * 16 * 4 * 4, hp["fc"]), nn.ReLU(), KeyedDropout(hp["dropout"]),
+                                  nn.Linear(hp["fc"], hp["fc"]), nn.ReLU(), KeyedDropout(hp["dropout"]), nn.Linear(hp["fc"], len(aus)))
 
     def encode(self, batch: dict) -> torch.Tensor:
         return flow_input(batch, INPUT_SIZE, magnitude=False)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from suite.registry import register
+from suite.streams import KeyedDropout
 
 from .flow_input import FlowNetwork, flow_input
 
@@ -37,8 +38,8 @@ class SpatialAttention(nn.Module):
 
 
 def _stage(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
-                         nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2),
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
+                         nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2),
                          ChannelAttention(cout), SpatialAttention())
 
 
@@ -48,7 +49,7 @@ class SCANet(FlowNetwork):
         w = hp["width"]
         self.size = hp["input_size"]
         self.features = nn.Sequential(_stage(3, w), _stage(w, 2 * w), _stage(2 * w, 4 * w), _stage(4 * w, 4 * w))
-        self.head = nn.Sequential(nn.Dropout(hp["dropout"]), nn.Linear(4 * w, len(aus)))
+        self.head = nn.Sequential(KeyedDropout(hp["dropout"]), nn.Linear(4 * w, len(aus)))
 
     def encode(self, batch: dict) -> torch.Tensor:
         flow = flow_input(batch, self.size, magnitude=False)

@@ -4,12 +4,16 @@ strongest cross-dataset AU detector (46.3 F1 on CASME II held out, REFERENCE_RES
 
 Our reading (layer sizes follow our recollection of MEB's implementation; unverified here):
 input u, v, |flow| at 64×64; conv 5×5 (32) → BN → ReLU → max-pool 3; conv 5×5 (64) → BN → ReLU →
-max-pool 3; dropout; FC 256 → ReLU → dropout → FC K."""
+max-pool 3; dropout; FC 256 → ReLU → dropout → FC K. The convolutions before batch norm have no
+bias (batch norm's shift replaces it; as a parameter its gradient is exactly zero in training, and
+AdamW turned floating-point noise in that zero into full steps, which batch norm's running mean
+then carried into evaluation)."""
 from __future__ import annotations
 
 from torch import nn
 
 from suite.registry import register
+from suite.streams import KeyedDropout
 
 from .flow_input import FlowNetwork, flow_input
 
@@ -19,9 +23,9 @@ class SSSNet(FlowNetwork):
         super().__init__(len(aus))
         h1, h2, h3 = hp["h1"], hp["h2"], hp["h3"]
         self.net = nn.Sequential(
-            nn.Conv2d(3, h1, 5), nn.BatchNorm2d(h1), nn.ReLU(), nn.MaxPool2d(3),
-            nn.Conv2d(h1, h2, 5), nn.BatchNorm2d(h2), nn.ReLU(), nn.MaxPool2d(3),
-            nn.Flatten(), nn.Dropout(hp["dropout"]), nn.Linear(h2 * 5 * 5, h3), nn.ReLU(), nn.Dropout(hp["dropout"]),
+            nn.Conv2d(3, h1, 5, bias=False), nn.BatchNorm2d(h1), nn.ReLU(), nn.MaxPool2d(3),
+            nn.Conv2d(h1, h2, 5, bias=False), nn.BatchNorm2d(h2), nn.ReLU(), nn.MaxPool2d(3),
+            nn.Flatten(), KeyedDropout(hp["dropout"]), nn.Linear(h2 * 5 * 5, h3), nn.ReLU(), KeyedDropout(hp["dropout"]),
             nn.Linear(h3, len(aus)),
         )  # 64 → conv 60 → pool 20 → conv 16 → pool 5
 

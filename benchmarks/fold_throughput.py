@@ -19,10 +19,10 @@ import time
 import torch
 
 from suite.aus import DATASET_AUS
-from suite.batched import BatchedTrainer, Job, run_jobs
 from suite.bench.measure import _sync, backbone_flops_per_image, matmul_rate
 from suite.data import load_cache, prepare, synthetic_root
 from suite.engine import DatasetTensors, Engine, get_accelerator
+from suite.folds import FoldRunner, FoldTask
 from suite.paths import results_dir
 from suite.protocol import loso_folds
 from suite.registry import get_method, resolve_hparams
@@ -46,7 +46,7 @@ def main() -> None:
     data = DatasetTensors.from_cache(load_cache(cache.path)[0], aus, acc.device, cache.fingerprint)
     spec = get_method("micro_au_clip")
     hp = resolve_hparams(spec, {"clip_model": args.clip, "image_size": args.image_size, "backbone_mode": args.mode,
-                                "epochs": args.epochs, "batch_size": args.batch_size, "dropout": 0.0})
+                                "epochs": args.epochs, "batch_size": args.batch_size, "dropout": 0.0, "selection": "fixed"})
     engine = Engine(spec, hp, data, aus, 0, acc)
     folds = loso_folds(data.subject, hp["inner_val_fraction"], 0)[:args.folds]
     images = sum(2 * (len(data.any_known(f.train)) * args.epochs + len(f.test)) for f in folds)
@@ -57,12 +57,7 @@ def main() -> None:
     for name in args.engines.split(","):
         _sync(acc.device)
         start = time.perf_counter()
-        if name == "sequential":
-            for fold in folds:
-                engine.run_fold(fold, "fixed")
-        else:
-            jobs = [Job(hp, data.any_known(f.train), f.test, f.index, args.epochs, every_epoch=False) for f in folds]
-            run_jobs(BatchedTrainer(spec, data, 0, None), jobs)
+        FoldRunner(spec, data, name, accelerator=acc).run([FoldTask(f, hp, 0) for f in folds])
         _sync(acc.device)
         seconds = time.perf_counter() - start
         out["engines"][name] = {"seconds": round(seconds, 3), "images_per_s": round(images / seconds, 1),

@@ -1,101 +1,68 @@
-"""Fold-batched training: the models of a round that share an architecture — folds, inner and
-outer models, seeds, and configurations that differ only in continuous hyper-parameters (learning
-rate, weight decay, loss weights, temperatures) — train as one batched model.
+"""The fold-batched engine: models of one architecture — folds, inner and outer models, seeds, and
+configurations that differ only in continuous hyper-parameters (learning rate, weight decay, loss
+weights, temperatures) — train as one batched model. An executor of the fold protocol's jobs
+(``suite.folds``), interchangeable with the sequential engine (``suite.engine.Engine.run_job``).
 
 Why: on cached frozen features a model is a small head, and the sequential engine spends its time
-on per-step Python and autograd overhead for tiny matrices, once per fold, per inner/outer model,
-per configuration. Here every model's parameters carry a leading model dimension
-(``torch.func.stack_module_state`` semantics) and one ``vmap`` over ``functional_call`` runs all
-of them in each step.
+on per-step Python and autograd overhead for tiny matrices. Here every model's parameters carry a
+leading model dimension (``torch.func.stack_module_state`` semantics) and one ``vmap`` over
+``functional_call`` runs all of them in each step.
 
-Each model keeps what the sequential engine gives it: its own initial weights (built from the same
-seed), its own training subset and minibatch order (a generator seeded per fold, as
-``Engine.train``), its own fold statistics (``on_fold_start``), its own AdamW state (its parameter
-groups' learning rates included), its own epoch and threshold bookkeeping. Shorter minibatches
-are padded to the batch size with zero-weight samples — except in models with batch statistics
-(batch norm), where models step together only when their minibatches have the same size and
-running statistics are kept per model. A model whose epoch has fewer steps sits the extra steps
-out (no update, no AdamW step). A non-finite loss stops that model only and is reported for it.
+A job's numbers depend on the job alone, never on its batch company (``suite.streams``): its own
+initial weights (built from its seed), its own features (computed from its own configuration and
+seed, ``features_of``; models of one run share a tensor only when their architecture and seed
+agree, and so their features), its own minibatch order and dropout masks (from its stream: the
+masks are a hash of stream, step, layer and position, so vmapping draws nothing from a shared
+generator), its own fold statistics (``on_fold_start``), its own AdamW state. Shorter minibatches
+are padded to the batch size with zero-weight samples (models with batch norm are refused,
+``batch_refusal``). A model whose epoch has fewer steps sits the extra steps out (no update, no
+AdamW step). A non-finite loss stops that model only and is reported for it.
 
 Two input paths: cached features of a frozen encoder (or of fixed input preprocessing, as the flow
 baselines have), or the frames themselves, the encoder then trained inside every model (full or
 last-n fine-tuning: each model's tower weights and optimizer state are stacked too, and as many
-models as fit in GPU memory train per run). On a CPU a trained tower is compute-bound, so
-``--engine auto`` keeps it sequential there.
+models as fit in the trial's share of GPU memory train per run — a speed choice, never a number).
 
 The stacked parameters are one flat ``[models, P]`` tensor (``StackedParameters``); the optimizer
 is ``torch.optim.AdamW(fused=True)`` — the sequential engine's — over each model's row of it (one
 leaf per model and parameter group, sharing the flat storage): one fused kernel steps every model,
 and a model sits a step out by having no gradient, which PyTorch's optimizers skip (its step count
 and moments stay).
-Dropout draws differ from the sequential engine's (one RNG stream for the batch), so with
-``dropout > 0`` the two engines agree in distribution, and with ``dropout = 0`` to
-floating-point tolerance (tested).
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import numpy as np
 import torch
-from accelerate.utils import set_seed
 from torch.func import functional_call, vmap
 from tqdm import tqdm
 
-from .engine import DatasetTensors, FoldOutput, InnerPredictions
-from .metrics import f1_per_au
-from .protocol import Fold, verify_fold
+from .engine import DatasetTensors
+from .jobs import JobResult, ModelJob
 from .registry import MethodSpec
-from .selection import inner_choice
+from .streams import check_keyed, dropout_keys, step_key
 
-ENGINES = ("auto", "batched", "sequential")
 # hyper-parameters that may differ between models trained as one batch (held in buffers or the optimizer)
 PER_MODEL = ("lr", "weight_decay", "lambda_gd", "tau_gd", "lambda_cl", "tau_cl")
 
 
-class EngineChoiceError(ValueError):
-    """``--engine batched`` asked for something that cannot be batched."""
+def batch_refusal(model: torch.nn.Module, method: str) -> str | None:
+    """Why the fold-batched engine cannot train this model as one of many (None: it can). Batch
+    norm: a convolution batched over models sums in another order than one model's, and with
+    batch statistics on small minibatches AdamW amplifies that into probabilities 1e-2 apart —
+    numbers that would depend on which models share the batch (measured on SSSNet: docs/protocol.md)."""
+    if not getattr(model, "batchable", False):
+        return f"{method} has no batched form"
+    if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return f"{method} has batch norm: batched, its numbers would depend on the models sharing its batch"
+    return getattr(model, "batch_refusal", None)
 
 
 def architecture_key(hp: dict) -> str:
     """Models whose hyper-parameters agree outside ``PER_MODEL`` can train as one batch."""
     return json.dumps({k: v for k, v in hp.items() if k not in PER_MODEL}, sort_keys=True, default=str)
-
-
-def choose_engine(requested: str, method: str, batchable: bool, why_not: str = "", sequential_preferred: str = "") -> str:
-    """``auto`` → batched when the model can be batched and batching pays off (``sequential_preferred``:
-    why it would not); an explicit ``batched`` that cannot be is an error, never a silent swap."""
-    if requested not in ENGINES:
-        raise EngineChoiceError(f"--engine {requested!r}: choose one of {ENGINES}")
-    if requested == "sequential" or (requested == "auto" and (not batchable or sequential_preferred)):
-        return "sequential"
-    if not batchable:
-        raise EngineChoiceError(f"--engine batched: {method} cannot be fold-batched ({why_not}); use --engine sequential or auto")
-    return "batched"
-
-
-@dataclass
-class Job:
-    """One model: trained on ``train`` (known AUs) for ``epochs``, predicting ``evaluate`` after
-    every epoch (``every_epoch``) or once, after its last."""
-
-    hp: dict
-    train: np.ndarray
-    evaluate: np.ndarray
-    fold_seed: int
-    epochs: int
-    every_epoch: bool = True
-    seed: int | None = None  # the model's initialisation seed (None: the trainer's)
-
-
-@dataclass
-class JobResult:
-    epochs: list[int]
-    probs: np.ndarray  # [E, n_eval, K] (epochs done; fewer when it failed)
-    losses: list[float]
-    failed_at: int | None = None
-    reason: str | None = None
 
 
 class StackedParameters:
@@ -140,16 +107,18 @@ class StackedParameters:
 
 
 class BatchedTrainer:
-    """Trains jobs of one architecture at once, on cached features ``[N, ...]`` (a frozen encoder
-    or fixed input preprocessing: one tensor per initialisation seed, since a random-init encoder
-    differs between seeds), or, with ``features=None``, on the frames themselves: the encoder is
-    then trained, and its weights, trained and frozen, are stacked per model like the heads'.
-    ``max_models``: at most this many models in one batched run (memory; None: all)."""
+    """Trains jobs of one architecture at once. ``features_of(hp, seed)``: the cached features
+    ``[N, ...]`` of that configuration built from that seed (a frozen encoder or fixed input
+    preprocessing; a random-init encoder differs between seeds), or None when the model encodes
+    the frames inside its step — its encoder is then trained, and its weights, trained and frozen,
+    are stacked per model like the heads'. ``max_models``: at most this many models in one batched
+    run (None: all on cached features or a CPU; on a GPU with a trained encoder, as many as fit in
+    ``memory_fraction`` of the device's memory)."""
 
-    def __init__(self, spec: MethodSpec, data: DatasetTensors, seed: int, features: torch.Tensor | dict[int, torch.Tensor] | None = None,
-                 max_models: int | None = None):
-        self.spec, self.data, self.seed, self.max_models = spec, data, seed, max_models
-        self.features = None if features is None else features if isinstance(features, dict) else {seed: features}
+    def __init__(self, spec: MethodSpec, data: DatasetTensors, features_of: Callable[[dict, int], torch.Tensor | None],
+                 max_models: int | None = None, memory_fraction: float = 1.0):
+        self.spec, self.data, self.features_of = spec, data, features_of
+        self.max_models, self.memory_fraction = max_models, memory_fraction
         self.device = data.device
         self.y = torch.as_tensor(data.labels, dtype=torch.float32, device=self.device)
         self.known = torch.as_tensor(data.known, dtype=torch.float32, device=self.device)
@@ -158,35 +127,39 @@ class BatchedTrainer:
         self._bases: dict[str, torch.nn.Module] = {}  # architecture → one module to call functionally
         self._model_bytes: dict[str, int] = {}  # architecture → measured GPU peak of one model's step (trained encoder)
 
-    def seed_of(self, job: Job) -> int:
-        return self.seed if job.seed is None else job.seed
-
-    def _initial_state(self, hp: dict, seed: int) -> tuple[dict, dict]:
+    def _initial_state(self, hp: dict, seed: int, on_frames: bool) -> tuple[dict, dict]:
         """(trainable parameters, fixed tensors) of the model built from ``seed`` exactly as
         ``Engine`` builds it. Fixed: every buffer (fold statistics, loss weights, the prompts' text
-        features — which differ per seed with a random-init tower) and, when the encoder runs
-        inside the model (no cached features), its frozen parameters. Only one module per
+        features — which differ per seed with a random-init tower —, dropout keys) and, when the
+        encoder runs inside the model (``on_frames``), its frozen parameters. Only one module per
         architecture is kept (a frozen encoder can be large)."""
+        from accelerate.utils import set_seed
+
         key = json.dumps([hp, seed], sort_keys=True, default=str)
         if key not in self._initial:
             set_seed(seed)
             model = self.spec.build(hp, self.data.aus, {"n_samples": len(self.data)}).to(self.device)
+            refusal = batch_refusal(model, self.spec.name)
+            if refusal:
+                raise ValueError(f"the fold-batched engine cannot train this configuration: {refusal}")
+            check_keyed(model)
             fixed = {n: b.detach().clone() for n, b in model.named_buffers()}
-            if self.features is None:
+            if on_frames:
                 fixed.update({n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad})
             self._initial[key] = ({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}, fixed)
             self._bases.setdefault(architecture_key(hp), model)
         return self._initial[key]
 
-    def _stack(self, jobs: list[Job]):
+    def _stack(self, jobs: list[ModelJob], on_frames: bool):
         """(the architecture's module, stacked trainable parameters, stacked fixed tensors): each
         job from its configuration's initial state with its own fold statistics (``on_fold_start``)."""
         params, fixed = [], []
         for job in jobs:
-            trainable, rest = self._initial_state(job.hp, self.seed_of(job))
+            trainable, rest = self._initial_state(job.hp, job.seed, on_frames)
             base = self._bases[architecture_key(job.hp)]
             base.load_state_dict({**trainable, **rest}, strict=False)
-            base.on_fold_start(self.data.labels[job.train], self.data.known[job.train])
+            if hasattr(base, "on_fold_start"):
+                base.on_fold_start(self.data.labels[job.train], self.data.known[job.train])
             buffers = dict(base.named_buffers())
             params.append(trainable)
             fixed.append({n: buffers[n].detach().clone() if n in buffers else t for n, t in rest.items()})
@@ -201,70 +174,74 @@ class BatchedTrainer:
         name_of = {id(p): n for n, p in base.named_parameters()}
         return {name_of[id(p)]: g["lr"] for g in base.param_groups(1.0, 0.0) for p in g["params"]}
 
-    @staticmethod
-    def _running_statistics(base: torch.nn.Module) -> list[str]:
-        """Buffers a training forward updates in place (batch norm's running statistics): written
-        back to the stacked copies after every step."""
-        return [f"{m}.{b}" if m else b for m, mod in base.named_modules() if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm)
-                for b, _ in mod.named_buffers(recurse=False)]
-
-    def models_per_run(self, job: Job, n: int) -> int:
+    def models_per_run(self, job: ModelJob, n: int) -> int:
         """How many of ``n`` models like ``job`` train in one batched run: ``max_models`` when set;
         all on cached features or a CPU; with a trained encoder on a GPU, as many as fit in 80 % of
-        the free memory, from the measured peak of one model's training step."""
+        this process's share of the device's total memory (never what other processes leave free),
+        from the measured peak of one model's training step. A speed choice: no number depends on it."""
         if self.max_models:
             return max(1, min(n, self.max_models))
-        if self.features is None and self.device.type == "cuda" and n > 1:
+        if self.features_of(job.hp, job.seed) is None and self.device.type == "cuda" and n > 1:
             key = architecture_key(job.hp)
             if key not in self._model_bytes:  # measured once per architecture (inner and outer phases share it)
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
                 start = torch.cuda.memory_allocated()
-                self.run([Job(job.hp, job.train[:job.hp["batch_size"]], job.evaluate[:0], 0, 1, every_epoch=False, seed=job.seed)])
+                self.run([ModelJob(job.hp, job.seed, 0, job.train[:job.hp["batch_size"]], job.evaluate[:0], 1, every_epoch=False)])
                 self._model_bytes[key] = max(torch.cuda.max_memory_allocated() - start, 1)
-            torch.cuda.empty_cache()  # freed blocks would otherwise count as used
             per_model = self._model_bytes[key]
-            fit = max(1, min(n, int(0.8 * torch.cuda.mem_get_info()[0] / per_model)))
+            total = torch.cuda.get_device_properties(self.device).total_memory * self.memory_fraction
+            fit = max(1, min(n, int(0.8 * total / per_model)))
             tqdm.write(f"fold-batched: {fit} of {n} models per run (one model's training step peaked at {per_model / 2**30:.2f} GiB)")
             return fit
         return n
-
-    def holds(self, features: torch.Tensor | None) -> bool:
-        """Whether this trainer trains on ``features`` (its seed's cached features; None: the frames)."""
-        mine = None if self.features is None else self.features[self.seed]
-        return mine is features or (mine is not None and features is not None and torch.equal(mine, features))
 
     def release(self) -> None:
         """Forget built models and initial states (a long search sees many configurations)."""
         self._initial.clear()
         self._bases.clear()
 
-    def _inputs(self, jobs: list[Job]):
-        """(sel [S], idx [S, B]) → the models' input batch: cached features of each model's seed, or frames."""
-        if self.features is None:
+    def _inputs(self, jobs: list[ModelJob], features: dict[int, torch.Tensor] | None):
+        """(sel [S], idx [S, B]) → the models' input batch: each model's own features (those of
+        its configuration and seed), or the frames."""
+        if features is None:
             frames = self.data.frames
             return lambda sel, t: {k: v[t] for k, v in frames.items()}
-        seeds = sorted({self.seed_of(j) for j in jobs})
-        features = torch.cat([self.features[s] for s in seeds])  # [seeds × N, ...]
+        seeds = sorted(features)
+        stacked = torch.cat([features[s] for s in seeds])  # [seeds × N, ...]
         # each model's row offset (its seed's block): one index_select gathers every model's
         # minibatch, several times faster than advanced indexing on a [seeds, N, ...] stack
-        offset = torch.as_tensor([seeds.index(self.seed_of(j)) * len(self.data) for j in jobs], device=self.device)
-        return lambda sel, t: {"features": features.index_select(0, (offset[sel][:, None] + t).flatten()).view(*t.shape, *features.shape[1:])}
+        offset = torch.as_tensor([seeds.index(j.seed) * len(self.data) for j in jobs], device=self.device)
+        return lambda sel, t: {"features": stacked.index_select(0, (offset[sel][:, None] + t).flatten()).view(*t.shape, *stacked.shape[1:])}
 
-    def run(self, jobs: list[Job]) -> list[JobResult]:
+    def _features(self, jobs: list[ModelJob]) -> dict[int, torch.Tensor] | None:
+        """Per seed, the features of this run's configuration (one architecture: every
+        hyper-parameter that ``encode`` reads agrees), or None for a run on frames."""
+        per_seed = {s: self.features_of(jobs[0].hp, s) for s in sorted({j.seed for j in jobs})}
+        missing = [s for s, f in per_seed.items() if f is None]
+        if missing and len(missing) != len(per_seed):
+            raise ValueError(f"seeds {missing} have no cached features while the others of the same configuration do")
+        for s, f in per_seed.items():
+            if f is not None and (f.shape[0] != len(self.data) or f.device != self.device):
+                raise ValueError(f"features of seed {s}: {tuple(f.shape)} on {f.device}, expected {len(self.data)} samples on {self.device}")
+        return None if missing else per_seed
+
+    def run(self, jobs: list[ModelJob]) -> list[JobResult]:
         keys = {architecture_key(j.hp) for j in jobs}
         if len(keys) != 1:
             raise ValueError("a batch holds one architecture; group jobs by architecture_key first")
-        base, stacked, fixed = self._stack(jobs)
+        features = self._features(jobs)
+        base, stacked, fixed = self._stack(jobs, on_frames=features is None)
         packed = StackedParameters(stacked, self._lr_scales(base, stacked))
         params = packed.views(packed.flat)
-        inputs = self._inputs(jobs)
-        running = self._running_statistics(base)
+        inputs = self._inputs(jobs, features)
+        keyed = dropout_keys(base)
         hp, m_count, k = jobs[0].hp, len(jobs), self.y.shape[1]
         bs, epochs = hp["batch_size"], max(j.epochs for j in jobs)
         optimizer, leaves = packed.optimizer([j.hp["lr"] for j in jobs], [j.hp["weight_decay"] for j in jobs])
-        gens = [torch.Generator().manual_seed(j.fold_seed) for j in jobs]
+        gens = [torch.Generator().manual_seed(j.stream) for j in jobs]
         alive = [True] * m_count
+        taken = [0] * m_count  # each model's optimisation steps so far (its dropout keys' counter)
         results = [JobResult([], np.zeros((0, len(j.evaluate), k)), []) for j in jobs]
 
         def loss_of(p, b, batch, y, w):
@@ -273,8 +250,8 @@ class BatchedTrainer:
         def logits_of(p, b, batch):
             return functional_call(base, (p, b), (batch,))["logits"].float()
 
-        batched_loss = vmap(loss_of, randomness="different")
-        batched_logits = vmap(logits_of, randomness="different")
+        batched_loss = vmap(loss_of, randomness="error")  # every random draw is a model's own keyed stream
+        batched_logits = vmap(logits_of, randomness="error")
         eval_probs: list[list[np.ndarray]] = [[] for _ in jobs]
         for epoch in tqdm(range(1, epochs + 1), desc=f"{m_count} models trained as one", unit="epoch", disable=None, leave=False):
             base.train()
@@ -282,22 +259,22 @@ class BatchedTrainer:
             steps = [-(-len(o) // bs) for o in orders]
             loss_sum = torch.zeros(m_count, device=self.device)
             for s in range(max(steps)):
-                # shorter minibatches are padded with zero-weight samples, except where the model
-                # has batch statistics (a padded sample would enter them): there models step
-                # together only when their minibatches have the same size; finished models drop out
-                groups: dict[int, list[int]] = {}
-                for i, o in enumerate(orders):
-                    if alive[i] and s < steps[i] and epoch <= jobs[i].epochs:
-                        groups.setdefault(len(o[s * bs:(s + 1) * bs]) if running else bs, []).append(i)
-                for size, members in groups.items():
-                    t = np.zeros((len(members), size), dtype=np.int64)
-                    valid = np.zeros((len(members), size), dtype=np.float32)
-                    for row, i in enumerate(members):
-                        part = orders[i][s * bs:s * bs + size]
-                        t[row, :len(part)], valid[row, :len(part)] = part, 1.0
-                    self._step(batched_loss, inputs, packed, fixed, running, optimizer, leaves, members, m_count,
-                               torch.as_tensor(t, device=self.device), torch.as_tensor(valid, device=self.device),
-                               epoch, alive, results, loss_sum)
+                # shorter minibatches are padded with zero-weight samples; finished models drop out
+                members = [i for i in range(m_count) if alive[i] and s < steps[i] and epoch <= jobs[i].epochs]
+                if not members:
+                    continue
+                t = np.zeros((len(members), bs), dtype=np.int64)
+                valid = np.zeros((len(members), bs), dtype=np.float32)
+                for row, i in enumerate(members):
+                    part = orders[i][s * bs:(s + 1) * bs]
+                    t[row, :len(part)], valid[row, :len(part)] = part, 1.0
+                keys = {n: torch.as_tensor([step_key(jobs[i].stream, taken[i], layer) for i in members], device=self.device)
+                        for layer, n in enumerate(keyed)}
+                for i in members:
+                    taken[i] += 1
+                self._step(batched_loss, inputs, packed, fixed, keys, optimizer, leaves, members, m_count,
+                           torch.as_tensor(t, device=self.device), torch.as_tensor(valid, device=self.device),
+                           epoch, alive, results, loss_sum)
             for i, (j, r) in enumerate(zip(jobs, results)):
                 if r.failed_at is None and epoch <= j.epochs:
                     r.epochs.append(epoch)
@@ -313,22 +290,19 @@ class BatchedTrainer:
                 r.probs = np.stack(probs)
         return results
 
-    def _step(self, batched_loss, inputs, packed: StackedParameters, fixed, running, optimizer, leaves, members, m_count, t, valid,
+    def _step(self, batched_loss, inputs, packed: StackedParameters, fixed, keys, optimizer, leaves, members, m_count, t, valid,
               epoch, alive, results, loss_sum) -> None:
         """One optimisation step of the models ``members`` on their minibatches ``t`` [S, B]
-        (``valid`` [S, B]: 0 for padding)."""
+        (``valid`` [S, B]: 0 for padding; ``keys``: each model's dropout key per layer)."""
         every = len(members) == m_count
         sel = slice(None) if every else torch.as_tensor(members, device=self.device)
         # all models: views of the flat parameters themselves; otherwise of a copy of the selected
         # rows. Each view is its own leaf: a gradient with respect to ``flat`` through the views
         # would cost a zero-filled [models, P] tensor per parameter in the backward pass.
         views = {n: v.detach().requires_grad_(True) for n, v in packed.views(packed.flat if every else packed.flat[sel]).items()}
-        f_sel = fixed if every else {n: f[sel] for n, f in fixed.items()}
+        f_sel = {**(fixed if every else {n: f[sel] for n, f in fixed.items()}), **keys}
         with torch.autocast(**self.autocast):
             losses = batched_loss(views, f_sel, inputs(sel, t), self.y[t], valid[..., None] * self.known[t])  # padding and unknown labels weigh 0
-        if not every:
-            for n in running:
-                fixed[n][sel] = f_sel[n]
         ok = torch.isfinite(losses)
         for i in torch.nonzero(~ok).flatten().tolist():
             m = members[i]
@@ -371,60 +345,21 @@ class BatchedTrainer:
                     r.epochs.append(0)
 
 
-def run_jobs(trainer: BatchedTrainer, jobs: list[Job]) -> list[JobResult]:
+def run_jobs(trainer: BatchedTrainer, jobs: list[ModelJob]) -> list[JobResult]:
     """Jobs of any architectures: batched runs per architecture, of at most as many models as fit
-    (``BatchedTrainer.models_per_run``), results in job order."""
+    (``BatchedTrainer.models_per_run``), results in job order. How jobs are grouped and chunked
+    changes speed, never a number."""
     groups: dict[str, list[int]] = {}
     for i, job in enumerate(jobs):
         groups.setdefault(architecture_key(job.hp), []).append(i)
     results: list[JobResult | None] = [None] * len(jobs)
-    for members in groups.values():
-        size = trainer.models_per_run(jobs[members[0]], len(members))
-        for start in range(0, len(members), size):
-            chunk = members[start:start + size]
-            for i, r in zip(chunk, trainer.run([jobs[i] for i in chunk])):
-                results[i] = r
-    return results
-
-
-def run_folds_batched(trainer: BatchedTrainer, tasks: list[tuple]) -> list[FoldOutput | str]:
-    """Every (fold, hyper-parameters[, seed]) task as ``Engine.run_fold(fold, "inner")`` with that
-    seed (default: the trainer's) computes it, or the reason it failed. Two batched phases: all inner models (predicting their inner-validation
-    subjects after every epoch, which chooses each task's epoch count and thresholds), then all
-    outer models, each stopping at its own task's epoch count and predicting its test subject."""
-    data = trainer.data
-    tasks = [(t[0], t[1], t[2] if len(t) > 2 else trainer.seed) for t in tasks]
-    inner_jobs = []
-    for fold, hp, seed in tasks:
-        verify_fold(data.subject, fold)
-        inner_jobs.append(Job(hp, data.any_known(fold.inner_train), data.any_known(fold.inner_val),
-                              seed * 100_003 + fold.index, hp["epochs"], seed=seed))
     try:
-        inner = run_jobs(trainer, inner_jobs)
-        outputs = _finish_tasks(trainer, tasks, inner_jobs, inner)
+        for members in groups.values():
+            size = trainer.models_per_run(jobs[members[0]], len(members))
+            for start in range(0, len(members), size):
+                chunk = members[start:start + size]
+                for i, r in zip(chunk, trainer.run([jobs[i] for i in chunk])):
+                    results[i] = r
     finally:
         trainer.release()
-    return outputs
-
-
-def _finish_tasks(trainer: BatchedTrainer, tasks: list[tuple], inner_jobs: list[Job], inner: list[JobResult]) -> list[FoldOutput | str]:
-    """Each task's choices from its inner model, then all outer models as one batched phase."""
-    data = trainer.data
-    outputs: list[FoldOutput | str | None] = [None] * len(tasks)
-    outer_jobs, waiting = [], []
-    for t, ((fold, hp, _), job, res) in enumerate(zip(tasks, inner_jobs, inner)):
-        if res.failed_at is not None:
-            outputs[t] = res.reason
-            continue
-        y, known, metric = data.labels[job.evaluate], data.known[job.evaluate], hp["metric"]
-        chosen, threshold, inner_f1 = inner_choice(y, res.probs, data.subject[job.evaluate], metric, known)
-        best_epoch = res.epochs[chosen]
-        history = [{"epoch": e, **({"loss": res.losses[i]} if i < len(res.losses) else {}),
-                    "val_f1": float(f1_per_au(y, p >= 0.5, metric, known).mean())} for i, (e, p) in enumerate(zip(res.epochs, res.probs))]
-        outer_jobs.append(Job(hp, data.any_known(fold.train), fold.test, job.fold_seed, max(best_epoch, 1) if hp["epochs"] else 0,
-                              every_epoch=False, seed=job.seed))
-        waiting.append((t, fold, threshold, best_epoch, inner_f1, history, InnerPredictions(job.evaluate, res.epochs, res.probs)))
-    for (t, fold, threshold, best_epoch, inner_f1, history, inner_preds), res in zip(waiting, run_jobs(trainer, outer_jobs) if outer_jobs else []):
-        outputs[t] = res.reason if res.failed_at is not None else \
-            FoldOutput(fold.index, fold.test, res.probs[-1], threshold, best_epoch, inner_f1, history, inner_preds)
-    return outputs
+    return results

@@ -1,8 +1,9 @@
-"""Method-agnostic LOSO training and evaluation with Accelerate.
+"""The sequential engine, with Accelerate: one model at a time executes the fold protocol's jobs
+(``suite.folds`` owns the protocol; ``suite.batched`` is the other executor).
 
 The preprocessed dataset is loaded once and kept on the device; the model is built once and
-re-initialised from its stored initial state at every fold; the optimizer is created once and its
-state reset per fold. A method whose input encoder is frozen (``encoder_frozen``) has its
+re-initialised from its stored initial state at every job; the optimizer is created once and its
+state reset per job. A method whose input encoder is frozen (``encoder_frozen``) has its
 ``encode`` run once for the whole dataset, so folds train only what is trainable; with a
 ``feature_cache`` folder those features are also shared across trials and seeds on disk
 (``suite.token_cache``).
@@ -21,10 +22,9 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from .metrics import f1_per_au
-from .protocol import Fold, verify_fold
+from .jobs import JobResult, ModelJob
 from .registry import MethodSpec
-from .selection import inner_choice
+from .streams import set_dropout_keys
 from .token_cache import feature_key, load_or_compute
 
 _ACCELERATOR: Accelerator | None = None
@@ -104,6 +104,9 @@ class FoldOutput:
 
 
 class Engine:
+    """The sequential engine: one model (a configuration built from one seed) trained job after
+    job (``run_job``), re-initialised from its stored initial state every time."""
+
     def __init__(self, spec: MethodSpec, hparams: dict, data: DatasetTensors, aus: tuple[int, ...], seed: int = 0,
                  accelerator: Accelerator | None = None, feature_cache: Path | None = None, compile: str | None = None):
         self.spec, self.hp, self.data, self.aus, self.seed = spec, hparams, data, tuple(aus), seed
@@ -114,11 +117,9 @@ class Engine:
         self.device = self.acc.device
         self.y = torch.as_tensor(data.labels, dtype=torch.float32, device=self.device)
         self.known = torch.as_tensor(data.known, dtype=torch.float32, device=self.device)
-        self.features, self.features_from_disk = None, False
-        if getattr(model, "encoder_frozen", False):
-            self.features, self.features_from_disk = self._frozen_features(model, feature_cache)
+        self.features, self.features_from_disk = frozen_features(model, data, self.acc, feature_cache)
         self.initial_state = copy.deepcopy(self.model.state_dict())
-        # torch.compile once per engine: every fold re-initialises the same parameters in place,
+        # torch.compile once per engine: every job re-initialises the same parameters in place,
         # so the compiled graphs are reused across folds (``compile`` names the backend).
         self.forward = torch.compile(self.model, backend=compile) if compile else self.model
         params = model.param_groups(hparams["lr"], hparams["weight_decay"]) if hasattr(model, "param_groups") else \
@@ -127,44 +128,6 @@ class Engine:
         # fused: one kernel for all parameters (many small tensors here), on CPU and GPU
         self.optimizer = self.acc.prepare_optimizer(torch.optim.AdamW(params, lr=hparams["lr"], weight_decay=hparams["weight_decay"], fused=True)) \
             if self.trainable else None
-
-    @property
-    def batchable(self) -> tuple[bool, str]:
-        """(whether the fold-batched engine can train this configuration, why not)."""
-        model = self.acc.unwrap_model(self.model)
-        if not getattr(model, "batchable", False):
-            return False, f"{self.spec.name} has no batched form"
-        if getattr(model, "batch_refusal", None):
-            return False, model.batch_refusal
-        return True, ""
-
-    @property
-    def sequential_preferred(self) -> str:
-        """Why ``--engine auto`` keeps this batchable configuration sequential ("" when it does not):
-        a trained encoder on a CPU is compute-bound, so training its models as one batch gains nothing."""
-        if self.features is None and self.device.type != "cuda":
-            return "its encoder is trained and this device is a CPU (compute-bound: batching gains nothing; --engine batched batches anyway)"
-        return ""
-
-    # --- data ---------------------------------------------------------------------------
-    def _frozen_features(self, model, feature_cache: Path | None) -> tuple[torch.Tensor, bool]:
-        """The frozen encoder's features of every sample: from ``feature_cache`` when an entry
-        with the same data, encode configuration, weights and precision exists, else computed."""
-        if feature_cache is None or self.data.fingerprint is None or not hasattr(model, "encoder"):
-            return self._encode_frozen(), False  # no encoder weights (fixed preprocessing): cheap, not stored
-        key = feature_key(self.data.fingerprint, model.encode_config, model.encoder,
-                          f"{self.device.type}-{self.acc.mixed_precision}")
-        return load_or_compute(feature_cache, key, self._encode_frozen, self.device)
-
-    @torch.no_grad()
-    def _encode_frozen(self, chunk: int = 128) -> torch.Tensor:
-        self.model.eval()
-        out = []
-        for start in range(0, len(self.data), chunk):
-            idx = torch.arange(start, min(start + chunk, len(self.data)), device=self.device)
-            with self.acc.autocast():
-                out.append(self.model.encode(self._frames(idx)).float())
-        return torch.cat(out)
 
     def _frames(self, idx: torch.Tensor) -> dict:
         return {k: v[idx] for k, v in self.data.frames.items()}
@@ -178,54 +141,64 @@ class Engine:
             b["au"], b["weight"] = self.y[t], self.known[t]
         return b
 
-    # --- training -----------------------------------------------------------------------
-    def reset(self, fold_seed: int, train_idx: np.ndarray) -> None:
-        """Back to the initial weights, fresh optimizer state, fold statistics from train only."""
+    # --- one job ------------------------------------------------------------------------
+    def reset(self, job: ModelJob) -> None:
+        """Back to the initial weights, fresh optimizer state, fold statistics from the job's
+        training clips only; the global generator seeded from the job's stream (for draws a
+        sequential-only model makes outside ``KeyedDropout``)."""
         self.model.load_state_dict(self.initial_state)
-        set_seed(fold_seed)
+        set_seed(job.stream % 2**32)
         if self.optimizer is not None:
             self.optimizer.optimizer.state.clear()
         if hasattr(self.model, "on_fold_start"):
-            self.model.on_fold_start(self.data.labels[train_idx], self.data.known[train_idx])
+            self.model.on_fold_start(self.data.labels[job.train], self.data.known[job.train])
 
-    def train(self, train_idx: np.ndarray, epochs: int, fold_seed: int, val_idx: np.ndarray | None = None):
-        """Train on ``train_idx`` (its clips with any known label; unknown labels are masked). With ``val_idx``, predict it
-        after every epoch; returns (epoch numbers, validation probabilities [E, n, K], history).
-        A model with nothing to train is scored once, as epoch 0."""
-        train_idx = self.data.any_known(train_idx)
-        self.reset(fold_seed, train_idx)
-        gen = torch.Generator().manual_seed(fold_seed)
-        history, epoch_numbers, val_probs = [], [], []
-        bs = self.hp["batch_size"]
-        for epoch in range(1, epochs + 1 if self.trainable else 1):
+    def run_job(self, job: ModelJob) -> JobResult:
+        """Train for ``job.epochs`` (unknown labels masked) in the job's minibatch order and dropout
+        stream, predicting ``job.evaluate`` after every epoch or once at the end. A model with
+        nothing to train is predicted once, as epoch 0. A non-finite loss ends the job, with its reason."""
+        if job.seed != self.seed or job.hp != self.hp:
+            raise ValueError(f"a job for seed {job.seed} and its configuration given to the engine built for seed {self.seed} "
+                             "and another configuration")
+        self.reset(job)
+        gen = torch.Generator().manual_seed(job.stream)
+        result = JobResult([], np.zeros((0, len(job.evaluate), len(self.aus))), [])
+        probs, bs, step = [], self.hp["batch_size"], 0
+        epochs = job.epochs if self.trainable else 0
+        for epoch in range(1, epochs + 1):
             self.model.train()
-            order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
+            order = job.train[torch.randperm(len(job.train), generator=gen).numpy()]
             losses = []
             for start in range(0, len(order), bs):
+                set_dropout_keys(self.model, job.stream, step)
+                step += 1
                 batch = self.batch(order[start:start + bs], with_labels=True)
                 with self.acc.autocast():
                     loss = self.forward(batch)["loss"]
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch}")
+                    result.failed_at, result.reason = epoch, f"non-finite loss {loss.item()} at epoch {epoch}"
+                    break
                 self.optimizer.zero_grad(set_to_none=True)
                 self.acc.backward(loss)
                 self.optimizer.step()
                 losses.append(loss.item())
-            entry = {"epoch": epoch, "loss": float(np.mean(losses))}
-            if val_idx is not None:
-                prob = self.predict(val_idx)
-                entry["val_f1"] = self._f1(val_idx, prob)
-                epoch_numbers.append(epoch)
-                val_probs.append(prob)
-            history.append(entry)
-        if val_idx is not None and not val_probs:
-            prob = self.predict(val_idx)
-            epoch_numbers, val_probs = [0], [prob]
-            history.append({"epoch": 0, "val_f1": self._f1(val_idx, prob)})
-        return epoch_numbers, (np.stack(val_probs) if val_idx is not None else None), history
+            if result.failed_at is not None:
+                break
+            result.losses.append(float(np.mean(losses)) if losses else 0.0)
+            if job.every_epoch or epoch == epochs:
+                prob, result.recognition = self.predict_with_recognition(job.evaluate)
+                result.epochs.append(epoch)
+                probs.append(prob)
+        if epochs == 0:
+            prob, result.recognition = self.predict_with_recognition(job.evaluate)
+            result.epochs, probs = [0], [prob]
+        if probs:
+            result.probs = np.stack(probs)
+        return result
 
-    def _f1(self, idx: np.ndarray, prob: np.ndarray) -> float:
-        return float(f1_per_au(self.data.labels[idx], prob >= 0.5, self.hp["metric"], self.data.known[idx]).mean())
+    def run_jobs(self, jobs: list[ModelJob]) -> list[JobResult]:
+        """An executor for ``suite.folds.run_tasks``: the jobs one after another."""
+        return [self.run_job(job) for job in jobs]
 
     def predict(self, idx: np.ndarray, chunk: int = 256) -> np.ndarray:
         return self.predict_with_recognition(idx, chunk)[0]
@@ -245,32 +218,28 @@ class Engine:
             return np.zeros((0, len(self.aus))), None
         return np.concatenate(probs), (np.concatenate(scores) if scores else None)
 
-    # --- protocol -----------------------------------------------------------------------
-    def run_fold(self, fold: Fold, selection: str | None = None) -> FoldOutput:
-        """One outer fold. ``fixed``: fixed epochs and threshold 0.5, trained on the whole outer
-        train. ``inner``: a model on inner-train picks the epoch count and per-AU thresholds on
-        the inner-validation subjects (``suite.selection.pick``; with fewer than two of them:
-        the fixed epochs and 0.5); its cross-fitted inner F1 is the search objective; a model on
-        the whole outer train with that epoch count predicts the test subject. The test subject
-        never influences a choice."""
-        verify_fold(self.data.subject, fold)
-        selection = selection or self.hp["selection"]
-        fold_seed = self.seed * 100_003 + fold.index
-        epochs = self.hp["epochs"]
-        if selection == "fixed":
-            self.train(fold.train, epochs, fold_seed)
-            prob, recognition = self.predict_with_recognition(fold.test)
-            return FoldOutput(fold.index, fold.test, prob, np.full(len(self.aus), 0.5), epochs, recognition=recognition)
-        if selection != "inner":
-            raise ValueError(f"selection {selection!r}: choose 'fixed' or 'inner'")
-        val = self.data.any_known(fold.inner_val)
-        epoch_numbers, val_probs, history = self.train(fold.inner_train, epochs, fold_seed, val_idx=val)
-        chosen, threshold, inner_f1 = inner_choice(self.data.labels[val], val_probs, self.data.subject[val], self.hp["metric"],
-                                                   self.data.known[val])
-        best_epoch = epoch_numbers[chosen]
-        # training is a prefix: the outer model trained for best_epoch epochs equals one trained
-        # longer and read at that epoch (same seed, same order, constant learning rate)
-        self.train(fold.train, max(best_epoch, 1), fold_seed)
-        prob, recognition = self.predict_with_recognition(fold.test)
-        return FoldOutput(fold.index, fold.test, prob, threshold, best_epoch, inner_f1, history,
-                          InnerPredictions(val, epoch_numbers, val_probs), recognition)
+
+def frozen_features(model: torch.nn.Module, data: DatasetTensors, acc: Accelerator, feature_cache: Path | None
+                    ) -> tuple[torch.Tensor | None, bool]:
+    """(the frozen encoder's features of every sample — None when the model encodes inside its
+    step —, whether they came from disk): from ``feature_cache`` when an entry with the same data,
+    encode configuration, weights and precision exists, else computed. Both engines take their
+    features from here, per configuration and seed."""
+    if not getattr(model, "encoder_frozen", False):
+        return None, False
+    model = model.to(acc.device)
+
+    @torch.no_grad()
+    def encode(chunk: int = 128) -> torch.Tensor:
+        model.eval()
+        out = []
+        for start in range(0, len(data), chunk):
+            idx = torch.arange(start, min(start + chunk, len(data)), device=acc.device)
+            with acc.autocast():
+                out.append(model.encode({k: v[idx] for k, v in data.frames.items()}).float())
+        return torch.cat(out)
+
+    if feature_cache is None or data.fingerprint is None or not hasattr(model, "encoder"):
+        return encode(), False  # no encoder weights (fixed preprocessing): cheap, not stored
+    key = feature_key(data.fingerprint, model.encode_config, model.encoder, f"{acc.device.type}-{acc.mixed_precision}")
+    return load_or_compute(feature_cache, key, encode, acc.device)

@@ -85,8 +85,11 @@ def git_commit() -> str | None:
         return None
 
 
-def config_id(method: str, dataset: str, hparams: dict, fingerprint: str) -> str:
-    blob = json.dumps([method, dataset, hparams, fingerprint], sort_keys=True, default=str).encode()
+def config_id(method: str, dataset: str, hparams: dict, fingerprint: str, engine: str = "auto") -> str:
+    """A run's identity: method, dataset, hyper-parameters, data — and the engine asked for
+    unless ``auto`` (whose choice is a function of the configuration and the device): the engines
+    agree only within tolerance (docs/protocol.md), so their records never overwrite each other."""
+    blob = json.dumps([method, dataset, hparams, fingerprint, *([engine] if engine != "auto" else [])], sort_keys=True, default=str).encode()
     return hashlib.sha1(blob).hexdigest()[:10]
 
 

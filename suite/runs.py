@@ -9,12 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from .aus import DATASET_AUS
-from .batched import BatchedTrainer, choose_engine, run_folds_batched
 from .data import ReaderOptions, load_cache, prepare
-from .engine import DatasetTensors, Engine, FoldOutput, device_name, get_accelerator
+from .engine import DatasetTensors, FoldOutput, device_name, get_accelerator
+from .folds import FoldRunner, FoldTask, engine_request, raise_failures
 from .paths import results_dir, token_cache_dir
 from .protocol import loso_folds
 from .registry import get_method, needs_flow, resolve_hparams
@@ -36,41 +35,20 @@ def load_dataset(dataset: str, data_root: Path | None, results: Path | None, ima
 def evaluate_folds(method: str, hparams_of_fold: Callable[[int], dict], data: DatasetTensors, seeds: list[int],
                    results: Path | None, compile: str | None = None, engine: str = "auto") -> tuple[dict[int, list[FoldOutput]], str, str]:
     """Every LOSO fold (inner-validation split from each seed) with the hyper-parameters
-    ``hparams_of_fold(fold index)``, for every seed; ({seed: outputs}, the engine that ran them,
-    why: "asked for", or why ``auto`` kept the sequential engine; "" when auto batched).
-    Sequential: one engine per (configuration, seed). Batched (``suite.batched``): every fold's
-    models of every seed as one batched model, when the configuration allows (``auto``), or as asked."""
-    spec, acc = get_method(method), get_accelerator()
-    engines: dict[str, Engine] = {}
+    ``hparams_of_fold(fold index)`` — each fold its own, features included —, for every seed, through
+    the fold protocol (``suite.folds``); ({seed: outputs}, the engine(s) that ran them, why).
+    A failed task is an error naming seed and fold: a run's record needs every fold."""
+    request, reason = engine_request(engine, compile=compile)
+    runner = FoldRunner(get_method(method), data, request, reason, feature_cache=token_cache_dir(results), compile=compile)
     folds = {seed: loso_folds(data.subject, hparams_of_fold(0)["inner_val_fraction"], seed) for seed in seeds}
-
-    def engine_of(hp: dict, seed: int) -> Engine:
-        key = json.dumps([hp, seed], sort_keys=True, default=str)
-        if key not in engines:
-            engines[key] = Engine(spec, hp, data, data.aus, seed, acc, feature_cache=token_cache_dir(results), compile=compile)
-        return engines[key]
-
-    first = hparams_of_fold(0)
-    ok, why = engine_of(first, seeds[0]).batchable
-    if first["selection"] != "inner":
-        ok, why = False, "selection=fixed runs on the sequential engine"
-    preferred = "--compile runs on the sequential engine" if compile else engine_of(first, seeds[0]).sequential_preferred
-    used = choose_engine(engine, method, ok, why, preferred)
-    reason = "asked for" if engine != "auto" else "" if used == "batched" else why or preferred
-    if used == "sequential":
-        out: dict[int, list[FoldOutput]] = {seed: [] for seed in seeds}
-        for seed, f in tqdm([(s, f) for s in seeds for f in folds[s]], desc=f"{method}: LOSO folds", unit="fold", disable=None):
-            out[seed].append(engine_of(hparams_of_fold(f.index), seed).run_fold(f))
-        return out, used, reason
-    features = {seed: engine_of(first, seed).features for seed in seeds}
-    trainer = BatchedTrainer(spec, data, seeds[0], None if features[seeds[0]] is None else features)
-    tasks = [(f, hparams_of_fold(f.index), seed) for seed in seeds for f in folds[seed]]
-    flat = run_folds_batched(trainer, tasks)
-    for (fold, _, seed), out in zip(tasks, flat):
-        if isinstance(out, str):
-            raise FloatingPointError(f"seed {seed}, fold {fold.index}: {out}")
-    n = len(folds[seeds[0]])
-    return {seed: flat[i * n:(i + 1) * n] for i, seed in enumerate(seeds)}, used, reason
+    tasks = [FoldTask(f, hparams_of_fold(f.index), seed) for seed in seeds for f in folds[seed]]
+    outcomes = runner.run(tasks)
+    raise_failures(outcomes, method)
+    by_seed: dict[int, list[FoldOutput]] = {seed: [] for seed in seeds}
+    for o in outcomes:
+        by_seed[o.task.seed].append(o.output)
+    engines = sorted({o.engine for o in outcomes})
+    return by_seed, ", ".join(engines), "; ".join(sorted({o.engine_reason for o in outcomes if o.engine_reason}))
 
 
 def run(method: str, dataset: str, data_root: Path | None = None, overrides: dict | None = None, seeds: int | list[int] = 1,
@@ -84,7 +62,7 @@ def run(method: str, dataset: str, data_root: Path | None = None, overrides: dic
     reader.check([dataset])
     cache, data = load_dataset(dataset, data_root, results, hp.get("image_size", 112), needs_flow(spec, hp), log, reader)
     out_dir = Path(out) if out else results_dir(results) / "runs"
-    cid = config_id(method, dataset, hp, cache.fingerprint)
+    cid = config_id(method, dataset, hp, cache.fingerprint, engine_request(engine, compile=compile)[0])
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     start = time.time()
     by_seed, used, reason = evaluate_folds(method, lambda _: hp, data, seeds, results, compile, engine)

@@ -3,7 +3,7 @@
 The selection graph (arrows: "the labels of … choose …"; ``k`` is an outer fold, ``V_k`` its
 inner-validation subjects, ``T_k = {k}`` its test subject)::
 
-    inside one model run (Engine.run_fold, selection "inner"):
+    inside one task (suite.folds.run_tasks, selection "inner"):
         V_k            → epoch count, per-AU thresholds applied to T_k
         V_k (halves)   → inner F1 of the run: chosen on one half of V_k, scored on the other,
                          swapped, averaged (2-fold cross-fitting); < 2 subjects in V_k: fixed

@@ -111,6 +111,7 @@ def test_compiled_model_is_reused_across_folds_and_matches_eager(synthetic, tmp_
     from suite.aus import DATASET_AUS
     from suite.data import load_cache, prepare
     from suite.engine import DatasetTensors, Engine
+    from suite.folds import FoldTask, run_tasks
     from suite.protocol import loso_folds
     from suite.registry import get_method, resolve_hparams
 
@@ -118,14 +119,14 @@ def test_compiled_model_is_reused_across_folds_and_matches_eager(synthetic, tmp_
     aus = DATASET_AUS["casme2"]
     data = DatasetTensors.from_cache(load_cache(cache.path)[0], aus, torch.device("cpu"))
     spec = get_method("micro_au_clip")
-    hp = resolve_hparams(spec, {"epochs": 2, "batch_size": 8})
+    hp = resolve_hparams(spec, {"epochs": 2, "batch_size": 8, "selection": "fixed"})
     folds = loso_folds(data.subject, 0.25, 0)
     eager = Engine(spec, hp, data, aus, seed=0)
     compiled = Engine(spec, hp, data, aus, seed=0, compile="aot_eager")
     graphs = []
     for fold in folds:
-        expected = eager.run_fold(fold, "fixed").prob
-        np.testing.assert_allclose(compiled.run_fold(fold, "fixed").prob, expected, rtol=1e-4, atol=1e-5)
+        expected = run_tasks(eager.run_jobs, data, [FoldTask(fold, hp, 0)])[0].prob
+        np.testing.assert_allclose(run_tasks(compiled.run_jobs, data, [FoldTask(fold, hp, 0)])[0].prob, expected, rtol=1e-4, atol=1e-5)
         graphs.append(counters["stats"]["unique_graphs"])
     assert graphs[0] > 0 and graphs[1] <= graphs[0] + 1 and graphs[2:] == [graphs[1]] * (len(folds) - 2)
 

@@ -53,46 +53,41 @@ def test_token_cache_keys_differ_per_device_and_precision(gpu_data, tmp_path):
 
 
 def test_batched_engine_on_cuda_agrees_with_cpu(gpu_data):
-    from suite.batched import BatchedTrainer, run_folds_batched
-    from suite.engine import Engine
+    from suite.folds import FoldRunner, FoldTask
     from suite.protocol import loso_folds
     from suite.registry import get_method, resolve_hparams
 
     spec = get_method("micro_au_clip")
-    hp = resolve_hparams(spec, {"epochs": 3, "batch_size": 8, "dropout": 0.0, "selection": "inner", "inner_val_fraction": 0.67})
-    cuda = gpu_data["cuda"]
-    features = Engine(spec, hp, cuda, cuda.aus, 0).features.float()
-    folds = loso_folds(cuda.subject, hp["inner_val_fraction"], 0)
-    on_gpu = run_folds_batched(BatchedTrainer(spec, cuda, 0, features), [(f, hp) for f in folds])
-    on_cpu = run_folds_batched(BatchedTrainer(spec, gpu_data["cpu"], 0, features.cpu()), [(f, hp) for f in folds])
+    hp = resolve_hparams(spec, {"epochs": 3, "batch_size": 8, "dropout": 0.1, "selection": "inner", "inner_val_fraction": 0.67})
+    tasks = [FoldTask(f, hp, 0) for f in loso_folds(gpu_data["cpu"].subject, hp["inner_val_fraction"], 0)]
+    on_gpu = FoldRunner(spec, gpu_data["cuda"], "batched").run(tasks)
+    on_cpu = FoldRunner(spec, gpu_data["cpu"], "batched", accelerator=None).run(tasks)
     for g, c in zip(on_gpu, on_cpu):
-        assert np.abs(g.prob - c.prob).mean() < 0.05  # bf16 autocast on CUDA, fp32 on CPU
-        assert abs(g.inner_f1 - c.inner_f1) < 0.15
+        assert np.abs(g.output.prob - c.output.prob).mean() < 0.05  # bf16 autocast on CUDA, fp32 on CPU
+        assert abs(g.output.inner_f1 - c.output.inner_f1) < 0.15
 
 
 def test_fine_tuned_towers_fold_batched_on_cuda(gpu_data):
     """A trained tower on CUDA: the automatic choice batches it, as many models per run as the
-    measured memory of one model's step allows, and its outputs agree with the sequential engine."""
-    from suite.batched import BatchedTrainer, run_folds_batched
-    from suite.engine import Engine
+    measured memory of one model's step allows in the device's total memory, and its outputs
+    agree with the sequential engine; a chunk of one model gives the same numbers as all at once."""
+    from suite.batched import BatchedTrainer
+    from suite.folds import FoldRunner, FoldTask
+    from suite.jobs import ModelJob
     from suite.protocol import loso_folds
     from suite.registry import get_method, resolve_hparams
 
     spec = get_method("micro_au_clip")
-    hp = resolve_hparams(spec, {"epochs": 1, "batch_size": 8, "dropout": 0.0, "selection": "inner", "inner_val_fraction": 0.67,
+    hp = resolve_hparams(spec, {"epochs": 1, "batch_size": 8, "dropout": 0.1, "selection": "inner", "inner_val_fraction": 0.67,
                                 "backbone_mode": "full"})
     cuda = gpu_data["cuda"]
-    engine = Engine(spec, hp, cuda, cuda.aus, 0)
-    assert engine.batchable == (True, "") and engine.sequential_preferred == ""
+    runner = FoldRunner(spec, cuda)
+    assert runner.engine_for(hp) == ("batched", "")
     folds = loso_folds(cuda.subject, hp["inner_val_fraction"], 0)[:3]
-    trainer = BatchedTrainer(spec, cuda, 0, None)
-    assert 1 <= trainer.models_per_run(_job(hp, folds[0], cuda), 3) <= 3
-    batched = run_folds_batched(trainer, [(f, hp) for f in folds])
-    for b, s in zip(batched, [engine.run_fold(f, "inner") for f in folds]):
-        assert np.abs(b.prob - s.prob).mean() < 0.05  # bf16 autocast in both, summed in another order
-
-
-def _job(hp, fold, data):
-    from suite.batched import Job
-
-    return Job(hp, data.any_known(fold.train), fold.test, fold.index, 1)
+    trainer = BatchedTrainer(spec, cuda, runner.features_of)
+    assert 1 <= trainer.models_per_run(ModelJob(hp, 0, 1, cuda.any_known(folds[0].train), folds[0].test, 1), 3) <= 3
+    tasks = [FoldTask(f, hp, 0) for f in folds]
+    batched = runner.run(tasks)
+    for b, s, one in zip(batched, FoldRunner(spec, cuda, "sequential").run(tasks), FoldRunner(spec, cuda, max_models=1).run(tasks)):
+        assert np.abs(b.output.prob - s.output.prob).mean() < 0.05  # bf16 autocast in both, summed in another order
+        assert b.output.epochs == one.output.epochs and np.abs(b.output.prob - one.output.prob).max() < 1e-2

@@ -9,6 +9,7 @@ import torch
 from suite.aus import DATASET_AUS
 from suite.data import load_cache, prepare
 from suite.engine import DatasetTensors, Engine, get_accelerator
+from suite.folds import FoldRunner, FoldTask, run_tasks
 from suite.models.micro_au_clip import flow_image
 from suite.presets import PresetError, preset_overrides
 from suite.protocol import loso_folds
@@ -69,10 +70,11 @@ def test_prompt_recognition_uses_no_emotion_label_and_recomputes(synthetic, tmp_
     data = DatasetTensors.from_cache(load_cache(cache.path)[0], AUS, torch.device("cpu"), cache.fingerprint)
     fold = loso_folds(data.subject, 0.25, 0)[0]
     spec, hpr = get_method("micro_au_clip"), resolve_hparams(get_method("micro_au_clip"), hp)
-    first = Engine(spec, hpr, data, AUS, 0, get_accelerator(cpu=True)).run_fold(fold, "fixed").recognition
+    hpr = {**hpr, "selection": "fixed"}
+    first = run_tasks(Engine(spec, hpr, data, AUS, 0, get_accelerator(cpu=True)).run_jobs, data, [FoldTask(fold, hpr, 0)])[0].recognition
     data.emotion = np.random.default_rng(0).permutation(data.emotion)
     data.objective_class = np.random.default_rng(1).permutation(data.objective_class)
-    second = Engine(spec, hpr, data, AUS, 0, get_accelerator(cpu=True)).run_fold(fold, "fixed").recognition
+    second = run_tasks(Engine(spec, hpr, data, AUS, 0, get_accelerator(cpu=True)).run_jobs, data, [FoldTask(fold, hpr, 0)])[0].recognition
     assert first.shape == (len(fold.test), 12) and np.array_equal(first, second)
 
 
@@ -94,17 +96,19 @@ def test_paper_preset_trains_one_fold(synthetic, tmp_path, dataset):
     torch.manual_seed(0)
     torch.save(open_clip.create_model("ViT-B-32").state_dict(), weights)
     overrides, _ = preset_overrides("paper", "micro_au_clip")
-    hp = resolve_hparams(get_method("micro_au_clip"), {**overrides, "pretrained": str(weights), "epochs": 1, "batch_size": 16})
+    hp = resolve_hparams(get_method("micro_au_clip"), {**overrides, "pretrained": str(weights), "epochs": 1, "batch_size": 16,
+                                                       "selection": "fixed"})
     folder = {"casme2": "CASME2", "samm": "SAMM"}[dataset]
     cache = prepare(dataset, synthetic / folder, tmp_path, image_size=224, flow=True)
     aus = DATASET_AUS[dataset]
     data = DatasetTensors.from_cache(load_cache(cache.path)[0], aus, torch.device("cpu"), cache.fingerprint)
     engine = Engine(get_method("micro_au_clip"), hp, data, aus, 0, get_accelerator(cpu=True))
-    assert engine.batchable[0] is False and engine.features is None  # fine-tuned: no cached tokens, sequential
+    assert engine.features is None  # fine-tuned: no cached tokens
+    assert FoldRunner(get_method("micro_au_clip"), data).engine_for(hp)[0] == "sequential"  # the text tower is trained
     model = engine.acc.unwrap_model(engine.model)
     assert model.encoder.text is not None and model.encoder.visual.conv1.weight.shape[-1] == 32  # ViT-B/32 patches
     before = model.encoder.text.text_projection.detach().clone()
-    out = engine.run_fold(loso_folds(data.subject, 0.25, 0)[0], "fixed")
+    [out] = run_tasks(engine.run_jobs, data, [FoldTask(loso_folds(data.subject, 0.25, 0)[0], hp, 0)])
     assert out.prob.shape == (len(out.test), len(aus)) and np.isfinite(out.prob).all()
     assert out.recognition.shape == (len(out.test), 12)
     assert not torch.equal(before, model.encoder.text.text_projection)  # the text tower trained

@@ -193,6 +193,42 @@ def test_same_figures_at_another_concurrency_and_after_kill_9(synthetic, tmp_pat
         assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
 
 
+def test_kill_9_between_two_task_writes_of_a_slice_resumes_to_the_same_figures(synthetic, tmp_path):
+    """A slice past start-up (each fold its own proposal: several architectures and features in one
+    batch, dropout on) loses its process after 3 of its tasks were written; the search is then
+    killed and resumed, and the slice's other tasks train as a smaller batch. Every figure and
+    every task's test probabilities equal an uninterrupted run's at another concurrency."""
+    text = "method: micro_au_clip\nparams:\n  lambda_gd: {float: [0.01, 1.0], log: true}\n  gda_layers: {int: [1, 2]}\n" \
+           "  token_layer: {categorical: [-1, -2]}\nfixed: {epochs: 2, batch_size: 8, dropout: 0.2, inner_val_fraction: 0.67}\n"
+    common = ["--space", _space(tmp_path, text), "--data-root", synthetic / "CASME2", "--trials", 4, "--round-size", 2,
+              "--startup-trials", 2, "--sampler", "tpe", "--final-seeds", 0, "--baselines", "", "--name", "cut"]
+    one = tmp_path / "one"
+    proc = _search([*common, "--concurrency", 1, "--results", one])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = tmp_path / "two"
+    args = [*common, "--concurrency", 2, "--results", two]
+    killed = subprocess.Popen(_argv(args), cwd=ROOT, env={**ENV, "SUITE_KILL_AFTER": "r001-*:3"}, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial = two / "searches" / "cut" / "casme2" / "rounds" / "partial"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(partial.glob("*.killed")):
+        time.sleep(0.2)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    [marker] = list(partial.glob("*.killed"))[:1]
+    cut = marker.with_suffix(".json")
+    assert len(json.loads(cut.read_text())) == 3 and not (cut.parent.parent / cut.name).exists()  # 3 tasks of the slice, no slice file
+    again = _search(args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    a, b = _figures(one, "cut"), _figures(two, "cut")
+    assert a == b
+    outputs = lambda results: sorted((t["fold"], t["number"], t["epochs"], t["threshold"], t["test_prob"])  # noqa: E731
+                                     for t in _tasks(results, "cut"))
+    assert outputs(one) == outputs(two)
+    assert {t["engine"] for t in _tasks(two, "cut")} == {"batched"}
+    assert len({t["params"]["gda_layers"] for t in _tasks(two, "cut") if t["number"] >= 2}) == 2  # mixed architectures past start-up
+
+
 def test_ctrl_c_exits_130_and_resumes(synthetic, tmp_path):
     results = tmp_path / "results"
     args = ["--space", _space(tmp_path, TINY), "--data-root", synthetic / "CASME2", "--trials", 4, "--round-size", 2,
@@ -367,6 +403,21 @@ def test_a_search_folder_is_never_resumed_on_other_data(synthetic, tmp_path, cap
     (folder / "samm" / "strict_nested.json").write_text(json.dumps({"data_fingerprint": "1" * 64}))
     assert search_main(args) == 2 and "fingerprint 111111111111" in capsys.readouterr().err
     assert search_main([*args, "--name", "another"]) == 0
+
+
+def test_a_search_is_never_resumed_with_another_engine(synthetic, tmp_path, capsys):
+    """The engines agree only within tolerance: a search that ran with --engine auto (batched on
+    frozen tokens) resumed with --fold-workers 2 (sequential) would mix both engines' numbers."""
+    args = ["--space", "gsd", "--datasets", "casme2", "--data-root", str(synthetic / "CASME2"), "--results", str(tmp_path), "--dry-run"]
+    folder = tmp_path / "searches" / "gsd"
+    folder.mkdir(parents=True)
+    (folder / "engine.json").write_text(json.dumps({"engine": "auto"}))
+    assert search_main([*args, "--fold-workers", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "ran with --engine auto; these options ask for sequential" in err and "--engine auto without --fold-workers/--compile" in err
+    assert search_main([*args, "--engine", "sequential"]) == 2
+    assert search_main(args) == 0
+    assert search_main([*args, "--fold-workers", "2", "--name", "another"]) == 0
 
 
 def test_bad_yaml_and_resources_that_do_not_fit(synthetic, tmp_path):

@@ -1,11 +1,13 @@
-"""Strict nesting in-process (the search driver with slices run here instead of in Ray Tune; GP
-sampler, whose proposals follow the values themselves, not only their order):
-fold k's proposals, choice and the values its study was told never see subject k's labels; the
-values a shared study is told do (whether its next proposals then move depends on the data)."""
+"""Strict nesting in-process (the search driver with slices run here instead of in Ray Tune) on
+the default (fold-batched) engine, with a space that varies every kind of parameter — a per-model
+one (``lambda_gd``: a buffer), an architecture one (``gda_layers``: another batch group) and an
+encode one (``token_layer``: other features) — dropout on, and a TPE sampler past start-up: fold
+k's proposals, the values its study was told, its choice and its test predictions never see
+subject k's labels, although the other folds' proposals (fold k's batch company) do; the values a
+shared study is told do."""
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -16,17 +18,17 @@ from suite.search.options import SearchOptions
 from suite.search.trial import in_process_executor
 from suite.spaces import load_space
 
-SPACE = "method: micro_au_clip\nparams:\n  lambda_gd: {float: [0.01, 1.0], log: true}\n  tau_gd: {float: [0.1, 3.0], log: true}\n" \
-        "  lr: {float: [0.0005, 0.01], log: true}\nfixed: {epochs: 2, batch_size: 8}\n"
+SPACE = "method: micro_au_clip\nparams:\n  lambda_gd: {float: [0.01, 1.0], log: true}\n  gda_layers: {int: [1, 2]}\n" \
+        "  token_layer: {categorical: [-1, -2]}\nfixed: {epochs: 2, batch_size: 8, dropout: 0.2}\n"
 
 
-def _search(synthetic, tmp_path, selection, flip_subject=None):
+def _search(synthetic, tmp_path, selection, flip_subject=None, sampler="tpe"):
     space_path = tmp_path / "tiny.yaml"
     space_path.write_text(SPACE)
     space = load_space(str(space_path))
     results = tmp_path / f"results-{selection}-{flip_subject}"
-    opts = SearchOptions(space=str(space_path), trials=4, round_size=2, startup_trials=2, selection=selection, sampler="gp", final_seeds=0,
-                         baselines=(), name="inv", results=results)
+    opts = SearchOptions(space=str(space_path), trials=4, round_size=2, startup_trials=2, selection=selection, sampler=sampler,
+                         final_seeds=0, baselines=(), name="inv", results=results)
     cache = prepare("casme2", synthetic / "CASME2", results)
     data = DatasetTensors.from_cache(load_cache(cache.path)[0], (1, 2, 4, 7, 12, 14, 15, 17), torch.device("cpu"), cache.fingerprint)
     if flip_subject is not None:
@@ -55,8 +57,18 @@ def test_fold_k_never_sees_subject_k_but_a_shared_study_does(synthetic, tmp_path
     def proposals(ts, fold):
         return [(t["number"], t["params"]) for t in ts if t["fold"] == fold]
 
+    assert {t["engine"] for t in tasks} == {"batched"}
+    # past start-up the folds propose apart, and the flip moves some other fold's proposals: fold k's
+    # batch company (architectures, features) differs between the two searches
+    assert len({json.dumps(p) for t in tasks for num, p in [(t["number"], t["params"])] if num >= 2}) > 1
+    assert any(proposals(tasks, f) != proposals(flipped_tasks, f) for f in range(len(folds)) if f != k)
     assert proposals(tasks, k) == proposals(flipped_tasks, k)
     assert summary["chosen"][str(k)] == flipped_summary["chosen"][str(k)]
+    mine = [t for t in tasks if t["fold"] == k]
+    theirs = [t for t in flipped_tasks if t["fold"] == k]
+    for a, b in zip(mine, theirs, strict=True):  # each task's numbers: its own, whatever shares its batch
+        assert (a["inner_f1"], a["epochs"], a["threshold"]) == (b["inner_f1"], b["epochs"], b["threshold"])
+        assert a["test_prob"] == b["test_prob"]
     assert [t["inner_f1"] for t in tasks if t["fold"] == other] != [t["inner_f1"] for t in flipped_tasks if t["fold"] == other]
     # start-up proposals (numbers 0, 1) coincide across folds; afterwards each fold adapts on its own
     for n in (0, 1):

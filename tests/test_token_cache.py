@@ -6,6 +6,7 @@ import torch
 from suite.aus import DATASET_AUS
 from suite.data import load_cache, prepare
 from suite.engine import DatasetTensors, Engine
+from suite.folds import FoldTask, run_tasks
 from suite.protocol import loso_folds
 from suite.registry import get_method, resolve_hparams
 
@@ -33,8 +34,9 @@ def test_second_trial_reads_the_features_and_gets_identical_predictions(data, tm
     assert second.features_from_disk and len(list(store.glob("*.pt"))) == 1
     assert torch.equal(first.features, second.features)
     fold = loso_folds(data.subject, 0.25, 0)[0]
-    cached = engine(data, store, lambda_gd=0.7, gda_layers=2).run_fold(fold)
-    computed = engine(data, None, lambda_gd=0.7, gda_layers=2).run_fold(fold)
+    cached_engine, computed_engine = engine(data, store, lambda_gd=0.7, gda_layers=2), engine(data, None, lambda_gd=0.7, gda_layers=2)
+    [cached] = run_tasks(cached_engine.run_jobs, data, [FoldTask(fold, cached_engine.hp, 0)])
+    [computed] = run_tasks(computed_engine.run_jobs, data, [FoldTask(fold, computed_engine.hp, 0)])
     assert np.array_equal(cached.prob, computed.prob)
 
 

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..aus import DATASET_AUS
 from ..data import load_cache, prepare, read_release, synthetic_root
 from ..engine import DatasetTensors, Engine, get_accelerator
+from ..folds import FoldRunner, FoldTask
 from ..paths import results_dir
 from ..protocol import loso_folds
 from ..registry import get_method, resolve_hparams
@@ -71,12 +72,12 @@ def run_suite(spec, hp, data, aus, seed=0, feature_cache: Path | None = None) ->
     acc = get_accelerator()
     _sync(acc.device)
     start = time.perf_counter()
-    engine = Engine(spec, hp, data, aus, seed, acc, feature_cache=feature_cache)
     folds = loso_folds(data.subject, hp["inner_val_fraction"], seed)
-    for fold in folds:
-        engine.run_fold(fold, "fixed")
+    FoldRunner(spec, data, "sequential", accelerator=acc, feature_cache=feature_cache).run([FoldTask(f, {**hp, "selection": "fixed"}, seed)
+                                                                                              for f in folds])
     _sync(acc.device)
-    return time.perf_counter() - start, engine, folds
+    seconds = time.perf_counter() - start
+    return seconds, Engine(spec, hp, data, aus, seed, acc, feature_cache=feature_cache), folds  # the engine: for FLOP counts
 
 
 class _JpegPairs(Dataset):
@@ -142,20 +143,13 @@ def run_peer(spec, hp, release, data, aus, device, seed=0, nested: bool = False)
 
 def run_trial(spec, hp, data, aus, engine_name: str, feature_cache: Path, seed=0) -> float:
     """One search trial's work on cached frozen tokens (every fold, inner and outer model) with the
-    sequential or the fold-batched engine."""
-    from ..batched import BatchedTrainer, run_folds_batched
-
+    sequential or the fold-batched engine (the fold protocol a search trial runs, ``suite.folds``)."""
     acc = get_accelerator()
     hp = {**hp, "selection": "inner", "batch_size": spec.defaults["batch_size"]}  # as a search trial runs it
     _sync(acc.device)
     start = time.perf_counter()
-    engine = Engine(spec, hp, data, aus, seed, acc, feature_cache=feature_cache)
     folds = loso_folds(data.subject, hp["inner_val_fraction"], seed)
-    if engine_name == "sequential":
-        for fold in folds:
-            engine.run_fold(fold, "inner")
-    else:
-        run_folds_batched(BatchedTrainer(spec, data, seed, engine.features), [(f, hp) for f in folds])
+    FoldRunner(spec, data, engine_name, accelerator=acc, feature_cache=feature_cache).run([FoldTask(f, hp, seed) for f in folds])
     _sync(acc.device)
     return time.perf_counter() - start
 

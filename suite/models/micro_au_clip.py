@@ -39,6 +39,7 @@ from ..emotions import RECOGNITION_CLASSES, class_prompt
 from ..registry import register, register_variant
 from .clip_backbone import ClipTokenEncoder
 from .losses import pos_weight_from_labels, weighted_bce, weighted_mean
+from ..streams import KeyedDropout
 
 MOTION_MODES = ("token_diff", "apex", "diff_image", "concat", "flow")
 
@@ -166,7 +167,7 @@ class GlobalDependencyAttention(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim))
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), KeyedDropout(dropout), nn.Linear(2 * dim, dim))
 
     def forward(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, k, d = f.shape
@@ -242,7 +243,7 @@ class MicroAUCLIP(nn.Module):
         self.fuse = nn.Linear(2 * d, d) if hp["motion"] == "concat" else None
         masks = region_masks(aus, self.encoder.grid, hp["region_dilation"])
         self.local = PatchTokenAttention(k, d, hp["pta_heads"], masks) if hp["use_pta"] else GlobalPooling(k, d)
-        self.drop = nn.Dropout(hp["dropout"])
+        self.drop = KeyedDropout(hp["dropout"])
         self.gda = nn.ModuleList([GlobalDependencyAttention(d, hp["gda_heads"], hp["tau_gd"], hp["dropout"])
                                   for _ in range(hp["gda_layers"])]) if hp["use_gda"] else nn.ModuleList()
         if hp["head"] == "text":

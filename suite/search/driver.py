@@ -31,7 +31,7 @@ from ..results import config_id, load_record, predictions_frame, write_run
 from ..selection import Candidate, chosen_on_test_folds, common_candidates, deployment_choice, per_fold_choice, top_per_fold
 from .options import SearchOptions
 from .studies import Slice, Studies, Task
-from .trial import fold_from_json
+from .trial import RunContext, fold_from_json
 
 
 class StageIncomplete(Exception):
@@ -80,18 +80,18 @@ class DatasetSearch:
         self.folds = [f.index for f in loso_folds(self.data.subject, self.hparams({})["inner_val_fraction"], opts.seed)]
         self.out = search_dir / dataset
         self.prefix = f"{opts.name}-{dataset}"
+        self.engine = opts.engine_asked  # what every stage of this search asks for
 
     def hparams(self, params: dict, backbone: str | None = None) -> dict:
         fixed = {**self.opts.preset_overrides(self.space.method), **self.space.fixed, **({"backbone_mode": backbone} if backbone else {})}
         return resolve_hparams(self.spec, {**fixed, **params, "selection": "inner", "metric": self.opts.metric})
 
-    def context(self, out_dir: Path, backbone: str | None) -> dict:
+    def context(self, out_dir: Path, backbone: str | None) -> RunContext:
         o = self.opts
-        return {"method": self.space.method, "fixed": {**o.preset_overrides(self.space.method), **self.space.fixed, "metric": o.metric,
-                                                       **({"backbone_mode": backbone} if backbone else {})},
-                "dataset": self.dataset, "cache": str(self.cache.path), "fingerprint": self.cache.fingerprint, "out_dir": str(out_dir),
-                "seed": o.seed, "token_cache": str(token_cache_dir(self.results)), "cpus_per_trial": o.cpus_per_trial,
-                "gpus_per_trial": o.gpus_per_trial or 0, "fold_workers": o.fold_workers, "compile": o.compile, "engine": o.engine}
+        return RunContext(self.space.method, {**o.preset_overrides(self.space.method), **self.space.fixed, "metric": o.metric,
+                                              **({"backbone_mode": backbone} if backbone else {})},
+                          self.dataset, str(self.cache.path), self.cache.fingerprint, str(out_dir), o.seed,
+                          str(token_cache_dir(self.results)), o.cpus_per_trial, o.gpus_per_trial or 0, o.fold_workers, o.compile, o.engine)
 
     # --- stages -------------------------------------------------------------------------
     def search_rounds(self) -> list[dict]:
@@ -172,7 +172,7 @@ class DatasetSearch:
             return []
         return [("run_chosen", {"method": self.space.method, "dataset": self.dataset, "data_root": self.root,
                                 "hparams_by_fold": hparams_by_fold, "seeds": seeds, "stems": stems, "selection": label,
-                                "results": self.results, "compile": self.opts.compile, "engine": self.opts.engine,
+                                "results": self.results, "compile": self.opts.compile, "engine": self.engine,
                                 "reader": self.opts.reader, "extra": {**self.common_extra(0), "seed_role": "final"}})]
 
     def baseline_jobs(self, done_paths: dict) -> list[tuple[str, str, dict]]:
@@ -184,7 +184,7 @@ class DatasetSearch:
             spec = get_method(name)
             overrides = {"selection": "inner", "metric": self.opts.metric}
             hp = resolve_hparams(spec, overrides)
-            cid = config_id(name, self.dataset, hp, self.cache.fingerprint)
+            cid = config_id(name, self.dataset, hp, self.cache.fingerprint, self.engine)
             missing = []
             for seed in seeds:
                 path = self.results / "runs" / self.dataset / name / cid / f"seed{seed}.json"
@@ -195,7 +195,7 @@ class DatasetSearch:
             if missing:
                 jobs.append((name, "run", {"method": name, "dataset": self.dataset, "data_root": self.root,
                                            "overrides": overrides, "seeds": missing, "results": self.results,
-                                           "log": None, "compile": self.opts.compile, "reader": self.opts.reader}))
+                                           "log": None, "compile": self.opts.compile, "engine": self.engine, "reader": self.opts.reader}))
         return jobs
 
     def run(self, submit) -> Callable[[], dict]:

@@ -58,18 +58,26 @@ class SearchOptions:
 
     def identity(self, space_text: str, roots: dict, fingerprints: dict) -> str:
         """A digest of what defines this search's numbers (not how it runs: concurrency,
-        resources, address, engine) — the data's content fingerprints included, so a corrected
-        spreadsheet or frame is never answered with the summary of the data before (they also
-        cover how the releases were read: AU-string rules, frames, face boxes): a finished
+        resources, address) — the engine asked for included (``engine_request``: the engines
+        agree only within tolerance, docs/protocol.md), and the data's content fingerprints, so a
+        corrected spreadsheet or frame is never answered with the summary of the data before (they
+        also cover how the releases were read: AU-string rules, frames, face boxes): a finished
         search with the same identity is not run again."""
         import hashlib
         import json
 
         keys = ("datasets", "trials", "round_size", "startup_trials", "selection", "sampler", "seed", "final_seeds", "baselines",
                 "search_baselines", "fidelity", "confirm_top", "metric", "preset")
-        blob = json.dumps({**{k: getattr(self, k) for k in keys}, "space": space_text,
+        blob = json.dumps({**{k: getattr(self, k) for k in keys}, "engine": self.engine_asked, "space": space_text,
                            "roots": {d: str(r) for d, r in roots.items()}, "data": fingerprints}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def engine_asked(self) -> str:
+        """The engine every stage asks for, once --fold-workers and --compile are taken into account (``suite.folds.engine_request``)."""
+        from ..folds import engine_request
+
+        return engine_request(self.engine, self.fold_workers, self.compile)[0]
 
     def preset_overrides(self, method: str) -> dict:
         from ..presets import preset_overrides
@@ -168,8 +176,11 @@ def check_counts(opts: SearchOptions) -> None:
         raise SearchError("--startup-trials must be 0 or more")
     if opts.selection not in SELECTIONS:
         raise SearchError(f"--selection {opts.selection!r}: choose one of {SELECTIONS}")
-    if opts.engine == "batched" and (opts.fold_workers > 1 or opts.compile):
-        raise SearchError("--engine batched trains a slice as one model in one process: drop --fold-workers/--compile, "
-                          "or use --engine sequential")
+    from ..folds import EngineChoiceError, engine_request
+
+    try:
+        engine_request(opts.engine, opts.fold_workers, opts.compile)
+    except EngineChoiceError as e:
+        raise SearchError(str(e)) from None
     if opts.sampler not in SAMPLERS:
         raise SearchError(f"unknown sampler {opts.sampler!r}; choose one of {SAMPLERS}")

@@ -72,6 +72,7 @@ def _preflight(opts: SearchOptions) -> tuple[list[Plan], dict]:
         plans.append(Plan(b_space, None, b_opts, _caches(b_space, b_opts, roots, results)))
     for plan in plans:
         _check_same_data(plan)
+        _check_same_engine(plan)
     return plans, roots
 
 
@@ -104,10 +105,31 @@ def _check_same_data(plan: Plan) -> None:
                               "that folder away to redo this one")
 
 
+def _engine_file(plan: Plan) -> Path:
+    """The engine a search folder's stored outputs were computed with."""
+    return plan.opts.results / "searches" / plan.opts.name / "engine.json"
+
+
+def _check_same_engine(plan: Plan) -> None:
+    """A search is resumed only with the engine it ran with: the engines agree only within
+    tolerance (docs/protocol.md), so a resume that switched engine would mix two engines' numbers."""
+    path = _engine_file(plan)
+    if not path.exists():
+        return
+    stored, asked = json.loads(path.read_text())["engine"], plan.opts.engine_asked
+    if stored != asked:
+        how = {"sequential": "--engine sequential (or --fold-workers/--compile with auto)", "batched": "--engine batched",
+               "auto": "--engine auto without --fold-workers/--compile"}[stored]
+        raise SearchError(f"search {plan.opts.name!r} ({path.parent}) ran with --engine {stored}; these options ask for {asked}, and the "
+                          f"engines agree only within tolerance (docs/protocol.md): its stored outputs would mix two engines' numbers. "
+                          f"Resume with {how}, or start another search with --name")
+
+
 def _record_data(plan: Plan) -> None:
     from ..results import write_json
 
     write_json(_data_file(plan), {**_stored_fingerprints(plan), **{d: c.fingerprint for d, c in plan.caches.items()}})
+    write_json(_engine_file(plan), {"engine": plan.opts.engine_asked})
 
 
 def _identity(plan: Plan, roots: dict) -> str:

@@ -1,14 +1,16 @@
 """One Tune trial = one slice of a round: proposal j of every fold's study, each configuration
-evaluated on its own outer fold with the nested protocol (``Engine.run_fold(fold, "inner")``).
+evaluated on its own outer fold with the nested protocol (``suite.folds``: the same protocol
+``suite.train`` and the final seeds run).
 
 A task that fails on its own (a non-finite loss) is recorded as failed with its reason and the
 others go on; Tune's retries are for crashed processes. The tasks done are kept on disk after
-every task, so a retried or resumed slice continues with the rest. With the fold-batched engine
-(``suite.batched``; ``ctx["engine"]`` auto or batched) all of a slice's tasks train together. With ``fold_workers``
-> 1 the tasks are dealt to this process and Ray actors in the trial's other placement-group
-bundles. Outputs (``slice_outputs``): ``<out>/r<round>-p<proposal>.json`` (per task: thresholds,
-epochs, inner F1, per-epoch inner scores, test predictions) and ``….inner.parquet`` (per task
-every epoch's inner-validation probabilities with sample ids), written atomically once complete.
+every task, so a retried or resumed slice continues with the rest — with the same numbers, since
+a task's outputs depend on the task alone (``suite.streams``), not on which tasks share its batch.
+With ``fold_workers`` > 1 the tasks are dealt to this process and Ray actors in the trial's other
+placement-group bundles. Outputs (``slice_outputs``): ``<out>/r<round>-p<proposal>.json`` (per
+task: thresholds, epochs, inner F1, per-epoch inner scores, test predictions, engine, node) and
+``….inner.parquet`` (per task every epoch's inner-validation probabilities with sample ids),
+written atomically once complete.
 
 Importing this needs no Ray at module level: ``TaskRunner`` runs tasks without it.
 """
@@ -16,87 +18,88 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..aus import DATASET_AUS
-from ..batched import BatchedTrainer, choose_engine, run_folds_batched
 from ..data import load_cache
-from ..engine import DatasetTensors, Engine, FoldOutput, device_name, get_accelerator
+from ..engine import DatasetTensors, FoldOutput, get_accelerator
+from ..folds import FoldRunner, FoldTask, TaskOutcome, engine_request
 from ..protocol import loso_folds
 from ..registry import get_method, resolve_hparams
 from ..results import write_json, write_predictions
 
 
-class TaskRunner:
-    """A dataset resident on one device, its LOSO folds, and one engine per configuration
-    (built once, from the search seed, so a configuration's outputs do not depend on which
-    process or slice runs it)."""
+@dataclass(frozen=True)
+class RunContext:
+    """Everything a trial process needs besides the slice it runs (the same for every slice of a
+    stage): method, the hyper-parameters the space fixes, the dataset's cache, the search seed,
+    where outputs go, and how to run (resources, engine)."""
 
-    def __init__(self, ctx: dict, on_gpu: bool = False, data: DatasetTensors | None = None):
+    method: str
+    fixed: dict  # the space's fixed values, the preset's, the metric, the fidelity's backbone mode
+    dataset: str
+    cache: str
+    fingerprint: str
+    out_dir: str
+    seed: int
+    token_cache: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    fold_workers: int = 1
+    compile: str | None = None
+    engine: str = "auto"
+
+    def with_(self, **changes) -> "RunContext":
+        return replace(self, **changes)
+
+    @property
+    def process_key(self) -> str:
+        """What a process's resident state depends on (not the outputs folder)."""
+        return json.dumps({k: v for k, v in asdict(self).items() if k != "out_dir"}, sort_keys=True, default=str)
+
+
+class TaskRunner:
+    """A dataset resident on one device, its LOSO folds, and a ``FoldRunner`` that runs a slice's
+    tasks (each configuration built from the search seed, so a task's outputs do not depend on
+    which process or slice runs it)."""
+
+    def __init__(self, ctx: RunContext, on_gpu: bool = False, data: DatasetTensors | None = None):
         import torch
 
-        if on_gpu and ctx["gpus_per_trial"] < 1:
-            torch.cuda.set_per_process_memory_fraction(ctx["gpus_per_trial"])
+        if on_gpu and ctx.gpus_per_trial < 1:
+            torch.cuda.set_per_process_memory_fraction(ctx.gpus_per_trial)
         self.ctx = ctx
         self.acc = get_accelerator(cpu=not on_gpu)  # trials without GPUs never touch one
-        self.spec = get_method(ctx["method"])
-        self.aus = DATASET_AUS[ctx["dataset"]]
+        self.spec = get_method(ctx.method)
+        self.aus = DATASET_AUS[ctx.dataset]
         self.data = data if data is not None else DatasetTensors.from_cache(
-            load_cache(Path(ctx["cache"]))[0], self.aus, self.acc.device, ctx["fingerprint"])
-        self.folds = {f.index: f for f in loso_folds(self.data.subject, self.hparams({})["inner_val_fraction"], ctx["seed"])}
-        self._engines: dict[str, Engine] = {}
-        self._trainer: BatchedTrainer | None = None  # keeps its built models across slices
+            load_cache(Path(ctx.cache))[0], self.aus, self.acc.device, ctx.fingerprint)
+        self.folds = {f.index: f for f in loso_folds(self.data.subject, self.hparams({})["inner_val_fraction"], ctx.seed)}
+        engine, reason = engine_request(ctx.engine, ctx.fold_workers, ctx.compile)
+        self.runner = FoldRunner(self.spec, self.data, engine, reason, self.acc,
+                                 Path(ctx.token_cache) if ctx.token_cache else None, ctx.compile,
+                                 memory_fraction=ctx.gpus_per_trial if on_gpu and 0 < ctx.gpus_per_trial < 1 else 1.0)
 
     def hparams(self, params: dict) -> dict:
-        return resolve_hparams(self.spec, {**self.ctx["fixed"], **params, "selection": "inner"})
+        return resolve_hparams(self.spec, {**self.ctx.fixed, **params, "selection": "inner"})
 
-    def engine(self, params: dict) -> Engine:
-        key = json.dumps(params, sort_keys=True)
-        if key not in self._engines:
-            if self._engines:  # one engine at a time: Accelerate holds every prepared model until freed
-                self._engines.clear()
-                self.acc.free_memory()
-            token_cache = Path(self.ctx["token_cache"]) if self.ctx.get("token_cache") else None
-            self._engines[key] = Engine(self.spec, self.hparams(params), self.data, self.aus, self.ctx["seed"], self.acc,
-                                        feature_cache=token_cache, compile=self.ctx.get("compile"))
-        return self._engines[key]
+    def run(self, tasks: list[dict]) -> list[dict]:
+        """Tasks (JSON: fold, number, params, role) → their outputs as JSON (``status`` ok, or
+        failed with the reason), in task order."""
+        outcomes = self.runner.run([FoldTask(self.folds[t["fold"]], self.hparams(t["params"]), self.ctx.seed) for t in tasks])
+        return [outcome_to_json(t, o, self.data) for t, o in zip(tasks, outcomes)]
 
-    def engine_for(self, tasks: list[dict]) -> str:
-        """The engine these tasks run with (``ctx["engine"]``: auto | batched | sequential);
-        fold workers and torch.compile are sequential-engine features."""
-        requested = self.ctx.get("engine", "auto")
-        if requested == "auto" and (self.ctx["fold_workers"] > 1 or self.ctx.get("compile")):
-            return "sequential"
-        engine = self.engine(tasks[0]["params"])
-        ok, why = engine.batchable
-        return choose_engine(requested, self.spec.name, ok, why, engine.sequential_preferred)
 
-    def run(self, task: dict) -> dict:
-        """One task with the sequential engine → its outputs as JSON (``status`` ok, or failed
-        with the reason)."""
-        base = self._base(task, "sequential")
-        try:
-            engine = self.engine(task["params"])
-            out = engine.run_fold(self.folds[task["fold"]], "inner")
-        except FloatingPointError as e:
-            return {**base, "status": "failed", "reason": str(e)}
-        return {**base, "status": "ok", **fold_to_json(out, self.data), "device": device_name(engine.device)}
-
-    def run_batched(self, tasks: list[dict]) -> list[dict]:
-        """Every task's inner and outer model trained as one batched model (per architecture)."""
-        engine = self.engine(tasks[0]["params"])
-        if self._trainer is None or not self._trainer.holds(engine.features):
-            self._trainer = BatchedTrainer(self.spec, self.data, self.ctx["seed"], engine.features)
-        outs = run_folds_batched(self._trainer, [(self.folds[t["fold"]], self.hparams(t["params"])) for t in tasks])
-        return [{**self._base(t, "batched"), "status": "failed", "reason": out} if isinstance(out, str) else
-                {**self._base(t, "batched"), "status": "ok", **fold_to_json(out, self.data), "device": device_name(engine.device)}
-                for t, out in zip(tasks, outs)]
-
-    def _base(self, task: dict, engine: str) -> dict:
-        return {**task, "pid": os.getpid(), "hparams": self.hparams(task["params"]), "engine": engine}
+def outcome_to_json(task: dict, o: TaskOutcome, data: DatasetTensors) -> dict:
+    base = {**task, "pid": os.getpid(), "hparams": o.task.hparams, "engine": o.engine, "engine_reason": o.engine_reason,
+            "device": o.device}
+    if not o.ok:
+        return {**base, "status": "failed", "reason": o.output.reason}
+    return {**base, "status": "ok", **fold_to_json(o.output, data)}
 
 
 def fold_to_json(out: FoldOutput, data: DatasetTensors) -> dict:
@@ -141,16 +144,17 @@ def in_process_executor(data: DatasetTensors | None = None, on_gpu: bool = False
     slice in this process, one after another, with the engine the run context asks for — the
     search without Ray: ``suite.bench --nested-search`` and tests. ``data``: the dataset to use
     instead of the context's cache (tests alter labels)."""
-    runners: dict[str, TaskRunner] = {}
+    runners: dict[str, TaskRunner] = {}  # per run context: data resident, features kept across slices
 
-    def execute(slices, ctx: dict, name: str) -> dict[int, dict]:
-        runner = runners.setdefault(ctx["out_dir"], TaskRunner(ctx, on_gpu, data=data))
+    def execute(slices, ctx: RunContext, name: str) -> dict[int, dict]:
+        if ctx.process_key not in runners:
+            runners[ctx.process_key] = TaskRunner(ctx, on_gpu, data=data)
+        runner, out_dir = runners[ctx.process_key], Path(ctx.out_dir)
         out = {}
         for s in slices:
-            todo = [t.to_json() for t in s.tasks]
-            tasks = runner.run_batched(todo) if runner.engine_for(todo) == "batched" else [runner.run(t) for t in todo]
-            write_slice(Path(ctx["out_dir"]), s.round, s.proposal, tasks, runner.aus, {"tune_trial": None})
-            out[s.proposal] = read_slice(Path(ctx["out_dir"]), s.round, s.proposal)
+            if read_slice(out_dir, s.round, s.proposal) is None:
+                write_slice(out_dir, s.round, s.proposal, runner.run([t.to_json() for t in s.tasks]), runner.aus, {"tune_trial": None})
+            out[s.proposal] = read_slice(out_dir, s.round, s.proposal)
         return out
     return execute
 
@@ -167,7 +171,7 @@ def _pool_worker_start(threads: int | None, on_gpu: bool) -> None:
     _POOL_EXECUTE = in_process_executor(on_gpu=on_gpu)
 
 
-def _pool_worker_slice(s, ctx: dict, name: str) -> dict:
+def _pool_worker_slice(s, ctx: RunContext, name: str) -> dict:
     return _POOL_EXECUTE([s], ctx, name)[s.proposal]
 
 
@@ -182,8 +186,8 @@ def process_pool_executor(processes: int, on_gpu: bool):
     threads = None if on_gpu else max(1, (os.cpu_count() or 1) // processes)
     pool = multiprocessing.get_context("spawn").Pool(processes, _pool_worker_start, (threads, on_gpu))
 
-    def execute(slices, ctx: dict, name: str) -> dict[int, dict]:
-        ctx = {**ctx, "gpus_per_trial": 1 / processes if on_gpu else 0}
+    def execute(slices, ctx: RunContext, name: str) -> dict[int, dict]:
+        ctx = ctx.with_(gpus_per_trial=1 / processes if on_gpu else 0)
         pending = {s.proposal: pool.apply_async(_pool_worker_slice, (s, ctx, name)) for s in slices}
         return {proposal: result.get() for proposal, result in pending.items()}
 
@@ -206,13 +210,13 @@ class FoldWorker:
     """Runs some of a slice's tasks in its own process (a Ray actor in one of the trial's
     placement-group bundles)."""
 
-    def __init__(self, ctx: dict):
+    def __init__(self, ctx: RunContext):
         import ray
 
         self.runner = TaskRunner(ctx, bool(ray.get_gpu_ids()))
 
     def run(self, task: dict) -> dict:
-        return self.runner.run(task)
+        return self.runner.run([task])[0]
 
 
 def task_outputs(runner: TaskRunner, todo: list[dict], workers: int):
@@ -226,7 +230,7 @@ def task_outputs(runner: TaskRunner, todo: list[dict], workers: int):
     if remote:
         ctx = runner.ctx
         pg = ray.util.get_current_placement_group()
-        actor_cls = ray.remote(num_cpus=ctx["cpus_per_trial"], num_gpus=ctx["gpus_per_trial"])(FoldWorker)
+        actor_cls = ray.remote(num_cpus=ctx.cpus_per_trial, num_gpus=ctx.gpus_per_trial)(FoldWorker)
         actors = [actor_cls.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i + 1)).remote(ctx)
                   for i in range(min(workers - 1, len(remote)))]
         pending = [actors[i % len(actors)].run.remote(t) for i, t in enumerate(remote)]
@@ -237,7 +241,7 @@ def task_outputs(runner: TaskRunner, todo: list[dict], workers: int):
         return ray.get(done)
 
     for task in local:
-        yield runner.run(task)
+        yield runner.run([task])[0]
         if pending:
             yield from finished_remote(block=False)
     while pending:
@@ -256,18 +260,37 @@ def trial_resources(cpus: float, gpus: float, fold_workers: int):
 _RUNNERS: dict[str, TaskRunner] = {}
 
 
-def _runner(ctx: dict, on_gpu: bool) -> TaskRunner:
+def _runner(ctx: RunContext, on_gpu: bool) -> TaskRunner:
     """One TaskRunner per run context in this process: a reused Tune trial process keeps its
-    resident data and engine across slices and rounds (the context has no round-specific keys
-    but the outputs folder, which the runner does not use)."""
-    key = json.dumps({k: v for k, v in ctx.items() if k != "out_dir"}, sort_keys=True, default=str)
-    if key not in _RUNNERS:
+    resident data and features across slices and rounds."""
+    if ctx.process_key not in _RUNNERS:
         _RUNNERS.clear()
-        _RUNNERS[key] = TaskRunner(ctx, on_gpu)
-    return _RUNNERS[key]
+        _RUNNERS[ctx.process_key] = TaskRunner(ctx, on_gpu)
+    return _RUNNERS[ctx.process_key]
 
 
-def run_slice(config: dict, ctx: dict, plan: dict) -> None:
+KILL_AFTER = "SUITE_KILL_AFTER"  # tests: "<slice stem pattern>:<tasks>", e.g. "r001-*:3"
+
+
+def _killed_here(partial: Path, tasks_written: int) -> None:
+    """Fault injection for the resume tests: with ``$SUITE_KILL_AFTER`` naming this slice and
+    count, the trial process kills itself with SIGKILL once (a marker beside the partial file),
+    right after that many of the slice's tasks were written — a power loss between two task writes."""
+    pattern, _, count = os.environ.get(KILL_AFTER, "").rpartition(":")
+    marker = partial.with_suffix(".killed")
+    if not pattern or count != str(tasks_written) or marker.exists():
+        return
+    import fnmatch
+    import signal
+
+    if not fnmatch.fnmatch(partial.stem, pattern):
+        return
+
+    marker.write_text(str(os.getpid()))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def run_slice(config: dict, ctx: RunContext, plan: dict) -> None:
     """Ray Tune trainable: ``config`` names the slice (round, proposal: the trial table shows
     only these); ``ctx`` (run context) and ``plan`` (proposal → tasks) come through
     ``tune.with_parameters``. Tasks done so far are kept in ``<out>/partial/`` (atomically), so a
@@ -278,20 +301,20 @@ def run_slice(config: dict, ctx: dict, plan: dict) -> None:
     runner = _runner(ctx, bool(ray.get_gpu_ids()))
     r, proposal = config["round"], config["proposal"]
     tasks = plan[proposal]
-    partial = Path(ctx["out_dir"]) / "partial" / slice_paths(Path("."), r, proposal)[0].name
+    partial = Path(ctx.out_dir) / "partial" / slice_paths(Path("."), r, proposal)[0].name
     done: list[dict] = json.loads(partial.read_text()) if partial.exists() else []
     key = lambda t: (t["fold"], t["number"], t["role"])  # noqa: E731
     finished = {key(t) for t in done}
     todo = [t for t in tasks if key(t) not in finished]
-    outputs = (runner.run_batched(todo) if todo and runner.engine_for(todo) == "batched"
-               else task_outputs(runner, todo, ctx["fold_workers"]))
+    node = ray.get_runtime_context().get_node_id()
+    outputs = (task_outputs(runner, todo, ctx.fold_workers) if ctx.fold_workers > 1 else runner.run(todo)) if todo else []
     for out in outputs:
-        done.append(out)
+        done.append({**out, "node_id": node})
         write_json(partial, done)
+        _killed_here(partial, len(done))
         ok = [t["inner_f1"] for t in done if t["status"] == "ok"]
         tune.report({"tasks_done": len(done), "n_tasks": len(tasks), "inner_f1_mean": float(np.mean(ok)) if ok else float("nan")})
     order = {key(t): i for i, t in enumerate(tasks)}
     done.sort(key=lambda t: order[key(t)])
-    write_slice(Path(ctx["out_dir"]), r, proposal, done, runner.aus,
-                {"tune_trial": tune.get_context().get_trial_id(), "node_id": ray.get_runtime_context().get_node_id()})
+    write_slice(Path(ctx.out_dir), r, proposal, done, runner.aus, {"tune_trial": tune.get_context().get_trial_id(), "node_id": node})
     partial.unlink(missing_ok=True)

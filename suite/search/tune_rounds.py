@@ -21,7 +21,7 @@ from ray import tune
 from .driver import StageIncomplete
 from .options import MAX_FAILURES, SearchOptions
 from .studies import Slice
-from .trial import read_slice, run_slice, trial_resources, write_slice
+from .trial import RunContext, read_slice, run_slice, trial_resources, write_slice
 
 
 class TuneExecutor:
@@ -30,8 +30,8 @@ class TuneExecutor:
     def __init__(self, opts: SearchOptions, results: Path):
         self.opts, self.storage = opts, results / "ray"
 
-    def __call__(self, slices: list[Slice], ctx: dict, exp_name: str) -> dict[int, dict]:
-        out_dir = Path(ctx["out_dir"])
+    def __call__(self, slices: list[Slice], ctx: RunContext, exp_name: str) -> dict[int, dict]:
+        out_dir = Path(ctx.out_dir)
         missing = [s for s in slices if read_slice(out_dir, s.round, s.proposal) is None]
         if missing:
             grid = self._fit(missing, ctx, exp_name)
@@ -49,7 +49,7 @@ class TuneExecutor:
                 write_slice(out_dir, s.round, s.proposal, failed, [], {"tune_trial": None})
         return {s.proposal: read_slice(out_dir, s.round, s.proposal) for s in slices}
 
-    def _fit(self, slices: list[Slice], ctx: dict, exp_name: str):
+    def _fit(self, slices: list[Slice], ctx: RunContext, exp_name: str):
         opts = self.opts
         plan = {s.proposal: [t.to_json() for t in s.tasks] for s in slices}
         trainable = tune.with_resources(tune.with_parameters(run_slice, ctx=ctx, plan=plan),
