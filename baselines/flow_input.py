@@ -3,7 +3,8 @@ resized to the network's input size (vectors rescaled with the image) plus its m
 
 ``FlowNetwork``: the base of the small flow networks. Their input is a fixed function of the
 frames, so it is computed once per dataset (the engine's ``encoder_frozen`` path: the network
-then receives ``features``), and those without batch norm can train fold-batched (``suite.batched``)."""
+then receives ``features``). They train on the sequential engine: a convolution batched over models
+rounds by their number, so a model's numbers would depend on its company (``suite.batched.batch_refusal``)."""
 from __future__ import annotations
 
 import torch
@@ -26,7 +27,6 @@ class FlowNetwork(MultiLabelDetector):
     (``network``). Fixed inputs have no weights, so they are not stored in the token cache."""
 
     encoder_frozen = True  # the input is computed once per dataset
-    batchable = True  # the fold-batched engine trains many of these as one (those without batch norm: suite.batched.batch_refusal)
 
     @property
     def encode_config(self) -> dict:

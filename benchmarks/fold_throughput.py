@@ -1,6 +1,6 @@
 """Fine-tuning throughput of Micro-AU CLIP's image tower: the first N LOSO folds' models trained
-sequentially (one engine, fold after fold) and fold-batched (``suite.batched``: the N models as
-one), side by side in one run, each against the FLOP floor of the same work.
+by the sequential engine (fold after fold; a trained tower is never fold-batched, since its
+numbers would depend on its company: docs/protocol.md), against the FLOP floor of the same work.
 
     python benchmarks/fold_throughput.py [--clip ViT-B-16] [--image-size 224] [--folds 8] [--epochs 1]
 
@@ -38,7 +38,6 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=1, help="epochs per model (default: 1)")
     p.add_argument("--batch-size", type=int, default=32, help="clips per minibatch and model (default: 32)")
     p.add_argument("--scale", default="full", choices=["small", "full"], help="synthetic CASME II size (default: full)")
-    p.add_argument("--engines", default="sequential,batched", help="engines to time, in order (default: both)")
     args = p.parse_args()
     results = results_dir()
     cache = prepare("casme2", synthetic_root("casme2", results, scale=args.scale), results, image_size=args.image_size)
@@ -54,7 +53,7 @@ def main() -> None:
     out = {"device": torch.cuda.get_device_name() if acc.device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
            "clip": args.clip, "image_size": args.image_size, "mode": args.mode, "folds": len(folds), "epochs": args.epochs,
            "batch_size": args.batch_size, "images": images, "floor_seconds": round(floor, 3), "engines": {}, "versions": versions()}
-    for name in args.engines.split(","):
+    for name in ("sequential",):
         _sync(acc.device)
         start = time.perf_counter()
         FoldRunner(spec, data, name, accelerator=acc).run([FoldTask(f, hp, 0) for f in folds])

@@ -46,8 +46,8 @@ then
   cat "$md" "$out/imports.log"
   exit 1
 fi
-# 1. gpu-marked tests: bf16 autocast, memory fraction, token-cache keys, batched engine (heads and a
-#    fine-tuned tower) on CUDA against CPU / the sequential engine
+# 1. gpu-marked tests: bf16 autocast, memory fraction, token-cache keys, batched heads on CUDA
+#    against CPU, a fine-tuned tower on the sequential engine
 timeout "$(limit 60)" python -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider >"$out/pytest_gpu.log" 2>&1
 echo "| gpu tests | $(tail -1 "$out/pytest_gpu.log") |" >>"$md"
 # 2. the strictly nested gsd search's rounds on frozen ViT-B-16 tokens of full CASME II: 64
@@ -64,7 +64,7 @@ print(f"| strictly nested search, {b['configurations']} configurations × {b['fo
 for name, value in r["ratios"].items():
     print(f"| {name} | {value:.1f}× |")
 PY
-# 3. fine-tuning throughput: CHECK_FT_FOLDS (default 8) folds' ViT-B-16 models, sequential vs fold-batched, against the bf16 FLOP floor
+# 3. fine-tuning throughput: CHECK_FT_FOLDS (default 8) folds' ViT-B-16 models on the sequential engine, against the bf16 FLOP floor
 timeout "$(limit 80)" python benchmarks/fold_throughput.py --clip "$clip" --image-size "$size" --scale "$scale" --folds "$ft_folds" --epochs 1 \
   >"$out/fold_throughput.json" 2>"$out/fold_throughput.log"
 python - "$out/fold_throughput.json" >>"$md" 2>>"$out/fold_throughput.log" <<'PY' || echo "| fold throughput | failed or out of time: see fold_throughput.log |" >>"$md"

@@ -14,14 +14,15 @@ seed, ``features_of``; models of one run share a tensor only when their architec
 agree, and so their features), its own minibatch order and dropout masks (from its stream: the
 masks are a hash of stream, step, layer and position, so vmapping draws nothing from a shared
 generator), its own fold statistics (``on_fold_start``), its own AdamW state. Shorter minibatches
-are padded to the batch size with zero-weight samples (models with batch norm are refused,
-``batch_refusal``). A model whose epoch has fewer steps sits the extra steps out (no update, no
+are padded to the batch size with zero-weight samples. A model whose epoch has fewer steps sits the extra steps out (no update, no
 AdamW step). A non-finite loss stops that model only and is reported for it.
 
-Two input paths: cached features of a frozen encoder (or of fixed input preprocessing, as the flow
-baselines have), or the frames themselves, the encoder then trained inside every model (full or
-last-n fine-tuning: each model's tower weights and optimizer state are stacked too, and as many
-models as fit in the trial's share of GPU memory train per run — a speed choice, never a number).
+Input: cached features of a frozen encoder (``features_of``). What the engine refuses
+(``batch_refusal``): a trained encoder or any trained convolution — a convolution vmapped over
+another number of models takes another kernel and rounds differently, and training amplifies that
+(OFF-ApexNet at lr 0.01: test probabilities 0.02–0.09 apart alone vs in a batch of 8; a fine-tuned
+tiny tower: 3e-5), so its numbers would depend on its company — and batch norm, which padding
+would enter.
 
 The stacked parameters are one flat ``[models, P]`` tensor (``StackedParameters``); the optimizer
 is ``torch.optim.AdamW(fused=True)`` — the sequential engine's — over each model's row of it (one
@@ -44,19 +45,27 @@ from .jobs import JobResult, ModelJob
 from .registry import MethodSpec
 from .streams import check_keyed, dropout_keys, step_key
 
+EVAL_CHUNK = 64  # samples per model in one evaluation pass
 # hyper-parameters that may differ between models trained as one batch (held in buffers or the optimizer)
 PER_MODEL = ("lr", "weight_decay", "lambda_gd", "tau_gd", "lambda_cl", "tau_cl")
 
 
 def batch_refusal(model: torch.nn.Module, method: str) -> str | None:
-    """Why the fold-batched engine cannot train this model as one of many (None: it can). Batch
-    norm: a convolution batched over models sums in another order than one model's, and with
-    batch statistics on small minibatches AdamW amplifies that into probabilities 1e-2 apart —
-    numbers that would depend on which models share the batch (measured on SSSNet: docs/protocol.md)."""
+    """Why the fold-batched engine cannot train this model as one of many (None: it can): only a
+    model on cached features whose trained layers round alike in any company (linear layers,
+    attention, layer norm: bit-identical alone and in a batch, tested) is batched. A trained
+    encoder or trained convolution rounds by the number of models in the batch, and batch norm
+    amplifies it (docs/protocol.md, "Task independence")."""
     if not getattr(model, "batchable", False):
         return f"{method} has no batched form"
+    if not getattr(model, "encoder_frozen", False):
+        return f"{method}'s encoder is trained: batched, its numbers would depend on the models sharing its batch"
+    trained_conv = [n for n, m in model.named_modules()
+                    if isinstance(m, torch.nn.modules.conv._ConvNd) and any(p.requires_grad for p in m.parameters())]
+    if trained_conv:
+        return f"{method} trains convolutions: batched, its numbers would depend on the models sharing its batch"
     if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        return f"{method} has batch norm: batched, its numbers would depend on the models sharing its batch"
+        return f"{method} has batch norm: a padded minibatch would enter its batch statistics"
     return getattr(model, "batch_refusal", None)
 
 
@@ -108,31 +117,23 @@ class StackedParameters:
 
 class BatchedTrainer:
     """Trains jobs of one architecture at once. ``features_of(hp, seed)``: the cached features
-    ``[N, ...]`` of that configuration built from that seed (a frozen encoder or fixed input
-    preprocessing; a random-init encoder differs between seeds), or None when the model encodes
-    the frames inside its step — its encoder is then trained, and its weights, trained and frozen,
-    are stacked per model like the heads'. ``max_models``: at most this many models in one batched
-    run (None: all on cached features or a CPU; on a GPU with a trained encoder, as many as fit in
-    ``memory_fraction`` of the device's memory)."""
+    ``[N, ...]`` of that configuration built from that seed (a frozen encoder; a random-init
+    encoder differs between seeds)."""
 
-    def __init__(self, spec: MethodSpec, data: DatasetTensors, features_of: Callable[[dict, int], torch.Tensor | None],
-                 max_models: int | None = None, memory_fraction: float = 1.0):
+    def __init__(self, spec: MethodSpec, data: DatasetTensors, features_of: Callable[[dict, int], torch.Tensor | None]):
         self.spec, self.data, self.features_of = spec, data, features_of
-        self.max_models, self.memory_fraction = max_models, memory_fraction
         self.device = data.device
         self.y = torch.as_tensor(data.labels, dtype=torch.float32, device=self.device)
         self.known = torch.as_tensor(data.known, dtype=torch.float32, device=self.device)
         self.autocast = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
         self._initial: dict[str, tuple[dict, dict]] = {}  # (configuration, seed) → its initial state
         self._bases: dict[str, torch.nn.Module] = {}  # architecture → one module to call functionally
-        self._model_bytes: dict[str, int] = {}  # architecture → measured GPU peak of one model's step (trained encoder)
 
-    def _initial_state(self, hp: dict, seed: int, on_frames: bool) -> tuple[dict, dict]:
+    def _initial_state(self, hp: dict, seed: int) -> tuple[dict, dict]:
         """(trainable parameters, fixed tensors) of the model built from ``seed`` exactly as
         ``Engine`` builds it. Fixed: every buffer (fold statistics, loss weights, the prompts' text
-        features — which differ per seed with a random-init tower —, dropout keys) and, when the
-        encoder runs inside the model (``on_frames``), its frozen parameters. Only one module per
-        architecture is kept (a frozen encoder can be large)."""
+        features — which differ per seed with a random-init tower —, dropout keys). Only one module
+        per architecture is kept (a frozen encoder can be large)."""
         from accelerate.utils import set_seed
 
         key = json.dumps([hp, seed], sort_keys=True, default=str)
@@ -144,18 +145,16 @@ class BatchedTrainer:
                 raise ValueError(f"the fold-batched engine cannot train this configuration: {refusal}")
             check_keyed(model)
             fixed = {n: b.detach().clone() for n, b in model.named_buffers()}
-            if on_frames:
-                fixed.update({n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad})
             self._initial[key] = ({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}, fixed)
             self._bases.setdefault(architecture_key(hp), model)
         return self._initial[key]
 
-    def _stack(self, jobs: list[ModelJob], on_frames: bool):
+    def _stack(self, jobs: list[ModelJob]):
         """(the architecture's module, stacked trainable parameters, stacked fixed tensors): each
         job from its configuration's initial state with its own fold statistics (``on_fold_start``)."""
         params, fixed = [], []
         for job in jobs:
-            trainable, rest = self._initial_state(job.hp, job.seed, on_frames)
+            trainable, rest = self._initial_state(job.hp, job.seed)
             base = self._bases[architecture_key(job.hp)]
             base.load_state_dict({**trainable, **rest}, strict=False)
             if hasattr(base, "on_fold_start"):
@@ -174,39 +173,14 @@ class BatchedTrainer:
         name_of = {id(p): n for n, p in base.named_parameters()}
         return {name_of[id(p)]: g["lr"] for g in base.param_groups(1.0, 0.0) for p in g["params"]}
 
-    def models_per_run(self, job: ModelJob, n: int) -> int:
-        """How many of ``n`` models like ``job`` train in one batched run: ``max_models`` when set;
-        all on cached features or a CPU; with a trained encoder on a GPU, as many as fit in 80 % of
-        this process's share of the device's total memory (never what other processes leave free),
-        from the measured peak of one model's training step. A speed choice: no number depends on it."""
-        if self.max_models:
-            return max(1, min(n, self.max_models))
-        if self.features_of(job.hp, job.seed) is None and self.device.type == "cuda" and n > 1:
-            key = architecture_key(job.hp)
-            if key not in self._model_bytes:  # measured once per architecture (inner and outer phases share it)
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-                start = torch.cuda.memory_allocated()
-                self.run([ModelJob(job.hp, job.seed, 0, job.train[:job.hp["batch_size"]], job.evaluate[:0], 1, every_epoch=False)])
-                self._model_bytes[key] = max(torch.cuda.max_memory_allocated() - start, 1)
-            per_model = self._model_bytes[key]
-            total = torch.cuda.get_device_properties(self.device).total_memory * self.memory_fraction
-            fit = max(1, min(n, int(0.8 * total / per_model)))
-            tqdm.write(f"fold-batched: {fit} of {n} models per run (one model's training step peaked at {per_model / 2**30:.2f} GiB)")
-            return fit
-        return n
-
     def release(self) -> None:
         """Forget built models and initial states (a long search sees many configurations)."""
         self._initial.clear()
         self._bases.clear()
 
-    def _inputs(self, jobs: list[ModelJob], features: dict[int, torch.Tensor] | None):
+    def _inputs(self, jobs: list[ModelJob], features: dict[int, torch.Tensor]):
         """(sel [S], idx [S, B]) → the models' input batch: each model's own features (those of
-        its configuration and seed), or the frames."""
-        if features is None:
-            frames = self.data.frames
-            return lambda sel, t: {k: v[t] for k, v in frames.items()}
+        its configuration and seed)."""
         seeds = sorted(features)
         stacked = torch.cat([features[s] for s in seeds])  # [seeds × N, ...]
         # each model's row offset (its seed's block): one index_select gathers every model's
@@ -214,24 +188,22 @@ class BatchedTrainer:
         offset = torch.as_tensor([seeds.index(j.seed) * len(self.data) for j in jobs], device=self.device)
         return lambda sel, t: {"features": stacked.index_select(0, (offset[sel][:, None] + t).flatten()).view(*t.shape, *stacked.shape[1:])}
 
-    def _features(self, jobs: list[ModelJob]) -> dict[int, torch.Tensor] | None:
+    def _features(self, jobs: list[ModelJob]) -> dict[int, torch.Tensor]:
         """Per seed, the features of this run's configuration (one architecture: every
-        hyper-parameter that ``encode`` reads agrees), or None for a run on frames."""
+        hyper-parameter that ``encode`` reads agrees)."""
         per_seed = {s: self.features_of(jobs[0].hp, s) for s in sorted({j.seed for j in jobs})}
-        missing = [s for s, f in per_seed.items() if f is None]
-        if missing and len(missing) != len(per_seed):
-            raise ValueError(f"seeds {missing} have no cached features while the others of the same configuration do")
         for s, f in per_seed.items():
-            if f is not None and (f.shape[0] != len(self.data) or f.device != self.device):
-                raise ValueError(f"features of seed {s}: {tuple(f.shape)} on {f.device}, expected {len(self.data)} samples on {self.device}")
-        return None if missing else per_seed
+            if f is None or f.shape[0] != len(self.data) or f.device != self.device:
+                raise ValueError(f"features of seed {s}: {None if f is None else (tuple(f.shape), str(f.device))}, "
+                                 f"expected {len(self.data)} samples on {self.device}")
+        return per_seed
 
     def run(self, jobs: list[ModelJob]) -> list[JobResult]:
         keys = {architecture_key(j.hp) for j in jobs}
         if len(keys) != 1:
             raise ValueError("a batch holds one architecture; group jobs by architecture_key first")
         features = self._features(jobs)
-        base, stacked, fixed = self._stack(jobs, on_frames=features is None)
+        base, stacked, fixed = self._stack(jobs)
         packed = StackedParameters(stacked, self._lr_scales(base, stacked))
         params = packed.views(packed.flat)
         inputs = self._inputs(jobs, features)
@@ -333,11 +305,15 @@ class BatchedTrainer:
                     if epoch0:
                         r.epochs.append(0)
             return
-        idx = np.zeros((len(jobs), n_max), dtype=np.int64)
+        # chunks of a fixed size: a matmul's rounding may depend on its row count, which must not
+        # depend on how many samples the other models evaluate
+        n_pad = -(-n_max // EVAL_CHUNK) * EVAL_CHUNK
+        idx = torch.zeros((len(jobs), n_pad), dtype=torch.int64, device=self.device)
         for i, j in enumerate(jobs):
-            idx[i, :len(j.evaluate)] = j.evaluate
+            idx[i, :len(j.evaluate)] = torch.as_tensor(j.evaluate, device=self.device)
         with torch.autocast(**self.autocast):
-            probs = torch.sigmoid(batched_logits(params, fixed, inputs(slice(None), torch.as_tensor(idx, device=self.device)))).cpu().numpy()
+            probs = torch.cat([torch.sigmoid(batched_logits(params, fixed, inputs(slice(None), idx[:, c:c + EVAL_CHUNK])))
+                               for c in range(0, n_pad, EVAL_CHUNK)], 1).cpu().numpy()
         for i, (j, r) in enumerate(zip(jobs, results)):
             if r.failed_at is None and due[i]:
                 eval_probs[i].append(probs[i, :len(j.evaluate)])
@@ -346,20 +322,16 @@ class BatchedTrainer:
 
 
 def run_jobs(trainer: BatchedTrainer, jobs: list[ModelJob]) -> list[JobResult]:
-    """Jobs of any architectures: batched runs per architecture, of at most as many models as fit
-    (``BatchedTrainer.models_per_run``), results in job order. How jobs are grouped and chunked
-    changes speed, never a number."""
+    """Jobs of any architectures: one batched run per architecture, results in job order. How
+    jobs are grouped changes speed, never a number."""
     groups: dict[str, list[int]] = {}
     for i, job in enumerate(jobs):
         groups.setdefault(architecture_key(job.hp), []).append(i)
     results: list[JobResult | None] = [None] * len(jobs)
     try:
         for members in groups.values():
-            size = trainer.models_per_run(jobs[members[0]], len(members))
-            for start in range(0, len(members), size):
-                chunk = members[start:start + size]
-                for i, r in zip(chunk, trainer.run([jobs[i] for i in chunk])):
-                    results[i] = r
+            for i, r in zip(members, trainer.run([jobs[i] for i in members])):
+                results[i] = r
     finally:
         trainer.release()
     return results

@@ -41,6 +41,9 @@ from .selection import inner_choice
 from .streams import model_stream
 
 ENGINES = ("auto", "batched", "sequential")
+# 2: per-task streams and features (a task's numbers depend on the task alone); 1: before. Part of
+# every search's and run's identity: outputs of another version are never resumed or reused.
+PROTOCOL_VERSION = 2
 
 
 class EngineChoiceError(ValueError):
@@ -58,9 +61,11 @@ class FoldTask:
 
 @dataclass(frozen=True)
 class TaskFailed:
-    """A task whose model could not be trained (e.g. a non-finite loss): the reason, for the record."""
+    """A task whose model could not be trained (e.g. a non-finite loss), or that the engine asked
+    for refused (``refused``): the reason, for the record."""
 
     reason: str
+    refused: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,9 +96,22 @@ def engine_request(engine: str, fold_workers: int = 1, compile: str | None = Non
     return engine, "asked for" if engine != "auto" else ""
 
 
+def engine_label(engine: str, fold_workers: int = 1, compile: str | None = None) -> str:
+    """How a search or run was computed, as its identity carries it: the engine asked for
+    (``engine_request``) and the ``torch.compile`` backend — both change numbers in the last digits,
+    which a chaotic configuration amplifies."""
+    asked = engine_request(engine, fold_workers, compile)[0]
+    return f"{asked}+compile:{compile}" if compile else asked
+
+
 def _history(y, known, metric: str, res: JobResult) -> list[dict]:
     return [{"epoch": e, **({"loss": res.losses[i]} if e > 0 and i < len(res.losses) else {}),
              "val_f1": float(f1_per_au(y, p >= 0.5, metric, known).mean())} for i, (e, p) in enumerate(zip(res.epochs, res.probs))]
+
+
+def job_role(task: FoldTask) -> str:
+    """The first model's role: ``fixed`` (fixed epochs) or ``inner`` (the inner model)."""
+    return "fixed" if task.hparams["selection"] == "fixed" else "inner"
 
 
 def run_tasks(execute, data: DatasetTensors, tasks: list[FoldTask]) -> list[FoldOutput | TaskFailed]:
@@ -115,7 +133,7 @@ def run_tasks(execute, data: DatasetTensors, tasks: list[FoldTask]) -> list[Fold
     outer_jobs, waiting = [], []
     for i, (t, job, res) in enumerate(zip(tasks, first, execute(first))):
         if res.failed_at is not None:
-            outputs[i] = TaskFailed(res.reason)
+            outputs[i] = TaskFailed(f"{job_role(t)} model: {res.reason}")
             continue
         k = len(data.aus)
         if t.hparams["selection"] == "fixed":
@@ -132,7 +150,7 @@ def run_tasks(execute, data: DatasetTensors, tasks: list[FoldTask]) -> list[Fold
         waiting.append((i, threshold, best_epoch, inner_f1, _history(y, known, metric, res), InnerPredictions(job.evaluate, res.epochs, res.probs)))
     for (i, threshold, best_epoch, inner_f1, history, inner), res in zip(waiting, execute(outer_jobs) if outer_jobs else []):
         t = tasks[i]
-        outputs[i] = TaskFailed(res.reason) if res.failed_at is not None else \
+        outputs[i] = TaskFailed(f"outer model: {res.reason}") if res.failed_at is not None else \
             FoldOutput(t.fold.index, t.fold.test, res.probs[-1], threshold, best_epoch, inner_f1, history, inner, res.recognition)
     return outputs
 
@@ -143,14 +161,12 @@ class FoldRunner:
     configuration — never borrowed from another task's — and kept while the next call uses them."""
 
     def __init__(self, spec: MethodSpec, data: DatasetTensors, engine: str = "auto", reason: str = "",
-                 accelerator: Accelerator | None = None, feature_cache: Path | None = None, compile: str | None = None,
-                 max_models: int | None = None, memory_fraction: float = 1.0):
+                 accelerator: Accelerator | None = None, feature_cache: Path | None = None, compile: str | None = None):
         if engine not in ENGINES:
             raise EngineChoiceError(f"--engine {engine!r}: choose one of {ENGINES}")
         self.spec, self.data, self.engine, self.reason = spec, data, engine, reason
         self.acc = accelerator or get_accelerator()
         self.feature_cache, self.compile = feature_cache, compile
-        self.max_models, self.memory_fraction = max_models, memory_fraction
         self._engine: tuple[str, Engine] | None = None  # the sequential engine: one configuration at a time
         self._features: dict[str, torch.Tensor | None] = {}
         self._probes: dict[str, torch.nn.Module] = {}
@@ -164,8 +180,8 @@ class FoldRunner:
 
     def engine_for(self, hp: dict) -> tuple[str, str]:
         """(sequential | batched, why): ``auto`` batches when the model has a batched form for this
-        configuration and batching pays off on this device (a trained encoder on a CPU is
-        compute-bound: it does not); ``batched`` on what cannot be batched is an error."""
+        configuration that keeps its numbers its own (``batch_refusal``: frozen features, no trained
+        convolution); ``batched`` on what cannot be batched is an error."""
         if self.engine == "sequential":
             return "sequential", self.reason or "asked for"
         model = self._probe(hp)
@@ -176,9 +192,6 @@ class FoldRunner:
             return "batched", "asked for"
         if why_not:
             return "sequential", why_not
-        if not getattr(model, "encoder_frozen", False) and self.data.device.type != "cuda":
-            return "sequential", ("its encoder is trained and this device is a CPU (compute-bound: batching gains nothing; "
-                                  "--engine batched batches anyway)")
         return "batched", ""
 
     # --- executors ----------------------------------------------------------------------
@@ -204,13 +217,20 @@ class FoldRunner:
         return self._features[key]
 
     def _batched(self, jobs: list[ModelJob]) -> list[JobResult]:
-        return run_jobs(BatchedTrainer(self.spec, self.data, self.features_of, self.max_models, self.memory_fraction), jobs)
+        return run_jobs(BatchedTrainer(self.spec, self.data, self.features_of), jobs)
 
     # --- tasks --------------------------------------------------------------------------
     def run(self, tasks: list[FoldTask]) -> list[TaskOutcome]:
-        """Every task's outcome, in task order; tasks on the batched engine train together."""
-        choice = [self.engine_for(t.hparams) for t in tasks]
+        """Every task's outcome, in task order; tasks on the batched engine train together. A task
+        the engine asked for refuses fails on its own (the others go on)."""
+        choice: list[tuple[str, str]] = []
         outcomes: list[TaskOutcome | None] = [None] * len(tasks)
+        for i, t in enumerate(tasks):
+            try:
+                choice.append(self.engine_for(t.hparams))
+            except EngineChoiceError as e:
+                choice.append(("refused", str(e)))
+                outcomes[i] = TaskOutcome(t, TaskFailed(str(e), refused=True), self.engine, str(e), device_name(self.data.device))
         used_features = set()
         for engine, execute in (("batched", self._batched), ("sequential", self._sequential)):
             members = [i for i, (e, _) in enumerate(choice) if e == engine]
@@ -223,13 +243,17 @@ class FoldRunner:
                 outcomes[i] = TaskOutcome(tasks[i], out, engine, choice[i][1], device_name(self.data.device))
         for key in set(self._features) - used_features:  # features no longer used are released
             del self._features[key]
+        self._probes.clear()
         return outcomes
 
 
 def raise_failures(outcomes: list[TaskOutcome], what: str) -> None:
-    """Outside a search a failed task leaves no record to write: an error naming seed and fold."""
+    """Outside a search a failed task leaves no record to write: an error naming seed and fold
+    (``EngineChoiceError`` when the engine asked for refused it)."""
     failed = [o for o in outcomes if not o.ok]
     if failed:
         o = failed[0]
+        if o.output.refused:
+            raise EngineChoiceError(o.output.reason)
         raise FloatingPointError(f"{what}: seed {o.task.seed}, fold {o.task.fold.index} ({o.task.fold.test_subject}): "
                                  f"{o.output.reason}" + (f" (and {len(failed) - 1} more tasks)" if len(failed) > 1 else ""))

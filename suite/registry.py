@@ -84,6 +84,10 @@ def get_method(name: str) -> MethodSpec:
 
 
 def _coerce(key: str, value, default):
+    """A value as its default's type: text from the command line, and an integer where the default
+    is a float (``1`` and ``1.0`` are one configuration: the same identity, the same random streams)."""
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
     if not isinstance(value, str) or isinstance(default, str):
         return value
     text = value.strip()

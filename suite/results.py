@@ -86,10 +86,13 @@ def git_commit() -> str | None:
 
 
 def config_id(method: str, dataset: str, hparams: dict, fingerprint: str, engine: str = "auto") -> str:
-    """A run's identity: method, dataset, hyper-parameters, data — and the engine asked for
-    unless ``auto`` (whose choice is a function of the configuration and the device): the engines
-    agree only within tolerance (docs/protocol.md), so their records never overwrite each other."""
-    blob = json.dumps([method, dataset, hparams, fingerprint, *([engine] if engine != "auto" else [])], sort_keys=True, default=str).encode()
+    """A run's identity: method, dataset, hyper-parameters, data, the fold protocol's version and
+    how it was computed (``suite.folds.engine_label``; ``auto``'s choice is a function of the
+    configuration): the engines agree only within tolerance (docs/protocol.md), so their records
+    never overwrite each other, and records of an earlier protocol are never reused."""
+    from .folds import PROTOCOL_VERSION
+
+    blob = json.dumps([method, dataset, hparams, fingerprint, engine, PROTOCOL_VERSION], sort_keys=True, default=str).encode()
     return hashlib.sha1(blob).hexdigest()[:10]
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from .aus import DATASET_AUS
 from .data import ReaderOptions, load_cache, prepare
 from .engine import DatasetTensors, FoldOutput, device_name, get_accelerator
-from .folds import FoldRunner, FoldTask, engine_request, raise_failures
+from .folds import FoldRunner, FoldTask, engine_label, engine_request, raise_failures
 from .paths import results_dir, token_cache_dir
 from .protocol import loso_folds
 from .registry import get_method, needs_flow, resolve_hparams
@@ -62,7 +62,7 @@ def run(method: str, dataset: str, data_root: Path | None = None, overrides: dic
     reader.check([dataset])
     cache, data = load_dataset(dataset, data_root, results, hp.get("image_size", 112), needs_flow(spec, hp), log, reader)
     out_dir = Path(out) if out else results_dir(results) / "runs"
-    cid = config_id(method, dataset, hp, cache.fingerprint, engine_request(engine, compile=compile)[0])
+    cid = config_id(method, dataset, hp, cache.fingerprint, engine_label(engine, compile=compile))
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     start = time.time()
     by_seed, used, reason = evaluate_folds(method, lambda _: hp, data, seeds, results, compile, engine)

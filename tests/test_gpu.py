@@ -67,13 +67,10 @@ def test_batched_engine_on_cuda_agrees_with_cpu(gpu_data):
         assert abs(g.output.inner_f1 - c.output.inner_f1) < 0.15
 
 
-def test_fine_tuned_towers_fold_batched_on_cuda(gpu_data):
-    """A trained tower on CUDA: the automatic choice batches it, as many models per run as the
-    measured memory of one model's step allows in the device's total memory, and its outputs
-    agree with the sequential engine; a chunk of one model gives the same numbers as all at once."""
-    from suite.batched import BatchedTrainer
+def test_a_fine_tuned_tower_on_cuda_runs_sequential_and_finishes(gpu_data):
+    """A trained tower is never batched (its numbers would depend on its company): on CUDA too,
+    auto runs it on the sequential engine, in bf16."""
     from suite.folds import FoldRunner, FoldTask
-    from suite.jobs import ModelJob
     from suite.protocol import loso_folds
     from suite.registry import get_method, resolve_hparams
 
@@ -81,13 +78,6 @@ def test_fine_tuned_towers_fold_batched_on_cuda(gpu_data):
     hp = resolve_hparams(spec, {"epochs": 1, "batch_size": 8, "dropout": 0.1, "selection": "inner", "inner_val_fraction": 0.67,
                                 "backbone_mode": "full"})
     cuda = gpu_data["cuda"]
-    runner = FoldRunner(spec, cuda)
-    assert runner.engine_for(hp) == ("batched", "")
-    folds = loso_folds(cuda.subject, hp["inner_val_fraction"], 0)[:3]
-    trainer = BatchedTrainer(spec, cuda, runner.features_of)
-    assert 1 <= trainer.models_per_run(ModelJob(hp, 0, 1, cuda.any_known(folds[0].train), folds[0].test, 1), 3) <= 3
-    tasks = [FoldTask(f, hp, 0) for f in folds]
-    batched = runner.run(tasks)
-    for b, s, one in zip(batched, FoldRunner(spec, cuda, "sequential").run(tasks), FoldRunner(spec, cuda, max_models=1).run(tasks)):
-        assert np.abs(b.output.prob - s.output.prob).mean() < 0.05  # bf16 autocast in both, summed in another order
-        assert b.output.epochs == one.output.epochs and np.abs(b.output.prob - one.output.prob).max() < 1e-2
+    tasks = [FoldTask(f, hp, 0) for f in loso_folds(cuda.subject, hp["inner_val_fraction"], 0)[:2]]
+    outcomes = FoldRunner(spec, cuda).run(tasks)
+    assert all(o.ok and o.engine == "sequential" and np.isfinite(o.output.prob).all() for o in outcomes)

@@ -411,13 +411,19 @@ def test_a_search_is_never_resumed_with_another_engine(synthetic, tmp_path, caps
     args = ["--space", "gsd", "--datasets", "casme2", "--data-root", str(synthetic / "CASME2"), "--results", str(tmp_path), "--dry-run"]
     folder = tmp_path / "searches" / "gsd"
     folder.mkdir(parents=True)
-    (folder / "engine.json").write_text(json.dumps({"engine": "auto"}))
+    (folder / "engine.json").write_text(json.dumps({"engine": "auto", "protocol": 2}))
     assert search_main([*args, "--fold-workers", "2"]) == 2
     err = capsys.readouterr().err
-    assert "ran with --engine auto; these options ask for sequential" in err and "--engine auto without --fold-workers/--compile" in err
+    assert "ran with --engine auto; these options ask for sequential" in err and "--engine auto without --fold-workers" in err
     assert search_main([*args, "--engine", "sequential"]) == 2
+    assert search_main([*args, "--compile", "aot_eager"]) == 2 and "ask for sequential+compile:aot_eager" in capsys.readouterr().err
     assert search_main(args) == 0
     assert search_main([*args, "--fold-workers", "2", "--name", "another"]) == 0
+    # a folder from before per-task streams (outputs, no engine.json) is never resumed
+    (folder / "engine.json").unlink()
+    (folder / "casme2" / "rounds").mkdir(parents=True)
+    (folder / "casme2" / "rounds" / "r000-p000.json").write_text("{}")
+    assert search_main(args) == 2 and "earlier version of the fold protocol" in capsys.readouterr().err
 
 
 def test_bad_yaml_and_resources_that_do_not_fit(synthetic, tmp_path):

@@ -27,7 +27,7 @@ def _search(synthetic, tmp_path, selection, flip_subject=None, sampler="tpe"):
     space_path.write_text(SPACE)
     space = load_space(str(space_path))
     results = tmp_path / f"results-{selection}-{flip_subject}"
-    opts = SearchOptions(space=str(space_path), trials=4, round_size=2, startup_trials=2, selection=selection, sampler=sampler,
+    opts = SearchOptions(space=str(space_path), trials=6, round_size=1, startup_trials=2, selection=selection, sampler=sampler,
                          final_seeds=0, baselines=(), name="inv", results=results)
     cache = prepare("casme2", synthetic / "CASME2", results)
     data = DatasetTensors.from_cache(load_cache(cache.path)[0], (1, 2, 4, 7, 12, 14, 15, 17), torch.device("cpu"), cache.fingerprint)

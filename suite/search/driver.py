@@ -23,6 +23,7 @@ import numpy as np
 from ..aus import DATASET_AUS
 from ..data import load_cache
 from ..engine import DatasetTensors
+from ..folds import engine_label
 from ..metrics import f1_per_au
 from ..paths import token_cache_dir
 from ..protocol import loso_folds
@@ -81,6 +82,8 @@ class DatasetSearch:
         self.out = search_dir / dataset
         self.prefix = f"{opts.name}-{dataset}"
         self.engine = opts.engine_asked  # what every stage of this search asks for
+        # baselines: sequential when the search is, else auto (a baseline without a batched form is not refused)
+        self.baseline_engine = "sequential" if self.engine == "sequential" else "auto"
 
     def hparams(self, params: dict, backbone: str | None = None) -> dict:
         fixed = {**self.opts.preset_overrides(self.space.method), **self.space.fixed, **({"backbone_mode": backbone} if backbone else {})}
@@ -184,7 +187,7 @@ class DatasetSearch:
             spec = get_method(name)
             overrides = {"selection": "inner", "metric": self.opts.metric}
             hp = resolve_hparams(spec, overrides)
-            cid = config_id(name, self.dataset, hp, self.cache.fingerprint, self.engine)
+            cid = config_id(name, self.dataset, hp, self.cache.fingerprint, engine_label(self.baseline_engine, compile=self.opts.compile))
             missing = []
             for seed in seeds:
                 path = self.results / "runs" / self.dataset / name / cid / f"seed{seed}.json"
@@ -195,7 +198,8 @@ class DatasetSearch:
             if missing:
                 jobs.append((name, "run", {"method": name, "dataset": self.dataset, "data_root": self.root,
                                            "overrides": overrides, "seeds": missing, "results": self.results,
-                                           "log": None, "compile": self.opts.compile, "engine": self.engine, "reader": self.opts.reader}))
+                                           "log": None, "compile": self.opts.compile, "engine": self.baseline_engine,
+                                           "reader": self.opts.reader}))
         return jobs
 
     def run(self, submit) -> Callable[[], dict]:

@@ -68,7 +68,9 @@ class SearchOptions:
 
         keys = ("datasets", "trials", "round_size", "startup_trials", "selection", "sampler", "seed", "final_seeds", "baselines",
                 "search_baselines", "fidelity", "confirm_top", "metric", "preset")
-        blob = json.dumps({**{k: getattr(self, k) for k in keys}, "engine": self.engine_asked, "space": space_text,
+        from ..folds import PROTOCOL_VERSION
+
+        blob = json.dumps({**{k: getattr(self, k) for k in keys}, "engine": self.engine_label, "protocol": PROTOCOL_VERSION, "space": space_text,
                            "roots": {d: str(r) for d, r in roots.items()}, "data": fingerprints}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -78,6 +80,13 @@ class SearchOptions:
         from ..folds import engine_request
 
         return engine_request(self.engine, self.fold_workers, self.compile)[0]
+
+    @property
+    def engine_label(self) -> str:
+        """How the search's numbers are computed, as its identity carries it (``suite.folds.engine_label``)."""
+        from ..folds import engine_label
+
+        return engine_label(self.engine, self.fold_workers, self.compile)
 
     def preset_overrides(self, method: str) -> dict:
         from ..presets import preset_overrides

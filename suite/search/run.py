@@ -111,25 +111,41 @@ def _engine_file(plan: Plan) -> Path:
 
 
 def _check_same_engine(plan: Plan) -> None:
-    """A search is resumed only with the engine it ran with: the engines agree only within
-    tolerance (docs/protocol.md), so a resume that switched engine would mix two engines' numbers."""
+    """A search is resumed only with the engine and fold protocol it ran with: the engines agree
+    only within tolerance (docs/protocol.md), so a resume that switched engine, compile backend or
+    protocol version would mix two computations' numbers. A folder with outputs but no
+    ``engine.json`` was computed before the per-task streams (protocol 1): never resumed."""
+    from ..folds import PROTOCOL_VERSION
+
     path = _engine_file(plan)
+    folder = path.parent
     if not path.exists():
+        if any(folder.glob("*/rounds/*.json")) or (folder / "summary.json").exists():
+            raise SearchError(f"search {plan.opts.name!r} ({folder}) was computed by an earlier version of the fold protocol (before "
+                              "each task had its own features and random streams); its outputs would mix with this version's. Start "
+                              "another search with --name, or move that folder away to redo this one")
         return
-    stored, asked = json.loads(path.read_text())["engine"], plan.opts.engine_asked
-    if stored != asked:
-        how = {"sequential": "--engine sequential (or --fold-workers/--compile with auto)", "batched": "--engine batched",
-               "auto": "--engine auto without --fold-workers/--compile"}[stored]
-        raise SearchError(f"search {plan.opts.name!r} ({path.parent}) ran with --engine {stored}; these options ask for {asked}, and the "
-                          f"engines agree only within tolerance (docs/protocol.md): its stored outputs would mix two engines' numbers. "
-                          f"Resume with {how}, or start another search with --name")
+    stored = json.loads(path.read_text())
+    if stored.get("protocol") != PROTOCOL_VERSION:
+        raise SearchError(f"search {plan.opts.name!r} ({folder}) was computed by version {stored.get('protocol', 1)} of the fold "
+                          f"protocol, this is version {PROTOCOL_VERSION}: start another search with --name")
+    label = plan.opts.engine_label
+    if stored["engine"] != label:
+        engine, _, backend = stored["engine"].partition("+compile:")
+        how = {"sequential": "--engine sequential (or --fold-workers with auto)", "batched": "--engine batched",
+               "auto": "--engine auto without --fold-workers"}[engine] + (f" and --compile {backend}" if backend else " without --compile")
+        raise SearchError(f"search {plan.opts.name!r} ({folder}) ran with --engine {stored['engine']}; these options ask for {label}, "
+                          f"and the engines agree only within tolerance (docs/protocol.md): its stored outputs would mix two "
+                          f"computations' numbers. Resume with {how}, or start another search with --name")
 
 
 def _record_data(plan: Plan) -> None:
     from ..results import write_json
 
     write_json(_data_file(plan), {**_stored_fingerprints(plan), **{d: c.fingerprint for d, c in plan.caches.items()}})
-    write_json(_engine_file(plan), {"engine": plan.opts.engine_asked})
+    from ..folds import PROTOCOL_VERSION
+
+    write_json(_engine_file(plan), {"engine": plan.opts.engine_label, "protocol": PROTOCOL_VERSION})
 
 
 def _identity(plan: Plan, roots: dict) -> str:

@@ -3,8 +3,9 @@ evaluated on its own outer fold with the nested protocol (``suite.folds``: the s
 ``suite.train`` and the final seeds run).
 
 A task that fails on its own (a non-finite loss) is recorded as failed with its reason and the
-others go on; Tune's retries are for crashed processes. The tasks done are kept on disk after
-every task, so a retried or resumed slice continues with the rest — with the same numbers, since
+others go on; Tune's retries are for crashed processes. The tasks done are kept on disk as they
+finish (the batched ones together, every other one on its own), so a retried or resumed slice
+continues with the rest — with the same numbers, since
 a task's outputs depend on the task alone (``suite.streams``), not on which tasks share its batch.
 With ``fold_workers`` > 1 the tasks are dealt to this process and Ray actors in the trial's other
 placement-group bundles. Outputs (``slice_outputs``): ``<out>/r<round>-p<proposal>.json`` (per
@@ -27,7 +28,7 @@ import pandas as pd
 from ..aus import DATASET_AUS
 from ..data import load_cache
 from ..engine import DatasetTensors, FoldOutput, get_accelerator
-from ..folds import FoldRunner, FoldTask, TaskOutcome, engine_request
+from ..folds import EngineChoiceError, FoldRunner, FoldTask, TaskOutcome, engine_request
 from ..protocol import loso_folds
 from ..registry import get_method, resolve_hparams
 from ..results import write_json, write_predictions
@@ -80,9 +81,8 @@ class TaskRunner:
             load_cache(Path(ctx.cache))[0], self.aus, self.acc.device, ctx.fingerprint)
         self.folds = {f.index: f for f in loso_folds(self.data.subject, self.hparams({})["inner_val_fraction"], ctx.seed)}
         engine, reason = engine_request(ctx.engine, ctx.fold_workers, ctx.compile)
-        self.runner = FoldRunner(self.spec, self.data, engine, reason, self.acc,
-                                 Path(ctx.token_cache) if ctx.token_cache else None, ctx.compile,
-                                 memory_fraction=ctx.gpus_per_trial if on_gpu and 0 < ctx.gpus_per_trial < 1 else 1.0)
+        self.runner = FoldRunner(self.spec, self.data, engine, reason, self.acc, Path(ctx.token_cache) if ctx.token_cache else None,
+                                 ctx.compile)
 
     def hparams(self, params: dict) -> dict:
         return resolve_hparams(self.spec, {**self.ctx.fixed, **params, "selection": "inner"})
@@ -92,6 +92,21 @@ class TaskRunner:
         failed with the reason), in task order."""
         outcomes = self.runner.run([FoldTask(self.folds[t["fold"]], self.hparams(t["params"]), self.ctx.seed) for t in tasks])
         return [outcome_to_json(t, o, self.data) for t, o in zip(tasks, outcomes)]
+
+    def run_iter(self, tasks: list[dict]):
+        """The same outputs as they finish: the batched tasks together, then each other task on
+        its own, so a slice keeps every finished task on disk before the next one trains."""
+        def batched(t: dict) -> bool:
+            try:
+                return self.runner.engine_for(self.hparams(t["params"]))[0] == "batched"
+            except EngineChoiceError:
+                return False
+        together = [t for t in tasks if batched(t)]
+        if together:
+            yield from self.run(together)
+        for t in tasks:
+            if t not in together:
+                yield from self.run([t])
 
 
 def outcome_to_json(task: dict, o: TaskOutcome, data: DatasetTensors) -> dict:
@@ -307,7 +322,7 @@ def run_slice(config: dict, ctx: RunContext, plan: dict) -> None:
     finished = {key(t) for t in done}
     todo = [t for t in tasks if key(t) not in finished]
     node = ray.get_runtime_context().get_node_id()
-    outputs = (task_outputs(runner, todo, ctx.fold_workers) if ctx.fold_workers > 1 else runner.run(todo)) if todo else []
+    outputs = (task_outputs(runner, todo, ctx.fold_workers) if ctx.fold_workers > 1 else runner.run_iter(todo)) if todo else []
     for out in outputs:
         done.append({**out, "node_id": node})
         write_json(partial, done)
