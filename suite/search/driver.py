@@ -116,17 +116,13 @@ class DatasetSearch:
         return docs
 
     def confirm(self, search_docs: list[dict]) -> tuple[list[dict], dict]:
-        """--fidelity: per fold its own top --confirm-top, and the deployment configuration on
-        every fold, re-run at the higher fidelity (not told to Optuna)."""
+        """--fidelity: per fold its own top --confirm-top by its own inner F1 (under either
+        --selection: ranking a shared search's candidates by their mean over all folds would let
+        subject k, an inner-validation subject of other folds, choose fold k's set), and the
+        deployment configuration on every fold, re-run at the higher fidelity (not told to Optuna)."""
         cands = candidates_of(search_docs, self.index_of)
-        if self.opts.selection == "shared":
-            common = common_candidates(cands, self.folds)
-            ranked = sorted(common, key=lambda k: (-np.mean([c.inner_f1 for c in common[k]]), min(c.number for c in common[k])))
-            tops = {f: [next(c for c in common[k] if c.fold == f) for k in ranked[:self.opts.confirm_top]] for f in self.folds}
-            deployment = None  # the top-ranked shared configuration already runs on every fold
-        else:
-            tops = top_per_fold(cands, self.opts.confirm_top)
-            deployment = deployment_choice(common_candidates(cands, self.folds))
+        tops = top_per_fold(cands, self.opts.confirm_top)
+        deployment = deployment_choice(common_candidates(cands, self.folds))
         slices = [Slice(0, i, tuple(Task(f, tops[f][i].number, json.loads(tops[f][i].params_key), "confirm")
                                     for f in self.folds if len(tops.get(f, [])) > i))
                   for i in range(self.opts.confirm_top)]

@@ -191,5 +191,6 @@ def check_counts(opts: SearchOptions) -> None:
         engine_request(opts.engine, opts.fold_workers, opts.compile)
     except EngineChoiceError as e:
         raise SearchError(str(e)) from None
-    if opts.sampler not in SAMPLERS:
-        raise SearchError(f"unknown sampler {opts.sampler!r}; choose one of {SAMPLERS}")
+    from .studies import check_sampler
+
+    check_sampler(opts.sampler)  # unknown, or one whose state would not survive a resume: refused with the reason

@@ -10,6 +10,12 @@ numbers — never on how many trials run at once or the order they finish in.
 * The journal is the source of truth on resume: proposals already asked for a round are reused
   (their numbers fix their seeds, so an interrupted search proposes what an uninterrupted one
   would), proposals already told are not told again.
+* A sampler learns only from what the journal holds: each ask builds a fresh sampler, so nothing
+  it keeps in memory outlives the ask (on resume as without), and what it writes on the drawn
+  trial — its system attributes, e.g. CMA-ES's ``cma:generation`` and pickled ``cma:optimizer:<i>``
+  — is journalled in the proposal's one record, where the next ask finds it. State a sampler keeps
+  on the study itself would need a second record, which a kill could separate from the proposal:
+  such samplers are refused (``REFUSED_SAMPLERS``, and at ask time should one write it anyway).
 * Every Optuna trial carries its round, proposal, dataset and fold as user attributes; the slice
   outputs ``r<round>-p<proposal>`` name the Tune trial that ran them, so optuna-dashboard, the
   Tune folders and the leaderboard can be matched.
@@ -55,6 +61,28 @@ def derived_seed(seed: int, number: int) -> int:
     return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
 
 
+# Optuna samplers that cannot be asked this way, and why (``--sampler`` offers only ``SAMPLERS``;
+# these are named so that a search built with one fails before any work with the reason).
+REFUSED_SAMPLERS = {
+    "qmc": "QMCSampler counts its draws in a study-level system attribute, which cannot be journalled in the "
+           "proposal's own record: a search killed between the two records would propose differently on resume",
+    "nsgaii": "NSGAIISampler caches its parent population in study-level system attributes (not journalled with the "
+              "proposal, so not resume-safe) and is meant for multi-objective studies",
+    "nsgaiii": "NSGAIIISampler caches its parent population in study-level system attributes (not journalled with the "
+               "proposal, so not resume-safe) and is meant for multi-objective studies",
+}
+
+
+def check_sampler(name: str) -> None:
+    """Refuse, before any work, a sampler whose state would not survive this way of asking."""
+    from .options import SAMPLERS
+
+    if name in REFUSED_SAMPLERS:
+        raise SearchError(f"--sampler {name}: refused: {REFUSED_SAMPLERS[name]}; choose one of {SAMPLERS}")
+    if name not in SAMPLERS:
+        raise SearchError(f"unknown sampler {name!r}; choose one of {SAMPLERS}")
+
+
 def make_sampler(name: str, seed: int, startup_trials: int | None = None):
     import optuna
 
@@ -95,20 +123,26 @@ class Studies:
 
     def _ask(self, study, key: str, r: int, proposal: int) -> None:
         """Draw the proposal in a scratch in-memory copy of the study, then write it to the journal
-        as one record (parameters and round/proposal attributes together): a kill can never leave
-        a half-asked trial whose number would shift every later proposal's seed."""
+        as one record (parameters, round/proposal attributes and the sampler's system attributes
+        together): a kill can never leave a half-asked trial whose number would shift every later
+        proposal's seed, nor a proposal without the sampler state it was drawn with."""
         import optuna
         from optuna.trial import TrialState, create_trial
 
-        trials = study.get_trials(deepcopy=False)
+        trials = study.get_trials(deepcopy=False)  # their system attributes come along (add_trials copies them)
         sampler = make_sampler(self.opts.sampler, derived_seed(self.opts.seed, len(trials)), self.opts.startup_trials)
         scratch = optuna.create_study(direction="maximize", sampler=sampler)
         scratch.add_trials(trials)
+        study_state = dict(scratch._storage.get_study_system_attrs(scratch._study_id))
         drawn = scratch.ask()
         self.space.suggest(drawn)
+        if scratch._storage.get_study_system_attrs(scratch._study_id) != study_state:
+            raise SearchError(f"--sampler {self.opts.sampler}: it keeps state in study-level system attributes, which "
+                              "cannot be journalled with the proposal; a resumed search would not propose the same")
+        system_attrs = scratch._storage.get_trial_system_attrs(drawn._trial_id)  # e.g. cma:generation, cma:optimizer:<i>
         attrs = {"round": r, "proposal": proposal, "dataset": self.dataset, "fold": key}
         study.add_trial(create_trial(state=TrialState.RUNNING, params=drawn.params, distributions=drawn.distributions,
-                                     user_attrs=attrs))
+                                     user_attrs=attrs, system_attrs=dict(system_attrs)))
 
     def plan_round(self, r: int, size: int) -> list[Slice]:
         """The round's slices: proposal j of every study. Proposals already in the journal for
