@@ -265,7 +265,8 @@ def test_intervals_variants_and_paired_tests_recompute_from_predictions(syntheti
         csv = pd.read_csv(tmp_path / "t.csv") if export(tmp_path, "csv", tmp_path / "t.csv", variant) else None
         for method in paths:
             text = rows[method]["cells"][3][1].strip()
-            assert text in tex
+            main, ci = text.split(" [")  # LaTeX: the interval on a second line of the cell (tests/test_exports.py)
+            assert main.replace(" ± ", r" $\pm$ ") in tex and f"[{ci}" in tex
             mean, sd = (float(x) for x in text.split(" [")[0].split(" ± "))
             got = csv[csv["method"] == method].iloc[0]
             assert (got["CASME II F1"], got["CASME II sd"]) == (mean, sd)

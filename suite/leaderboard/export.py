@@ -1,9 +1,18 @@
-"""Paper-ready tables of the leaderboard: LaTeX (booktabs, via pandas' Styler), CSV and Markdown.
+"""Paper-ready tables of the leaderboard: LaTeX (booktabs), CSV and Markdown.
 
-The same rows and numbers as the page (``page.measured_views``): the ranked detection table of
-one F1 variant — one row per method under a regime where no test subject's labels made any
-choice — and its per-AU table. Every caption says the F1 variant, the pooling, the protocol, the
-AU lists and, where it applies, that the numbers are not comparable with published ones."""
+The same rows, numbers, labels and warnings as the page (``page.measured_views``,
+``page.chose_with``, ``page.MIXED_METRICS_NOTE``): the ranked detection table of one F1 variant —
+one row per method under a regime where no test subject's labels made any choice — and its per-AU
+table. Every caption says the F1 variant, the pooling, the protocol, the AU lists, the interval and
+every warning of the page: a row that chose with another F1 variant (marked † in LaTeX; labelled
+as on the page in Markdown; a ``warnings`` column in CSV, which has no caption), records left out
+for another data fingerprint, and where it applies that the numbers are not comparable with
+published ones.
+
+The LaTeX tables fit a one-column ``article`` page (``\\textwidth`` 345 pt) for the main job's
+methods: short regime names (spelled out in the caption), each dataset's cell on two lines
+(mean ± sd over seeds; below, smaller, the interval) with its seed count beside it, and the per-AU
+table with one AU column per AU number and a row group per dataset."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,26 +21,74 @@ import numpy as np
 import pandas as pd
 
 from ..aus import DATASET_AUS
+from ..metrics import F1_LABELS
 from ..provenance import not_comparable
-from .page import DATASET_NAMES, SELECTION_LABELS, Row, cell_parts, measured_views
+from ..stats import INTERVAL_LABEL
+from .page import (DATASET_NAMES, MIXED_METRICS_NOTE, SELECTION_LABELS, SELECTION_SHORT, Row, cell_parts, chose_with,
+                   measured_views, mixed_metrics)
 
 FORMATS = ("latex", "csv", "md")
+MARK = "†"  # a row with a warning (LaTeX: the regime cell; the caption says what)
 
 
-def caption(variant: str, datasets: list[str], kept: list[dict]) -> str:
-    aus = "; ".join(f"{DATASET_NAMES[d]}: " + ", ".join(f"AU{a}" for a in DATASET_AUS[d]) for d in datasets)
+def aus_text(datasets: list[str]) -> str:
+    return "; ".join(f"{DATASET_NAMES[d]}: " + ", ".join(f"AU{a}" for a in DATASET_AUS[d]) for d in datasets)
+
+
+def row_warnings(row: Row, variant: str) -> list[str]:
+    """The page's labels of one row that warn: it chose with another F1 variant; it was measured
+    on data or with a backbone that make it not comparable with published results."""
+    chose = chose_with(row, variant)
+    why = sorted({w for r in row.records for w in not_comparable(r)})
+    return ([chose] if chose else []) + ([f"not comparable with published results ({' and '.join(why)})"] if why else [])
+
+
+def warnings_text(rows: list[Row], variant: str, kept: list[dict], flagged: list[dict], mark: str = MARK) -> str:
+    """Every warning the page shows about these rows, as caption sentences."""
+    out = []
+    chosen = [(r.method, chose_with(r, variant)) for r in rows if chose_with(r, variant)]
+    if chosen:
+        head = MIXED_METRICS_NOTE[:1].upper() + MIXED_METRICS_NOTE[1:] if mixed_metrics(kept) else "Rows labelled"
+        out.append(f"{head}{f' ({mark})' if mark else ''}: " + "; ".join(f"{m}, {c}" for m, c in chosen)
+                   + f" (not with this table's {variant} F1).")
     why = sorted({w for r in kept for w in not_comparable(r)})
-    return (f"Micro-AU detection, {variant} F1 (%) per AU on test predictions pooled over leave-one-subject-out folds, "
-            f"averaged over the dataset's AUs ({aus}). Mean ± sd over seeds; in brackets the 95% subject-bootstrap interval "
-            f"(BCa), conditional on the chosen models. One row per method; no test subject's labels chose any configuration, "
-            f"epoch count or threshold (selection column)."
-            + (f" Measured on {' and with '.join(why)}: not comparable with published results." if why else ""))
+    if why:
+        out.append(f"Measured on {' and with '.join(why)}: not comparable with published results.")
+    if flagged:
+        out.append(f"{len(flagged)} record{'s' if len(flagged) > 1 else ''} with another data fingerprint than the majority of "
+                   f"{'its' if len(flagged) == 1 else 'their'} dataset left out of every table.")
+    return " ".join(out)
 
 
-def detection_frame(rows: list[Row], datasets: list[str], numeric: bool) -> pd.DataFrame:
+def caption(variant: str, datasets: list[str], rows: list[Row], kept: list[dict], flagged: list[dict], fmt: str = "latex") -> str:
+    regimes = [s for s in dict.fromkeys(r.selection for r in rows)]
+    if fmt == "latex":
+        cells = ("Each cell: mean ± sd over seeds (sd from two seeds on), below it in brackets the "
+                 f"{INTERVAL_LABEL}; n: seeds; avg.: mean over the datasets. Regime: " + "; ".join(f"{SELECTION_SHORT.get(s, s)}: {SELECTION_LABELS.get(s, s)}" for s in regimes)
+                 + ". Bold: best, underlined: second.")
+    else:
+        cells = (f"Each cell: mean ± sd over seeds (sd from two seeds on), in brackets the {INTERVAL_LABEL}; seeds: their number."
+                 + (" Bold: best, italic: second." if fmt == "md" else ""))
+    return (f"Micro-AU detection, {F1_LABELS[variant]}, in %, per AU on test predictions pooled over leave-one-subject-out folds, "
+            f"averaged over the dataset's AUs ({aus_text(datasets)}). {cells} One row per method, ranked (rank: mean over the "
+            f"datasets of the row's rank); no test subject's labels chose any configuration, epoch count or threshold. "
+            + warnings_text(rows, variant, kept, flagged, MARK if fmt == "latex" else "")).strip()
+
+
+def au_caption(variant: str, rows: list[Row], kept: list[dict], flagged: list[dict], fmt: str = "latex") -> str:
+    return (f"Per-AU {F1_LABELS[variant]}, in %, of the rows of the detection table, pooled over folds, mean over seeds"
+            + ("; –: an AU the dataset does not evaluate. " if fmt == "latex" else ". ")
+            + warnings_text(rows, variant, kept, flagged, MARK if fmt == "latex" else "")).strip()
+
+
+def detection_frame(rows: list[Row], datasets: list[str], numeric: bool, variant: str | None = None) -> pd.DataFrame:
+    """CSV (``numeric``: numbers, a ``warnings`` column) and Markdown (cells as on the page,
+    best in bold and second in italics, the selection labelled as on the page)."""
     out = []
     for r in rows:
-        row = {"method": r.method, "selection": SELECTION_LABELS.get(r.selection, r.selection)}
+        chose = chose_with(r, variant) if variant else None
+        label = SELECTION_LABELS.get(r.selection, r.selection)
+        row = {"method": r.method, "selection": label if numeric or not chose else f"{label} ({chose})"}
         for d in datasets:
             c = r.cells.get(d)
             name = DATASET_NAMES[d]
@@ -40,10 +97,17 @@ def detection_frame(rows: list[Row], datasets: list[str], numeric: bool) -> pd.D
                             f"{name} CI low": c.lo if c and c.lo is not None else np.nan,
                             f"{name} CI high": c.hi if c and c.hi is not None else np.nan})
             else:
-                row[f"{name} F1"] = " ".join(x for x in cell_parts(c) if x)
+                main, ci = cell_parts(c)
+                emph = {"best": "**", "second": "*"}.get(r.marks.get(d), "") if c else ""
+                row[f"{name} F1"] = f"{emph}{main}{emph}" + (f" {ci}" if ci else "")
             row[f"{name} seeds"] = c.n if c else 0
-        row["average"] = r.average if numeric else ("–" if r.average is None else f"{r.average:.1f}")
-        row["rank"] = r.rank if numeric else ("–" if r.rank is None else f"{r.rank:.1f}")
+        if numeric:
+            row["average"], row["rank"] = r.average, r.rank
+            row["warnings"] = "; ".join(row_warnings(r, variant)) if variant else ""
+        else:
+            emph = {"best": "**", "second": "*"}.get(r.marks.get("average"), "")
+            row["average"] = "–" if r.average is None else f"{emph}{r.average:.1f}{emph}"
+            row["rank"] = "–" if r.rank is None else f"{r.rank:.1f}"
         out.append(row)
     return pd.DataFrame(out)
 
@@ -61,6 +125,69 @@ def per_au_frame(rows: list[Row], datasets: list[str], variant: str) -> pd.DataF
     return pd.DataFrame(out)
 
 
+# --- LaTeX ---------------------------------------------------------------------------------------
+
+TEX_CHARS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+             "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}",
+             "—": "---", "–": "--", "±": r"$\pm$", MARK: r"$^\dagger$"}
+
+
+def tex(text: str) -> str:
+    """Plain text (method names come from user files) as LaTeX text."""
+    return "".join(TEX_CHARS.get(ch, ch) for ch in str(text))
+
+
+def _emph(text: str, mark: str | None) -> str:
+    return {"best": r"\textbf{%s}", "second": r"\underline{%s}"}.get(mark, "%s") % text if mark else text
+
+
+def _table(body: list[str], columns: str, cap: str, label: str, tabcolsep: str | None = None) -> str:
+    """A float with its caption above, the tabular with booktabs rules (``tabcolsep``: the
+    table's own column gap, local to the float)."""
+    return "\n".join([r"\begin{table}[tbp]", r"\centering", *([rf"\setlength{{\tabcolsep}}{{{tabcolsep}}}"] if tabcolsep else []),
+                      rf"\caption{{{tex(cap)}}}", rf"\label{{{label}}}",
+                      rf"\begin{{tabular}}{{{columns}}}", r"\toprule", *body, r"\bottomrule", r"\end{tabular}", r"\end{table}", ""])
+
+
+def detection_latex(rows: list[Row], datasets: list[str], variant: str, cap: str, label: str) -> str:
+    """method | regime | per dataset: F1 (two lines: mean ± sd, the interval) and n | average | rank."""
+    names = [DATASET_NAMES[d] for d in datasets]
+    body = [" & & " + " & ".join(rf"\multicolumn{{2}}{{c}}{{{tex(n)}}}" for n in names) + r" & & \\",
+            "".join(rf"\cmidrule(lr){{{3 + 2 * i}-{4 + 2 * i}}}" for i in range(len(names))),
+            "method & regime & " + " & ".join("F1 & n" for _ in names) + r" & avg. & rank \\", r"\midrule"]
+    for r in rows:
+        cells = []
+        for d in datasets:
+            c = r.cells.get(d)
+            main, ci = cell_parts(c)
+            main = _emph(tex(main), r.marks.get(d)) if c else "--"
+            cells += [rf"\begin{{tabular}}[t]{{@{{}}r@{{}}}}{main}\\ \footnotesize {tex(ci)}\end{{tabular}}" if ci else main,
+                      str(c.n) if c else "--"]
+        regime = tex(SELECTION_SHORT.get(r.selection, r.selection)) + (tex(MARK) if chose_with(r, variant) else "")
+        average = "--" if r.average is None else _emph(f"{r.average:.1f}", r.marks.get("average"))
+        body.append(" & ".join([tex(r.method), regime, *cells, average, "--" if r.rank is None else f"{r.rank:.1f}"]) + r" \\")
+    return _table(body, "@{}ll" + "rr" * len(datasets) + "rr@{}", cap, label, tabcolsep="5pt")
+
+
+def per_au_latex(rows: list[Row], datasets: list[str], variant: str, cap: str, label: str) -> str:
+    """method | one column per AU number (of any dataset); a row group per dataset."""
+    aus = sorted({a for d in datasets for a in DATASET_AUS[d]})
+    ncol = 1 + len(aus)
+    body = [rf" & \multicolumn{{{len(aus)}}}{{c}}{{AU}} \\", rf"\cmidrule(l){{2-{ncol}}}",
+            "method & " + " & ".join(str(a) for a in aus) + r" \\"]
+    for d in datasets:
+        group = []
+        for r in rows:
+            recs = [x for x in r.records if x["dataset"] == d and "f1" in x]
+            if recs:
+                vals = [f"{100 * np.mean([x['f1'][variant]['per_au'][f'AU{a}'] for x in recs]):.1f}" if a in DATASET_AUS[d] else "--"
+                        for a in aus]
+                group.append(" & ".join([tex(r.method) + (tex(MARK) if chose_with(r, variant) else ""), *vals]) + r" \\")
+        if group:
+            body += [r"\midrule", rf"\multicolumn{{{ncol}}}{{@{{}}l}}{{\textit{{{tex(DATASET_NAMES[d])}}}}} \\", *group]
+    return _table(body, "@{}l" + "r" * len(aus) + "@{}", cap, label)
+
+
 def export(results: Path, fmt: str, out: Path, variant: str | None = None) -> list[Path]:
     """Write the detection table (``out``) and the per-AU table (``out`` with ``-per-au``);
     ``variant`` defaults to the page's headline variant. Returns the files written."""
@@ -68,24 +195,28 @@ def export(results: Path, fmt: str, out: Path, variant: str | None = None) -> li
 
     if fmt not in FORMATS:
         raise ValueError(f"--format {fmt!r}: choose one of {FORMATS}")
-    _, kept, _, views, datasets = measured_views(results)
+    _, kept, flagged, views, datasets = measured_views(results)
     view = next((v for v in views if v["variant"] == variant), None) if variant else views[0]
     if view is None:
         raise ValueError(f"--variant {variant!r}: choose one of {[v['variant'] for v in views]}")
-    text = caption(view["variant"], datasets, kept)
-    au_caption = f"Per-AU {view['variant']} F1 (%) of the rows of the detection table, pooled over folds, mean over seeds."
-    tables = [(out, detection_frame(view["rows"], datasets, numeric=fmt == "csv"), text),
-              (out.with_name(out.stem + "-per-au" + out.suffix), per_au_frame(view["rows"], datasets, view["variant"]), au_caption)]
+    v, rows = view["variant"], view["rows"]
+    au_out = out.with_name(out.stem + "-per-au" + out.suffix)
+    if fmt == "latex":
+        bodies = [(out, detection_latex(rows, datasets, v, caption(v, datasets, rows, kept, flagged), f"tab:micro-au-{out.stem}")),
+                  (au_out, per_au_latex(rows, datasets, v, au_caption(v, rows, kept, flagged), f"tab:micro-au-{au_out.stem}"))]
+    elif fmt == "csv":
+        au = per_au_frame(rows, datasets, v)
+        if len(au):
+            by_key = {(DATASET_NAMES[d], r.method): "; ".join(row_warnings(r, v)) for r in rows for d in datasets}
+            au["warnings"] = [by_key.get((d, m), "") for d, m in zip(au["dataset"], au["method"])]
+        bodies = [(out, detection_frame(rows, datasets, numeric=True, variant=v).to_csv(index=False, float_format="%.1f")),
+                  (au_out, au.to_csv(index=False, float_format="%.1f"))]
+    else:
+        md = [(out, detection_frame(rows, datasets, numeric=False, variant=v), caption(v, datasets, rows, kept, flagged, "md")),
+              (au_out, per_au_frame(rows, datasets, v), au_caption(v, rows, kept, flagged, "md"))]
+        bodies = [(p, f"{cap}\n\n" + frame.to_markdown(index=False, floatfmt=".1f", missingval="–") + "\n") for p, frame, cap in md]
     written = []
-    for path, frame, cap in tables:
-        if fmt == "csv":
-            body = frame.to_csv(index=False, float_format="%.1f")
-        elif fmt == "md":
-            body = f"{cap}\n\n" + frame.to_markdown(index=False, floatfmt=".1f", missingval="–") + "\n"
-        else:
-            styler = frame.style.hide(axis="index").format(precision=1, na_rep="–", escape="latex")
-            body = styler.to_latex(hrules=True, caption=cap.replace("%", r"\%"), position_float="centering",
-                                   label=f"tab:micro-au-{path.stem}")
+    for path, body in bodies:
         write_atomic(path, body.encode())
         written.append(path)
     return written

@@ -39,6 +39,13 @@ SELECTION_LABELS = {
     "selected_on_test_folds": "selected on test folds (as most papers)",
     "deployment": "deployment configuration (chosen on all subjects)",
 }
+# the same regimes in a word or two, for a paper table's narrow column (its caption spells them out)
+SELECTION_SHORT = {
+    "strict_nested": "nested", "shared_nested_data_independent": "shared-rand.", "inner_validation": "inner-val.",
+    "fixed_epochs": "fixed", "shared_nested": "shared", "selected_on_test_folds": "test-sel.", "deployment": "deploy.",
+}
+# the warnings a detection table carries where records chose with different F1 variants (page and exports)
+MIXED_METRICS_NOTE = "records here chose with different variants — each such row is labelled"
 # tables of the regimes that are not ranked, in page order, with what makes each optimistic
 OTHER_REGIMES = {
     "shared_nested": "One Optuna study was told the mean inner-validation F1 over all folds, and every subject is an "
@@ -151,6 +158,18 @@ def cell_parts(cell: Cell | None) -> tuple[str, str]:
         return "–", ""
     main = f"{cell.mean:.1f}" + (f" ± {cell.std:.1f}" if cell.std is not None else "")
     return main, (f"[{cell.lo:.1f}, {cell.hi:.1f}]" if cell.lo is not None else "")
+
+
+def chose_with(row: Row, variant: str) -> str | None:
+    """A row's label where its records chose (epochs, thresholds, search objective) with another F1
+    variant than the table's: "chose with macro F1"; None where they chose with ``variant``."""
+    metric = (row.records[0].get("metric") or "binary") if row.records else variant
+    return None if metric == variant else f"chose with {metric} F1"
+
+
+def mixed_metrics(records: list[dict]) -> bool:
+    """Whether the records chose with different F1 variants (then the tables label each such row)."""
+    return len({r.get("metric") or "binary" for r in records}) > 1
 
 
 def f1_of(record: dict, variant: str, key: str = "pooled") -> float | None:
@@ -509,7 +528,7 @@ def build_context(results: Path) -> dict:
     return {
         "empty": not records,
         "datasets": datasets, "dataset_names": DATASET_NAMES, "views": views, "rows": main["rows"],
-        "mixed_metrics": len({r.get("metric", "binary") for r in kept}) > 1, "interval_label": INTERVAL_LABEL, "headline_method": HEADLINE_METHOD,
+        "mixed_metrics": mixed_metrics(kept), "mixed_metrics_note": MIXED_METRICS_NOTE, "interval_label": INTERVAL_LABEL, "headline_method": HEADLINE_METHOD,
         "optimistic_notes": OTHER_REGIMES, "selection_labels": SELECTION_LABELS, "task_labels": TASK_LABELS,
         "reported": [x for x in reported if x["task"] == "detection"],
         "reported_recognition": [x for x in reported if x["task"] == "recognition"],
@@ -529,6 +548,7 @@ def render(results: Path, out: Path | None = None) -> Path:
     env = Environment(loader=PackageLoader("suite", "templates"), autoescape=select_autoescape(["html", "j2"]), undefined=StrictUndefined)
     env.filters["pct"] = lambda v: "–" if v is None else f"{v:.1f}"
     env.filters["cell"] = cell_parts
+    env.filters["chose_with"] = chose_with
     env.filters["pct100"] = lambda v: "–" if v is None else f"{100 * v:.1f}"
     env.filters["params"] = lambda p: ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in (p or {}).items())
     html = env.get_template("leaderboard.html.j2").render(**build_context(results))
