@@ -5,9 +5,10 @@ inner-validation subjects, ``T_k = {k}`` its test subject)::
 
     inside one task (suite.folds.run_tasks, selection "inner"):
         V_k            → epoch count, per-AU thresholds applied to T_k
-        V_k (halves)   → inner F1 of the run: chosen on one half of V_k, scored on the other,
-                         swapped, averaged (2-fold cross-fitting); < 2 subjects in V_k: fixed
-                         epochs and threshold 0.5, nothing chosen
+        V_k (halves)   → inner F1 of the run (2-fold cross-fitting): each half of V_k predicted
+                         with the epoch and thresholds chosen on the other half, F1 computed once on
+                         the pooled out-of-half predictions of all of V_k (a half is never scored
+                         alone); < 2 subjects in V_k: fixed epochs and threshold 0.5, nothing chosen
     strictly nested search (the headline, ``strict_nested``):
         V_k            → every proposal of fold k's own Optuna study, and (``--fidelity``) which
                          of them are confirmed at the higher fidelity
@@ -113,20 +114,36 @@ def halves(subjects: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     return np.flatnonzero(a), np.flatnonzero(~a)
 
 
-def crossfit_inner_f1(y: np.ndarray, probs: np.ndarray, subjects: np.ndarray, variant: str = "binary",
-                      known: np.ndarray | None = None) -> float:
-    """Honest inner F1: epoch and thresholds chosen on one half of the inner-validation subjects,
-    F1 scored on the other half, both ways, averaged. Fewer than two subjects: the last epoch at
-    threshold 0.5 (nothing is chosen on the scored predictions)."""
+def out_of_half_predictions(y: np.ndarray, probs: np.ndarray, subjects: np.ndarray, variant: str = "binary",
+                             known: np.ndarray | None = None) -> np.ndarray | None:
+    """Binary predictions [n, K] for every inner-validation sample, each half (``halves``) predicted
+    with the epoch and thresholds ``pick`` chose on the other half; None with fewer than two subjects."""
     known = _known(y, known)
     split = halves(subjects)
     if split is None:
-        return float(f1_per_au(y, probs[-1] >= 0.5, variant, known).mean())
-    scores = []
+        return None
+    pred = np.zeros(y.shape, bool)
     for choose_on, score_on in (split, split[::-1]):
         e, thr = pick(y[choose_on], probs[:, choose_on], variant, known[choose_on])
-        scores.append(f1_per_au(y[score_on], probs[e][score_on] >= thr, variant, known[score_on]).mean())
-    return float(np.mean(scores))
+        pred[score_on] = probs[e][score_on] >= thr
+    return pred
+
+
+def crossfit_inner_f1(y: np.ndarray, probs: np.ndarray, subjects: np.ndarray, variant: str = "binary",
+                      known: np.ndarray | None = None) -> float:
+    """Honest inner F1 (2-fold cross-fitting over subjects): each half of the inner-validation
+    subjects is predicted with the epoch and thresholds chosen on the other half, and F1 is computed
+    once, per AU on the known labels, on these pooled out-of-half predictions of all samples, then
+    averaged over AUs — like the pooled headline. A half is never scored on its own: an AU with
+    positives in either half counts once, and a half without an AU's positives (frequent with a few
+    inner-validation subjects) cannot reward a model that never predicts that AU (macro F1 1.0 on
+    such a half alone). Fewer than two subjects: the last epoch at threshold 0.5 (nothing is chosen
+    on the scored predictions)."""
+    known = _known(y, known)
+    pred = out_of_half_predictions(y, probs, subjects, variant, known)
+    if pred is None:
+        pred = probs[-1] >= 0.5
+    return float(f1_per_au(y, pred, variant, known).mean())
 
 
 def inner_choice(y: np.ndarray, probs: np.ndarray, subjects: np.ndarray, variant: str = "binary",

@@ -1,12 +1,15 @@
-"""Selection without leakage: the cross-fitted inner objective, tie rules, and a seeded simulation
-of the bias of every regime with the suite's own folds (no true differences between configurations)."""
+"""Selection without leakage: the cross-fitted inner objective (scored once on the pooled
+out-of-half predictions), tie rules, and seeded simulations: the bias of every regime with the
+suite's own folds (no true differences between configurations), and CASME II-like halves without
+an AU's positives under macro F1 (``simulate_inner``)."""
 import numpy as np
 import pytest
 
 from suite.metrics import f1_per_au
 from suite.protocol import loso_folds
 from suite.selection import (THRESHOLD_GRID, Candidate, choose_thresholds, common_candidates, crossfit_inner_f1,
-                             deployment_choice, per_fold_choice, chosen_on_test_folds, top_per_fold)
+                             deployment_choice, halves, per_fold_choice, pick, chosen_on_test_folds, top_per_fold)
+from simulate_inner import simulate
 
 
 def test_threshold_ties_take_the_middle_of_the_tied_range():
@@ -41,6 +44,81 @@ def test_crossfit_with_one_subject_chooses_nothing():
     y = np.array([[1, 0], [0, 1], [1, 1]])
     probs = np.array([[[0.6, 0.4], [0.3, 0.7], [0.8, 0.2]], [[0.9, 0.1], [0.1, 0.9], [0.7, 0.6]]])
     assert crossfit_inner_f1(y, probs, np.array(["s1"] * 3)) == pytest.approx(f1_per_au(y, probs[-1] >= 0.5).mean())
+
+
+def test_crossfit_scores_the_pooled_out_of_half_predictions_once():
+    """The inner F1 is f1_per_au, on the known labels, of all inner-validation samples, each half
+    predicted with the epoch and thresholds chosen on the other half — not a mean over halves."""
+    rng = np.random.default_rng(1)
+    n, k, e = 45, 4, 3
+    subjects = np.array([f"s{i}" for i in rng.integers(0, 5, n)])
+    y = (rng.random((n, k)) < 0.25).astype(int)
+    probs = np.clip(0.35 * y[None] + 0.65 * rng.random((e, n, k)), 0, 1)
+    known = rng.random((n, k)) < 0.9
+    a, b = halves(subjects)
+    for variant in ("binary", "macro"):
+        ea, ta = pick(y[a], probs[:, a], variant, known[a])  # chosen on a, predicts b
+        eb, tb = pick(y[b], probs[:, b], variant, known[b])  # chosen on b, predicts a
+        order = np.concatenate([a, b])
+        pred = np.concatenate([probs[eb][a] >= tb, probs[ea][b] >= ta])
+        pooled = f1_per_au(y[order], pred, variant, known[order]).mean()
+        assert crossfit_inner_f1(y, probs, subjects, variant, known) == pytest.approx(pooled, abs=1e-12)
+
+
+def test_macro_no_longer_rewards_silence_on_an_au_absent_from_one_half():
+    """The issue's case: a rare AU with its one positive in half a (subjects s0, s2, s4; 10 clips)
+    and none in half b (s1, s3, s5; 5 clips). A detecting model finds the positive and makes one
+    false positive in b; a silent model never predicts the AU. Scored per half and averaged (the
+    old objective), b alone gives the silent model macro F1 1.0 and the detector 0.44 (one false
+    positive among 5 clips), and silence wins; scored once on the pooled out-of-half predictions,
+    the detector wins, as it does under the pooled macro headline."""
+    subjects = np.array(["s0"] * 4 + ["s2"] * 3 + ["s4"] * 3 + ["s1"] * 2 + ["s3"] * 2 + ["s5"])
+    a, b = halves(subjects)
+    assert list(a) == list(range(10)) and list(b) == list(range(10, 15))
+    common = np.array([1, 0, 0, 1, 0, 1, 0, 0, 1, 0, 1, 0, 0, 1, 0])  # an AU both models detect alike
+    rare = np.zeros(15, int)
+    rare[0] = 1
+    y = np.stack([common, rare], 1)
+    p_common = np.where(common == 1, 0.8, 0.2)
+    p_common[[2, 11]] = 0.7  # one false positive per half
+    p_detect = np.full(15, 0.1)
+    p_detect[0], p_detect[10] = 0.9, 0.6  # the positive, and a false positive in half b
+    detecting = np.stack([p_common, p_detect], 1)[None]  # one epoch
+    silent = np.stack([p_common, np.zeros(15)], 1)[None]
+
+    def old_objective(probs):  # the definition before: each half scored alone, averaged
+        scores = []
+        for choose_on, score_on in ((a, b), (b, a)):
+            e, thr = pick(y[choose_on], probs[:, choose_on], "macro")
+            scores.append(f1_per_au(y[score_on], probs[e][score_on] >= thr, "macro").mean())
+        return np.mean(scores), scores
+
+    (old_silent, (silent_on_b, silent_on_a)), (old_detect, (detect_on_b, detect_on_a)) = old_objective(silent), old_objective(detecting)
+    rare_on = lambda pred, rows: f1_per_au(y[rows, 1:], pred[rows, None], "macro")[0]  # noqa: E731
+    assert rare_on(np.zeros(15, bool), b) == 1.0  # silence on a half without positives: a perfect macro F1
+    assert rare_on(p_detect >= 0.55, b) == pytest.approx(4 / 9)  # one false positive among 5 clips: 0.44
+    assert silent_on_a < detect_on_a and silent_on_b > detect_on_b
+    assert old_silent > old_detect  # the bug: silence won
+    new_silent, new_detect = crossfit_inner_f1(y, silent, subjects, "macro"), crossfit_inner_f1(y, detecting, subjects, "macro")
+    assert new_detect > new_silent + 0.1  # per rare AU: 0.815 (tp 1, fp 1, tn 13) vs 0.483 (fn 1, tn 14)
+    assert (new_detect - new_silent) * 2 == pytest.approx((2 / 3 + 26 / 27) / 2 - (0 + 28 / 29) / 2)
+    # binary F1 agrees on the direction (it never rewarded silence)
+    assert crossfit_inner_f1(y, detecting, subjects) > crossfit_inner_f1(y, silent, subjects)
+
+
+def test_simulated_casme2_halves_without_positives_no_longer_reward_silence():
+    """CASME II-like inner validation (6 subjects, 2–36 clips each, subject-specific AUs; see
+    ``tests/simulate_inner.py``): halves often hold no positive of a rare AU; the old per-half
+    objective then often ranks a silent model above a detecting one under macro F1, the pooled
+    objective rarely, and its gap tracks the pooled test-subject reference."""
+    res = simulate(reps=100, seed=0)
+    rare = [au for au in res if au != "AU4"]
+    assert min(res[au]["half_lacks_positives"] for au in rare) > 0.05
+    assert res["AU15"]["half_lacks_positives"] > 0.3
+    mean = lambda key: np.mean([res[au][key] for au in rare])  # noqa: E731
+    assert mean("silent_wins_old") > 2 * mean("silent_wins_new") + 0.1
+    assert mean("gap_new") > mean("gap_old") + 0.05
+    assert abs(mean("gap_new") - mean("gap_reference")) < abs(mean("gap_old") - mean("gap_reference"))
 
 
 def test_per_fold_ties_break_by_proposal_number_not_input_order():
