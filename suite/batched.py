@@ -118,10 +118,12 @@ class StackedParameters:
 class BatchedTrainer:
     """Trains jobs of one architecture at once. ``features_of(hp, seed)``: the cached features
     ``[N, ...]`` of that configuration built from that seed (a frozen encoder; a random-init
-    encoder differs between seeds)."""
+    encoder differs between seeds); ``build(hp, seed)``: the model built from that seed (its
+    initial state is copied before the first job loads another state into it)."""
 
-    def __init__(self, spec: MethodSpec, data: DatasetTensors, features_of: Callable[[dict, int], torch.Tensor | None]):
-        self.spec, self.data, self.features_of = spec, data, features_of
+    def __init__(self, spec: MethodSpec, data: DatasetTensors, features_of: Callable[[dict, int], torch.Tensor | None],
+                 build: Callable[[dict, int], torch.nn.Module]):
+        self.spec, self.data, self.features_of, self.build = spec, data, features_of, build
         self.device = data.device
         self.y = torch.as_tensor(data.labels, dtype=torch.float32, device=self.device)
         self.known = torch.as_tensor(data.known, dtype=torch.float32, device=self.device)
@@ -134,12 +136,9 @@ class BatchedTrainer:
         ``Engine`` builds it. Fixed: every buffer (fold statistics, loss weights, the prompts' text
         features — which differ per seed with a random-init tower —, dropout keys). Only one module
         per architecture is kept (a frozen encoder can be large)."""
-        from accelerate.utils import set_seed
-
         key = json.dumps([hp, seed], sort_keys=True, default=str)
         if key not in self._initial:
-            set_seed(seed)
-            model = self.spec.build(hp, self.data.aus, {"n_samples": len(self.data)}).to(self.device)
+            model = self.build(hp, seed).to(self.device)
             refusal = batch_refusal(model, self.spec.name)
             if refusal:
                 raise ValueError(f"the fold-batched engine cannot train this configuration: {refusal}")
@@ -328,10 +327,7 @@ def run_jobs(trainer: BatchedTrainer, jobs: list[ModelJob]) -> list[JobResult]:
     for i, job in enumerate(jobs):
         groups.setdefault(architecture_key(job.hp), []).append(i)
     results: list[JobResult | None] = [None] * len(jobs)
-    try:
-        for members in groups.values():
-            for i, r in zip(members, trainer.run([jobs[i] for i in members])):
-                results[i] = r
-    finally:
-        trainer.release()
+    for members in groups.values():
+        for i, r in zip(members, trainer.run([jobs[i] for i in members])):
+            results[i] = r
     return results

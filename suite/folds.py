@@ -169,23 +169,26 @@ class FoldRunner:
         self.feature_cache, self.compile = feature_cache, compile
         self._engine: tuple[str, Engine] | None = None  # the sequential engine: one configuration at a time
         self._features: dict[str, torch.Tensor | None] = {}
-        self._probes: dict[str, torch.nn.Module] = {}
+        self._models: dict[str, torch.nn.Module] = {}  # within one run(): (architecture, seed) → the model built from the seed
+
+    def model(self, hp: dict, seed: int) -> torch.nn.Module:
+        """The model of this configuration built from ``seed`` (``set_seed`` then build, as the
+        sequential engine builds it), once per call of ``run``: the engine policy, the features and
+        the batched engine's initial states all read this one build."""
+        key = json.dumps([architecture_key(hp), seed])
+        if key not in self._models:
+            set_seed(seed)
+            self._models[key] = self.spec.build(hp, self.data.aus, {"n_samples": len(self.data)})
+        return self._models[key]
 
     # --- the engine policy --------------------------------------------------------------
-    def _probe(self, hp: dict) -> torch.nn.Module:
-        key = architecture_key(hp)
-        if key not in self._probes:
-            self._probes[key] = self.spec.build(hp, self.data.aus, {"n_samples": len(self.data)})
-        return self._probes[key]
-
-    def engine_for(self, hp: dict) -> tuple[str, str]:
+    def engine_for(self, hp: dict, seed: int = 0) -> tuple[str, str]:
         """(sequential | batched, why): ``auto`` batches when the model has a batched form for this
         configuration that keeps its numbers its own (``batch_refusal``: frozen features, no trained
         convolution); ``batched`` on what cannot be batched is an error."""
         if self.engine == "sequential":
             return "sequential", self.reason or "asked for"
-        model = self._probe(hp)
-        why_not = batch_refusal(model, self.spec.name)
+        why_not = batch_refusal(self.model(hp, seed), self.spec.name)
         if self.engine == "batched":
             if why_not:
                 raise EngineChoiceError(f"--engine batched: {self.spec.name} cannot be fold-batched ({why_not}); use --engine sequential or auto")
@@ -211,13 +214,8 @@ class FoldRunner:
         """The cached features of this configuration built from ``seed`` (None: it encodes inside its step)."""
         key = json.dumps([architecture_key(hp), seed])
         if key not in self._features:
-            set_seed(seed)
-            model = self.spec.build(hp, self.data.aus, {"n_samples": len(self.data)})
-            self._features[key] = frozen_features(model, self.data, self.acc, self.feature_cache)[0]
+            self._features[key] = frozen_features(self.model(hp, seed), self.data, self.acc, self.feature_cache)[0]
         return self._features[key]
-
-    def _batched(self, jobs: list[ModelJob]) -> list[JobResult]:
-        return run_jobs(BatchedTrainer(self.spec, self.data, self.features_of), jobs)
 
     # --- tasks --------------------------------------------------------------------------
     def run(self, tasks: list[FoldTask]) -> list[TaskOutcome]:
@@ -227,23 +225,27 @@ class FoldRunner:
         outcomes: list[TaskOutcome | None] = [None] * len(tasks)
         for i, t in enumerate(tasks):
             try:
-                choice.append(self.engine_for(t.hparams))
+                choice.append(self.engine_for(t.hparams, t.seed))
             except EngineChoiceError as e:
                 choice.append(("refused", str(e)))
                 outcomes[i] = TaskOutcome(t, TaskFailed(str(e), refused=True), self.engine, str(e), device_name(self.data.device))
         used_features = set()
-        for engine, execute in (("batched", self._batched), ("sequential", self._sequential)):
-            members = [i for i, (e, _) in enumerate(choice) if e == engine]
-            if not members:
-                continue
-            if engine == "batched":
-                used_features |= {json.dumps([architecture_key(tasks[i].hparams), tasks[i].seed]) for i in members}
-            outs = run_tasks(execute, self.data, [tasks[i] for i in members])
-            for i, out in zip(members, outs):
-                outcomes[i] = TaskOutcome(tasks[i], out, engine, choice[i][1], device_name(self.data.device))
+        trainer = BatchedTrainer(self.spec, self.data, self.features_of, self.model)  # one for both phases: one build per model
+        try:
+            for engine, execute in (("batched", lambda jobs: run_jobs(trainer, jobs)), ("sequential", self._sequential)):
+                members = [i for i, (e, _) in enumerate(choice) if e == engine]
+                if not members:
+                    continue
+                if engine == "batched":
+                    used_features |= {json.dumps([architecture_key(tasks[i].hparams), tasks[i].seed]) for i in members}
+                outs = run_tasks(execute, self.data, [tasks[i] for i in members])
+                for i, out in zip(members, outs):
+                    outcomes[i] = TaskOutcome(tasks[i], out, engine, choice[i][1], device_name(self.data.device))
+        finally:
+            trainer.release()
+            self._models.clear()  # the batched engine loads states into the builds it keeps: never reused by the next call
         for key in set(self._features) - used_features:  # features no longer used are released
             del self._features[key]
-        self._probes.clear()
         return outcomes
 
 

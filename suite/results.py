@@ -21,7 +21,7 @@ from .emotions import RECOGNITION_CLASSES
 from .metrics import F1_VARIANTS, detection_metrics, recognition_metrics
 from .provenance import backbone_provenance, data_provenance
 from .selection import CHOSEN_BY, SCHEMA_VERSION
-from .stats import INTERVAL_LABEL, bootstrap_interval, subject_counts
+from .stats import bootstrap_interval, interval_label, subject_counts
 
 RECORD_KEYS = ("method", "dataset", "aus", "hparams", "seed", "protocol", "selection", "schema", "chosen_by", "f1_avg", "f1_fold_mean",
                "per_au_f1", "per_au_auc", "mer", "n_samples", "duration_s", "device", "versions", "git_commit",
@@ -117,7 +117,7 @@ def metrics_from_predictions(frame: pd.DataFrame, dataset: str, aus, metric: str
     _, counts = subject_counts(frame, aus)
     for variant in F1_VARIANTS:
         out["f1"][variant]["ci95"] = list(bootstrap_interval(counts[None], variant))
-    out["interval"] = INTERVAL_LABEL
+    out["interval"] = {variant: interval_label(counts.shape[0], variant, dataset) for variant in F1_VARIANTS}
     def sets(prefix):
         return [{a for a, v in zip(aus, row) if v} for row in frame[[f"{prefix}_{c}" for c in cols]].to_numpy()]
     prompted = {task: frame[f"prompt_{task}"].tolist() for task, _ in RECOGNITION_CLASSES if f"prompt_{task}" in frame.columns}

@@ -71,7 +71,8 @@ def test_batched_equals_sequential_with_dropout_for_every_fold_and_two_configura
 def test_same_initial_weights_as_the_sequential_engine(data):
     spec, hp, folds = _setup(data)
     engine = Engine(spec, hp, data, AUS, seed=0)
-    trainer = BatchedTrainer(spec, data, FoldRunner(spec, data).features_of)
+    runner = FoldRunner(spec, data)
+    trainer = BatchedTrainer(spec, data, runner.features_of, runner.model)
     _, params, _ = trainer._stack([ModelJob(hp, 0, 7, folds[0].train, folds[0].test, 1), ModelJob(hp, 0, 8, folds[1].train, folds[1].test, 1)])
     for name, stacked in params.items():
         for i in range(2):
@@ -122,7 +123,8 @@ def test_empty_tiny_and_diverging_models_do_not_disturb_the_others(data):
     fold = folds[0]
     known = data.any_known(fold.train)
     normal = ModelJob(hp, 0, 5, known, fold.test, hp["epochs"])
-    trainer = BatchedTrainer(spec, data, FoldRunner(spec, data).features_of)
+    runner = FoldRunner(spec, data)
+    trainer = BatchedTrainer(spec, data, runner.features_of, runner.model)
     [alone] = trainer.run([normal])
     diverging = ModelJob({**hp, "lr": 1e30}, 0, 5, known, fold.test, hp["epochs"])
     together = trainer.run([ModelJob(hp, 0, 5, known[:0], fold.test, 3), ModelJob(hp, 0, 5, known[:1], fold.test, 3), normal, diverging])

@@ -189,3 +189,28 @@ def test_masked_labels_change_neither_the_loss_nor_the_fold_statistics(method):
     model.on_fold_start(flipped["au"].numpy(), np.ones_like(m))  # the flipped labels taken as known do weigh in
     torch.manual_seed(1)
     assert model({**flipped, "weight": torch.ones_like(known)})["loss"].item() != pytest.approx(l1, abs=1e-4)
+
+
+def test_keyed_dropout_masks_are_murmur3_of_position_and_key_and_keep_1_minus_p():
+    """The mask hash in int32 wraps modulo 2^32 as the pure-Python reference does (the same bits
+    on every device), and keeps about 1 − p of the elements."""
+    from suite.streams import KeyedDropout, keyed_bits
+
+    def reference(key: int, i: int) -> int:
+        m = 0xFFFFFFFF
+        x = (i * 0x9E3779B1 + key) & m
+        x ^= x >> 16
+        x = (x * 0x85EBCA6B) & m
+        x ^= x >> 13
+        x = (x * 0xC2B2AE35) & m
+        return (x ^ (x >> 16)) >> 8
+
+    for key in (0, 12345, 2**31 + 7, 2**32 - 1):
+        bits = keyed_bits(torch.tensor(key, dtype=torch.int64), torch.Size((4, 8, 64)), "cpu").flatten()
+        assert [int(bits[i]) for i in range(0, 2048, 61)] == [reference(key, i) for i in range(0, 2048, 61)]
+    drop = KeyedDropout(0.3).train()
+    drop.key.fill_(99)
+    out = drop(torch.ones(64, 8, 128))
+    assert abs(float((out == 0).float().mean()) - 0.3) < 0.01 and torch.equal(out, drop(torch.ones(64, 8, 128)))
+    drop.key.fill_(100)
+    assert not torch.equal(out, drop(torch.ones(64, 8, 128)))

@@ -24,7 +24,7 @@ from ..aus import DATASET_AUS
 from ..metrics import F1_LABELS
 from ..provenance import not_comparable
 from ..stats import INTERVAL_LABEL
-from .page import (DATASET_NAMES, MIXED_METRICS_NOTE, SELECTION_LABELS, SELECTION_SHORT, Row, cell_parts, chose_with,
+from .page import (DATASET_NAMES, MIXED_METRICS_NOTE, SELECTION_LABELS, SELECTION_SHORT, Row, cell_parts, chose_with, interval_notes,
                    measured_views, mixed_metrics)
 
 FORMATS = ("latex", "csv", "md")
@@ -60,14 +60,21 @@ def warnings_text(rows: list[Row], variant: str, kept: list[dict], flagged: list
     return " ".join(out)
 
 
+def intervals_text(rows: list[Row], datasets: list[str], variant: str) -> str:
+    """The page's interval legend, per dataset (``page.interval_notes``)."""
+    notes = interval_notes(rows, datasets, variant)
+    return "subject-bootstrap interval, conditional on the chosen models (" + \
+        "; ".join(f"{DATASET_NAMES[d]}: {n}" for d, n in notes.items()) + ")" if notes else INTERVAL_LABEL
+
+
 def caption(variant: str, datasets: list[str], rows: list[Row], kept: list[dict], flagged: list[dict], fmt: str = "latex") -> str:
     regimes = [s for s in dict.fromkeys(r.selection for r in rows)]
     if fmt == "latex":
         cells = ("Each cell: mean ± sd over seeds (sd from two seeds on), below it in brackets the "
-                 f"{INTERVAL_LABEL}; n: seeds; avg.: mean over the datasets. Regime: " + "; ".join(f"{SELECTION_SHORT.get(s, s)}: {SELECTION_LABELS.get(s, s)}" for s in regimes)
+                 f"{intervals_text(rows, datasets, variant)}; n: seeds; avg.: mean over the datasets. Regime: " + "; ".join(f"{SELECTION_SHORT.get(s, s)}: {SELECTION_LABELS.get(s, s)}" for s in regimes)
                  + ". Bold: best, underlined: second.")
     else:
-        cells = (f"Each cell: mean ± sd over seeds (sd from two seeds on), in brackets the {INTERVAL_LABEL}; seeds: their number."
+        cells = (f"Each cell: mean ± sd over seeds (sd from two seeds on), in brackets the {intervals_text(rows, datasets, variant)}; seeds: their number."
                  + (" Bold: best, italic: second." if fmt == "md" else ""))
     return (f"Micro-AU detection, {F1_LABELS[variant]}, in %, per AU on test predictions pooled over leave-one-subject-out folds, "
             f"averaged over the dataset's AUs ({aus_text(datasets)}). {cells} One row per method, ranked (rank: mean over the "

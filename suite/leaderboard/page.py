@@ -27,7 +27,7 @@ from ..metrics import F1_LABELS, F1_VARIANTS
 from ..provenance import not_comparable
 from ..results import write_atomic
 from ..selection import HEADLINE_SELECTIONS, SCHEMA_VERSION
-from ..stats import INTERVAL_LABEL, bootstrap_interval, holm, paired_test, subject_counts
+from ..stats import INTERVAL_LABEL, bootstrap_interval, holm, interval_label, interval_reliable, paired_test, subject_counts
 
 DATASET_NAMES = {"casme2": "CASME II", "samm": "SAMM"}
 SELECTION_LABELS = {
@@ -83,6 +83,11 @@ class Cell:
     lo: float | None = None  # subject-bootstrap interval of the row's F1 (``suite.stats``)
     hi: float | None = None
     counts: np.ndarray | None = field(default=None, repr=False)  # per seed, per subject [R, S, K, 4]
+
+    @property
+    def reliable(self) -> bool:
+        """Whether its interval rests on enough subjects to be shown as a plain 95 % interval."""
+        return self.counts is None or interval_reliable(self.counts.shape[1])
 
 
 @dataclass
@@ -157,7 +162,21 @@ def cell_parts(cell: Cell | None) -> tuple[str, str]:
     if cell is None:
         return "–", ""
     main = f"{cell.mean:.1f}" + (f" ± {cell.std:.1f}" if cell.std is not None else "")
-    return main, (f"[{cell.lo:.1f}, {cell.hi:.1f}]" if cell.lo is not None else "")
+    return main, (f"[{cell.lo:.1f}, {cell.hi:.1f}]{'' if cell.reliable else TOO_FEW_MARK}" if cell.lo is not None else "")
+
+
+TOO_FEW_MARK = "*"  # after an interval over fewer than suite.stats.MIN_RELIABLE_SUBJECTS subjects
+
+
+def interval_notes(rows: list[Row], datasets: list[str], variant: str) -> dict[str, str]:
+    """Per dataset, what its cells' intervals are (``suite.stats.interval_label``): the method and
+    the coverage simulated for that regime, or "too few subjects" with the mark cells carry."""
+    notes = {}
+    for d in datasets:
+        n = next((r.cells[d].counts.shape[1] for r in rows if d in r.cells and r.cells[d].counts is not None), None)
+        if n is not None:
+            notes[d] = interval_label(n, variant, d) + ("" if interval_reliable(n) else f"; such intervals are marked {TOO_FEW_MARK}")
+    return notes
 
 
 def chose_with(row: Row, variant: str) -> str | None:
@@ -299,7 +318,8 @@ def detection_view(kept: list[dict], datasets: list[str], variant: str) -> dict:
     rows = detection_rows(kept, datasets, variant)
     headline, others, optimistic, legacy = split_regimes(rows, datasets)
     return {"variant": variant, "label": F1_LABELS[variant], "rows": headline, "other_rows": others, "optimistic": optimistic,
-            "legacy_rows": legacy, "comparisons": paired_comparisons(headline, datasets, variant), "all_rows": rows}
+            "legacy_rows": legacy, "comparisons": paired_comparisons(headline, datasets, variant), "all_rows": rows,
+            "interval_notes": interval_notes(rows, datasets, variant)}
 
 
 def measured_views(results: Path) -> tuple[list[dict], list[dict], list[dict], list[dict], list[str]]:

@@ -2,6 +2,8 @@
 figure is, and whose labels chose it."""
 from __future__ import annotations
 
+from ..stats import interval_label
+
 LABELS = {
     "strict_nested": "strictly nested F1",
     "shared_nested": "nested over a shared search (optimistic)",
@@ -18,11 +20,12 @@ def format_summary(summary: dict) -> str:
     lines = [f"search {summary['name']} — space {summary['space']}, method {summary['method']}, sampler {summary['sampler']} "
              f"(Optuna), {summary['trials']} configurations per fold study, {summary['wall_s']:.0f} s",
              f"F1: {summary.get('metric', 'binary')} F1 per AU on test predictions pooled over LOSO folds, averaged over the dataset's AUs (%); "
-             "[..]: 95% subject-bootstrap interval, conditional on the chosen models"]
+             "[..]: subject-bootstrap interval, conditional on the chosen models (what it covered: per dataset below)"]
     width = 58
     for d in summary["datasets"]:
         lines.append(f"  {d['dataset']}: {d['n_folds']} folds, {d['tasks_finished']} fold tasks finished, {len(d['tasks_failed'])} failed "
                      f"({' + '.join(d.get('engines', []))} engine)")
+        lines.append(f"    [..]: {interval_label(d['n_folds'], summary.get('metric', 'binary'), d['dataset'])}")
         if d.get("screening"):
             sc = d["screening"]
             n = sum(c["role"] == "confirm" for c in sc["confirmed"])

@@ -98,7 +98,7 @@ class TaskRunner:
         its own, so a slice keeps every finished task on disk before the next one trains."""
         def batched(t: dict) -> bool:
             try:
-                return self.runner.engine_for(self.hparams(t["params"]))[0] == "batched"
+                return self.runner.engine_for(self.hparams(t["params"]), self.ctx.seed)[0] == "batched"
             except EngineChoiceError:
                 return False
         together = [t for t in tasks if batched(t)]
