@@ -169,13 +169,13 @@ class FoldRunner:
         self.feature_cache, self.compile = feature_cache, compile
         self._engine: tuple[str, Engine] | None = None  # the sequential engine: one configuration at a time
         self._features: dict[str, torch.Tensor | None] = {}
-        self._models: dict[str, torch.nn.Module] = {}  # within one run(): (architecture, seed) → the model built from the seed
+        self._models: dict[str, torch.nn.Module] = {}  # within one run(): (configuration, seed) → the model built from the seed
 
     def model(self, hp: dict, seed: int) -> torch.nn.Module:
         """The model of this configuration built from ``seed`` (``set_seed`` then build, as the
         sequential engine builds it), once per call of ``run``: the engine policy, the features and
         the batched engine's initial states all read this one build."""
-        key = json.dumps([architecture_key(hp), seed])
+        key = json.dumps([hp, seed], sort_keys=True, default=str)  # the whole configuration: per-model values live in buffers
         if key not in self._models:
             set_seed(seed)
             self._models[key] = self.spec.build(hp, self.data.aus, {"n_samples": len(self.data)})
