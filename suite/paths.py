@@ -22,3 +22,8 @@ def token_cache_dir(results: Path | None = None) -> Path:
 
 def synthetic_dir(results: Path | None = None, seed: int = 0, scale: str = "small") -> Path:
     return (results or results_dir()) / "synthetic" / f"seed{seed}-{scale}"
+
+
+def search_dir(results: Path | None, name: str) -> Path:
+    """One search's folder: its journal, identity files, slice outputs, records and summary."""
+    return (results or results_dir()) / "searches" / name

@@ -20,7 +20,8 @@ import pandas as pd
 from .emotions import RECOGNITION_CLASSES
 from .metrics import F1_VARIANTS, detection_metrics, recognition_metrics
 from .provenance import backbone_provenance, data_provenance
-from .selection import CHOSEN_BY, SCHEMA_VERSION
+from .regimes import regime
+from .selection import SCHEMA_VERSION
 from .stats import bootstrap_interval, interval_label, subject_counts
 
 RECORD_KEYS = ("method", "dataset", "aus", "hparams", "seed", "protocol", "selection", "schema", "chosen_by", "f1_avg", "f1_fold_mean",
@@ -160,7 +161,7 @@ def write_run(stem: Path, frame: pd.DataFrame, *, method: str, dataset: str, aus
     write_predictions(pred_path, frame)
     record = {
         "method": method, "dataset": dataset, "aus": [f"AU{a}" for a in aus], "hparams": hparams, "seed": seed,
-        "protocol": "loso", "selection": selection, "schema": SCHEMA_VERSION, "chosen_by": CHOSEN_BY[selection],
+        "protocol": "loso", "selection": selection, "schema": SCHEMA_VERSION, "chosen_by": regime(selection).chosen_by,
         **{k: metrics[k] for k in ("metric", "f1_avg", "f1_fold_mean", "per_au_f1", "f1", "interval", "per_au_auc", "n_masked", "mer",
                                    "n_samples")},
         "n_folds": int(frame["fold"].nunique()), "duration_s": round(duration_s, 3), "device": device,
@@ -179,3 +180,26 @@ def load_record(path: Path) -> dict:
     if missing:
         raise ValueError(f"{path}: not a run record, missing {missing}")
     return record
+
+
+def deployment_configuration(results: Path, search: str, dataset: str) -> tuple[str, dict]:
+    """(method, resolved hyper-parameters) of search ``search``'s deployment configuration on
+    ``dataset`` — the configuration a paper would list, chosen on all subjects — read from the
+    records of its final-seed re-runs, for ``suite.train --from-search``."""
+    from .paths import search_dir
+
+    path = search_dir(results, search) / "summary.json"
+    if not path.exists():
+        raise ValueError(f"--from-search {search}: no finished search there ({path} is missing); "
+                         f"finish it with `python -m suite.search --name {search} …` first")
+    summary = json.loads(path.read_text())
+    entry = next((d for d in summary["datasets"] if d["dataset"] == dataset), None)
+    if entry is None:
+        raise ValueError(f"--from-search {search}: it searched {', '.join(d['dataset'] for d in summary['datasets'])}, "
+                         f"not {dataset} ({path})")
+    records = entry["records"].get("deployment") or []
+    if not records:
+        raise ValueError(f"--from-search {search}: no deployment configuration was re-run on {dataset} "
+                         "(a search with no common candidates or no final seeds has none)")
+    hparams = load_record(Path(records[0]))["hparams"]
+    return summary["method"], hparams

@@ -53,8 +53,11 @@ def evaluate_folds(method: str, hparams_of_fold: Callable[[int], dict], data: Da
 
 def run(method: str, dataset: str, data_root: Path | None = None, overrides: dict | None = None, seeds: int | list[int] = 1,
         out: Path | None = None, results: Path | None = None, log=print, compile: str | None = None,
-        extra: dict | None = None, engine: str = "auto", reader: ReaderOptions = ReaderOptions()) -> list[Path]:
+        extra: dict | None = None, engine: str = "auto", reader: ReaderOptions = ReaderOptions(),
+        copied_from: str | None = None) -> list[Path]:
     """Train ``method`` with each seed (a count N means seeds 0..N-1); return the record paths.
+    ``copied_from``: the search whose deployment configuration ``overrides`` holds — the records
+    are labelled ``deployment_copy`` (chosen on all subjects), never an independent configuration.
     ``compile``: a ``torch.compile`` backend (e.g. ``inductor``) for long runs; None runs eagerly.
     ``engine``: auto | batched | sequential (``evaluate_folds``). ``reader``: how the release is read."""
     spec = get_method(method)
@@ -72,11 +75,11 @@ def run(method: str, dataset: str, data_root: Path | None = None, overrides: dic
     paths = []
     for seed in seeds:
         outputs = by_seed[seed]
-        selection = "fixed_epochs" if hp["selection"] == "fixed" else "inner_validation"
+        selection = "deployment_copy" if copied_from else "fixed_epochs" if hp["selection"] == "fixed" else "inner_validation"
         record_extra = {
             "inner_f1": float(np.mean([o.inner_f1 for o in outputs])) if hp["selection"] == "inner" else None,
             "compile": compile, "engine": used, "engine_reason": reason,
-            **(extra or {}),
+            **({"from_search": copied_from} if copied_from else {}), **(extra or {}),
         }
         paths.append(write_run(out_dir / dataset / method / cid / f"seed{seed}", predictions_frame(data, outputs, data.aus),
                                method=method, dataset=dataset, aus=data.aus, hparams=hp, seed=seed, selection=selection,

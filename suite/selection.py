@@ -23,8 +23,14 @@ inner-validation subjects, ``T_k = {k}`` its test subject)::
         T_k for all k  → ``selected_on_test_folds`` (best pooled test F1, as most papers): optimistic
         V_j for all j  → ``deployment`` configuration (best mean inner F1): chosen on every
                          subject, so its test score is optimistic too
+    every proposal of every fold study:
+        T_k for all k  → ``selected_per_test_fold``: per fold, the proposal of its study that
+                         maximises the pooled test F1 (``chosen_per_test_fold``): optimistic
     single runs (``suite.train``): ``fixed_epochs`` (nothing chosen) or ``inner_validation``
-    (V_k → epochs and thresholds of fold k)
+    (V_k → epochs and thresholds of fold k); a configuration copied from a search's deployment
+    row (``--from-search``) is ``deployment_copy``: V_j for all j chose it
+
+The labels, their names and whether each is ranked: ``suite.regimes``.
 
 Ties are broken by proposal number (never by Ray's trial ids), epochs by the earliest, thresholds
 by the middle of the tied range (see ``choose_thresholds``).
@@ -36,37 +42,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .metrics import f1_per_au
+from .metrics import f1_from_counts, f1_per_au
 
 THRESHOLD_GRID = np.round(np.linspace(0.05, 0.95, 19), 2)
 SCHEMA_VERSION = 2
-
-# selection label → the machine-readable statement stored in every record (``chosen_by``)
-CHOSEN_BY = {
-    "strict_nested": {"configuration": "each fold's own study, told only that fold's inner-validation F1",
-                      "epochs_thresholds": "each fold's inner-validation subjects", "test_labels": "never used",
-                      "optimistic": False},
-    "shared_nested": {"configuration": "one study told the mean inner-validation F1 over all folds; per fold the best "
-                                       "inner-validation F1", "epochs_thresholds": "each fold's inner-validation subjects",
-                      "test_labels": "an adaptive sampler saw every subject as an inner-validation subject of other folds",
-                      "optimistic": True},
-    "shared_nested_data_independent": {
-        "configuration": "one study with a data-independent sampler; per fold the best inner-validation F1",
-        "epochs_thresholds": "each fold's inner-validation subjects", "test_labels": "never used", "optimistic": False},
-    "selected_on_test_folds": {"configuration": "best pooled test F1 among the common candidates",
-                               "epochs_thresholds": "each fold's inner-validation subjects", "test_labels": "chose the configuration",
-                               "optimistic": True},
-    "deployment": {"configuration": "best mean inner-validation F1 over all folds among the common candidates",
-                   "epochs_thresholds": "each fold's inner-validation subjects",
-                   "test_labels": "every test subject is an inner-validation subject of other folds", "optimistic": True},
-    "inner_validation": {"configuration": "fixed (the method's defaults and any --set)", "epochs_thresholds": "each fold's inner-validation subjects",
-                         "test_labels": "never used", "optimistic": False},
-    "fixed_epochs": {"configuration": "fixed (the method's defaults and any --set)", "epochs_thresholds": "fixed (threshold 0.5)",
-                     "test_labels": "never used", "optimistic": False},
-}
-# regimes ranked in the leaderboard's main table (no test subject's labels made any choice)
-HEADLINE_SELECTIONS = ("strict_nested", "shared_nested_data_independent", "inner_validation", "fixed_epochs")
-
 
 # --- inside one run: epochs and thresholds -------------------------------------------------
 # Every function below takes the F1 ``variant`` (``suite.metrics.F1_VARIANTS``) that chooses, and
@@ -202,6 +181,33 @@ def chosen_on_test_folds(common: dict[str, list[Candidate]], pooled_test_score) 
     if not common:
         return None
     return max(common, key=lambda k: (pooled_test_score(common[k]), -min(c.number for c in common[k])))
+
+
+def chosen_per_test_fold(candidates: Iterable[Candidate], start: dict[int, Candidate], test_counts, variant: str) -> dict[int, Candidate]:
+    """Per fold, among every candidate of that fold, the one that maximises the pooled test F1 of
+    all folds together (``test_counts(candidate)`` → its confusion counts [K, 4] on its fold's test
+    clips): coordinate ascent over folds in order from ``start``, a fold's choice changing only for
+    a strictly better pooled F1 (ties → the earlier proposal), until a pass changes nothing. What
+    selecting on the test folds over every proposal gives (a local optimum: at least that much)."""
+    by_fold: dict[int, list[Candidate]] = {}
+    for c in candidates:
+        by_fold.setdefault(c.fold, []).append(c)
+    counts = {id(c): np.asarray(test_counts(c), float) for cs in by_fold.values() for c in cs}
+    choice = dict(start)
+    total = sum(counts[id(c)] for c in choice.values())
+    score = lambda t: float(f1_from_counts(t, variant).mean())
+    changed = True
+    while changed:
+        changed = False
+        for f in sorted(by_fold):
+            rest = total - counts[id(choice[f])]
+            best = choice[f]
+            for c in sorted(by_fold[f], key=lambda c: c.number):
+                if score(rest + counts[id(c)]) > score(rest + counts[id(best)]) + 1e-12:
+                    best = c
+            if best is not choice[f]:
+                choice[f], total, changed = best, rest + counts[id(best)], True
+    return dict(sorted(choice.items()))
 
 
 def top_per_fold(candidates: Iterable[Candidate], k: int) -> dict[int, list[Candidate]]:

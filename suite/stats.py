@@ -16,7 +16,8 @@ confusion counts ``[runs, subjects, AUs, 4]`` (tp, fp, fn, tn over the clips who
   ``interval_label(n_subjects)`` is the text to show with it: below ``MIN_RELIABLE_SUBJECTS`` it
   says "too few subjects for a reliable interval".
 * ``paired_test``: scipy's paired permutation test over subjects (each subject's predictions of
-  the two methods swapped or not) of the difference in pooled F1, with runs averaged per subject;
+  the two methods swapped or not) of the difference of the two rows' F1 as the cells show it (the
+  mean over runs of each run's pooled F1);
   ``holm`` corrects a family of such p-values (scipy has no Holm step-down).
 """
 from __future__ import annotations
@@ -189,18 +190,27 @@ def interval_label(n_subjects: int, variant: str = "binary", dataset: str = "cas
 
 
 def paired_test(a: np.ndarray, b: np.ndarray, variant: str, n_resamples: int = N_PERMUTATIONS, seed: int = SEED) -> dict:
-    """Two-sided paired permutation test over subjects of pooled F1(a) − F1(b); ``a``, ``b``
-    counts [Ra, S, K, 4] and [Rb, S, K, 4] on the same subjects in the same order (runs averaged
-    per subject, so rows with different seed counts compare). Returns difference and p-value."""
-    a, b = np.asarray(a, float).mean(0), np.asarray(b, float).mean(0)
-    both = np.concatenate([a, b])
-    n = len(a)
+    """Two-sided paired permutation test over subjects of row F1(a) − row F1(b), where a row's F1
+    is what its cell shows: the mean over its runs of each run's pooled F1. ``a``, ``b`` counts
+    [Ra, S, K, 4] and [Rb, S, K, 4] on the same subjects in the same order. A permutation swaps a
+    subject's clips between the methods in every run; rows with different run counts are tiled to
+    a common count (lcm), which leaves each row's mean over runs unchanged, so the observed
+    difference is exactly the difference of the displayed cells. Returns difference and p-value."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    runs = int(np.lcm(len(a), len(b)))
+    tiled = [np.tile(x, (runs // len(x), 1, 1, 1)) for x in (a, b)]
+    both = np.concatenate([np.swapaxes(x, 0, 1) for x in tiled])  # [2S, runs, K, 4]: subject first
+    n = a.shape[1]
+
+    def row_f1(i):  # i [..., S] → [...]
+        return pooled_f1(np.swapaxes(both[i], -3, -4), variant).mean(-1)
 
     def statistic(ia, ib, axis=-1):
-        return pooled_f1(both[ia], variant) - pooled_f1(both[ib], variant)
+        return row_f1(ia) - row_f1(ib)
 
     res = stats.permutation_test((np.arange(n), np.arange(n, 2 * n)), statistic, permutation_type="samples", vectorized=True,
-                                 n_resamples=n_resamples, alternative="two-sided", rng=np.random.default_rng(seed))
+                                 n_resamples=n_resamples, alternative="two-sided", batch=max(1, 2_000_000 // both[0].size // n),
+                                 rng=np.random.default_rng(seed))
     return {"difference": float(res.statistic), "p": float(res.pvalue)}
 
 

@@ -7,6 +7,7 @@ subject-bootstrap intervals, writes one JSON record per seed and its predictions
 examples:
   python -m suite.train --method micro_au_clip --dataset casme2
   python -m suite.train --method clip_global --dataset samm --data-root /data/SAMM --seeds 3 --set epochs=30
+  python -m suite.train --from-search gsd --dataset casme2 --seeds 3
   python -m suite.train --list-methods
 """
 from __future__ import annotations
@@ -55,7 +56,7 @@ def parse_sets(items: list[str]) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m suite.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", default="micro_au_clip", help="a registered method, see --list-methods (default: %(default)s)")
+    p.add_argument("--method", help="a registered method, see --list-methods (default: micro_au_clip, or the searched one with --from-search)")
     p.add_argument("--dataset", default="casme2", choices=DATASETS, help="(default: %(default)s)")
     p.add_argument("--data-root", type=Path, help="the release folder, e.g. /data/CASME2 (default: the synthetic release, generated on first use)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -74,6 +75,10 @@ def main(argv=None) -> int:
     p.add_argument("--preset", choices=("ours", "paper"),
                    help="a named Micro-AU CLIP configuration (docs/method.md): ours, or paper (ViT-B-32, flow input, trained text "
                         "tower, prompt-based recognition); --set overrides any of its keys (default: the method's defaults)")
+    p.add_argument("--from-search", metavar="NAME",
+                   help="train the deployment configuration of search NAME (under --results) on --dataset; its records are "
+                        "labelled as that copy — chosen on all subjects, optimistic, not ranked — never as an independent "
+                        "fixed configuration (default: none)")
     p.add_argument("--list-methods", action="store_true", help="list the registered methods and exit")
     add_reader_arguments(p)
     args = p.parse_args(argv)
@@ -87,11 +92,19 @@ def main(argv=None) -> int:
         return 0
     command = "python -m suite.train " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
-        preset, preset_fields = preset_overrides(args.preset, args.method)
-        overrides = preset | parse_sets(args.set) | ({"metric": args.metric} if args.metric else {})
-        paths = run(args.method, args.dataset, args.data_root, overrides, args.seeds, args.out, args.results,
+        method, copied = args.method or "micro_au_clip", {}
+        if args.from_search:
+            from .paths import results_dir
+            from .results import deployment_configuration
+
+            method, copied = deployment_configuration(results_dir(args.results), args.from_search, args.dataset)
+            if args.method and args.method != method:
+                raise ValueError(f"--from-search {args.from_search} searched {method}, not --method {args.method}")
+        preset, preset_fields = preset_overrides(args.preset, method)
+        overrides = copied | preset | parse_sets(args.set) | ({"metric": args.metric} if args.metric else {})
+        paths = run(method, args.dataset, args.data_root, overrides, args.seeds, args.out, args.results,
                     compile=args.compile, extra={"command": command, **preset_fields}, engine=args.engine,
-                    reader=reader_options(args))
+                    reader=reader_options(args), copied_from=args.from_search)
     except (KeyError, ValueError, DataError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2

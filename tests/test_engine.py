@@ -156,3 +156,28 @@ def test_cli_compile_flag_is_recorded(synthetic, tmp_path, capsys):
     assert train_cli(args) == 0
     record = load_record(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["compile"] == "aot_eager"
+
+
+def test_from_search_trains_the_deployment_configuration_labelled_as_a_copy(synthetic, tmp_path, capsys, train):
+    """`suite.train --from-search NAME` takes the method and every hyper-parameter from the
+    search's deployment record and writes records labelled ``deployment_copy`` with the search's
+    name (chosen on all subjects: never an independent fixed configuration); a missing search, a
+    dataset it did not search, or another --method is an error naming what to do."""
+    from suite.results import write_json
+
+    [deployed] = train("micro_au_clip", lr="0.003")  # stands in for the search's deployment re-run
+    hparams = load_record(deployed)["hparams"]
+    search = tmp_path / "searches" / "gsd"
+    write_json(search / "summary.json", {"method": "micro_au_clip", "datasets": [
+        {"dataset": "casme2", "records": {"deployment": [str(deployed)]}}]})
+    args = ["--from-search", "gsd", "--dataset", "casme2", "--data-root", str(synthetic / "CASME2"), "--results", str(tmp_path)]
+    assert train_cli(args) == 0
+    record = load_record(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (record["selection"], record["from_search"], record["method"]) == ("deployment_copy", "gsd", "micro_au_clip")
+    assert record["hparams"] == hparams and record["chosen_by"]["optimistic"] is True
+    assert train_cli(["--from-search", "nope", "--results", str(tmp_path)]) == 2
+    assert "no finished search" in capsys.readouterr().err
+    assert train_cli([*args[:3], "samm", *args[4:]]) == 2
+    assert "not samm" in capsys.readouterr().err
+    assert train_cli([*args, "--method", "constant"]) == 2
+    assert "searched micro_au_clip, not --method constant" in capsys.readouterr().err

@@ -26,7 +26,7 @@ WEIGHTS = {"kind": "weights", "clip_model": "ViT-B-16", "weights": "/w/vitb16.pt
 def _record(method, dataset, seed, f1, fold_mean, fingerprint="fp-a", config="cfg1", selection="fixed_epochs", data=SYNTHETIC,
             backbone=WEIGHTS, **extra):
     aus = ["AU1", "AU2", "AU4", "AU7", "AU12", "AU14", "AU15", "AU17"] if dataset == "casme2" else ["AU2", "AU4", "AU7", "AU12"]
-    return {"method": method, "dataset": dataset, "aus": aus, "hparams": {"lr": 0.001, "note": EVIL}, "seed": seed,
+    return {"method": method, "dataset": dataset, "aus": aus, "hparams": extra.pop("hparams", {"lr": 0.001, "note": EVIL}), "seed": seed,
             "protocol": "loso", "selection": selection, "f1_avg": f1, "f1_fold_mean": fold_mean,
             "per_au_f1": {a: f1 for a in aus}, "per_au_auc": {a: 0.5 for a in aus},
             "mer": {"objective": {"uf1": f1 / 2, "uar": 0.3, "wf1": 0.4, "accuracy": 0.5, "n": 10}},
@@ -134,8 +134,15 @@ def test_one_ranked_row_per_method_optimistic_and_legacy_rows_apart(results):
                _record("micro_au_clip", "casme2", 0, 0.45, 0.3, selection="strict_nested", search="gsd", seed_role="search"))
     write_json(search / "selected_on_test_folds.json",
                _record("micro_au_clip", "casme2", 0, 0.70, 0.3, selection="selected_on_test_folds", search="gsd"))
+    write_json(search / "selected_per_test_fold.json",
+               _record("micro_au_clip", "casme2", 0, 0.75, 0.3, selection="selected_per_test_fold", search="gsd"))
+    deployed = {"lr": 0.01, "gda_layers": 2}
     write_json(search / "final" / "deployment" / "seed1.json",
-               _record("micro_au_clip", "casme2", 1, 0.65, 0.3, selection="deployment", search="gsd", seed_role="final"))
+               _record("micro_au_clip", "casme2", 1, 0.65, 0.3, selection="deployment", search="gsd", seed_role="final",
+                       hparams={**deployed, "selection": "inner"}))
+    # the deployment configuration typed by hand into suite.train: a copy, not an independent configuration
+    write_json(results / "runs" / "casme2" / "micro_au_clip" / "cfgC" / "seed0.json",
+               _record("micro_au_clip", "casme2", 0, 0.66, 0.3, selection="inner_validation", hparams={**deployed, "selection": "inner"}))
     old = _record("micro_au_clip", "casme2", 0, 0.80, 0.3, selection="nested", search="old")
     del old["schema"]
     write_json(results / "searches" / "old" / "casme2" / "nested.json", old)
@@ -148,9 +155,13 @@ def test_one_ranked_row_per_method_optimistic_and_legacy_rows_apart(results):
     assert any(r["cells"][0][1].strip() == "micro_au_clip" and "fixed configuration" in r["cells"][1][1] for r in others[1:])
     assert page.tables["detection-selected_on_test_folds"][1]["cells"][3][1].strip() == "70.0"
     assert page.tables["detection-deployment"][1]["cells"][3][1].strip() == "65.0"
+    assert page.tables["detection-selected_per_test_fold"][1]["cells"][3][1].strip() == "75.0"
+    [copy] = page.tables["detection-deployment_copy"][1:]
+    assert copy["cells"][3][1].strip() == "66.0" and "deployment configuration" in copy["cells"][1][1]
+    assert not any("66.0" == c[1].strip() for r in others for c in r["cells"])
     [legacy] = page.tables["detection-legacy"][1:]
     assert "shared search" in legacy["cells"][1][1] and legacy["cells"][3][1].strip() == "80.0"
-    assert not any(c[1].strip() in ("70.0", "65.0", "80.0") for r in ranked for c in r["cells"])
+    assert not any(c[1].strip() in ("70.0", "75.0", "65.0", "66.0", "80.0") for r in ranked for c in r["cells"])
 
 
 def test_text_from_records_is_escaped_and_json_embedded(results):

@@ -1,5 +1,5 @@
 """Every --selection/--sampler/--fidelity combination's record label is earned: a ranked label
-(``selection.HEADLINE_SELECTIONS``) says no test subject's labels chose anything, and that holds
+(``regimes.RANKED``) says no test subject's labels chose anything, and that holds
 in the selection graph; the confirmation stage of a two-fidelity search ranks each fold's set by
 that fold's own inner F1 only."""
 import itertools
@@ -10,7 +10,7 @@ import pytest
 
 from suite.search.driver import DatasetSearch
 from suite.search.options import DATA_INDEPENDENT_SAMPLERS, SAMPLERS, SELECTIONS, SearchOptions
-from suite.selection import CHOSEN_BY, HEADLINE_SELECTIONS
+from suite.regimes import RANKED, REGIMES, regime
 
 
 def _test_labels_choose(selection: str, sampler: str) -> bool:
@@ -23,9 +23,9 @@ def _test_labels_choose(selection: str, sampler: str) -> bool:
 @pytest.mark.parametrize("selection,sampler,fidelity", list(itertools.product(SELECTIONS, SAMPLERS, (None, "frozen:full"))))
 def test_every_combination_is_labelled_by_whose_labels_chose(selection, sampler, fidelity):
     label = SearchOptions(space="gsd", selection=selection, sampler=sampler, fidelity=fidelity).selection_label
-    chosen_by = CHOSEN_BY[label]
+    chosen_by = regime(label).chosen_by
     chose = _test_labels_choose(selection, sampler)
-    assert (label in HEADLINE_SELECTIONS) == (not chose)
+    assert (label in RANKED) == (not chose)
     assert (chosen_by["test_labels"] == "never used") == (not chose)
     assert chosen_by["optimistic"] == chose
 
@@ -67,4 +67,14 @@ def test_a_folds_confirmation_set_is_chosen_by_its_own_inner_f1(selection):
     assert confirmed(inner) == [(0, "confirm"), (2, "confirm")]
     others_moved = {**inner, (1, 2): 0.99, (2, 2): 0.99, (1, 0): 0.0, (2, 0): 0.0}
     assert confirmed(others_moved) == confirmed(inner)
-    assert json.dumps(CHOSEN_BY["shared_nested_data_independent"]).count("never used") == 1
+    assert json.dumps(regime("shared_nested_data_independent").chosen_by).count("never used") == 1
+
+
+def test_every_regime_is_ranked_exactly_when_no_test_labels_chose():
+    """The table's own consistency: a ranked regime's statement says test labels were never used,
+    an unranked one says what they did; every unranked regime has the note its page table shows."""
+    for r in REGIMES:
+        assert r.ranked == (r.test_labels == "never used") == (not r.chosen_by["optimistic"])
+        assert r.ranked or r.note
+    with pytest.raises(KeyError, match="unknown selection label"):
+        regime("nested")

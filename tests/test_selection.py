@@ -158,3 +158,26 @@ def test_simulated_bias_strict_is_unbiased_and_the_others_are_not():
     assert est["test_folds"][0] > 0.25  # choosing on test subjects: strongly optimistic
     assert est["deployment"][0] > 0.15  # chosen on every subject's inner scores
     assert est["shared_top3"][0] > mean + 0.1  # candidates shaped by the test subject
+
+
+def test_selection_on_test_folds_over_every_proposal_is_a_local_optimum_of_the_pooled_test_f1():
+    """6 folds × 5 proposals with random test counts: the per-fold choice on test folds scores at
+    least the strictly nested start and the best common configuration, no single fold can improve
+    it, and the input order of the candidates does not change it."""
+    from suite.metrics import f1_from_counts
+    from suite.selection import chosen_per_test_fold
+
+    rng = np.random.default_rng(3)
+    counts = {(f, n): rng.integers(0, 6, (3, 4)) for f in range(6) for n in range(5)}
+    cands = [Candidate(f, n, f'{{"p": {n}}}', float(rng.random())) for f, n in counts]
+    pooled = lambda choice: float(f1_from_counts(sum(counts[c.fold, c.number] for c in choice.values()), "binary").mean())
+    start = per_fold_choice(cands)
+    got = chosen_per_test_fold(cands, start, lambda c: counts[c.fold, c.number], "binary")
+    assert sorted(got) == list(range(6)) and all(c.fold == f for f, c in got.items())
+    assert pooled(got) >= pooled(start)
+    best_common = max(pooled({f: c for f, c in zip(range(6), cs)}) for cs in common_candidates(cands, range(6)).values())
+    assert pooled(got) >= best_common - 1e-12
+    for f in range(6):
+        for c in (c for c in cands if c.fold == f):
+            assert pooled({**got, f: c}) <= pooled(got) + 1e-12
+    assert chosen_per_test_fold(cands[::-1], start, lambda c: counts[c.fold, c.number], "binary") == got

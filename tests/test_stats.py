@@ -122,6 +122,33 @@ def test_paired_test_finds_a_planted_difference_and_not_an_absent_one():
     assert paired_test(good[None], good[None], "binary", 99) == {"difference": 0.0, "p": 1.0}
 
 
+def test_paired_difference_is_the_difference_of_the_displayed_cells():
+    """Three seeds of different quality against one seed (and against three): the test's
+    difference is the cells' difference — the mean over seeds of each seed's pooled F1, computed
+    here from per-clip predictions with ``suite.metrics`` — not the F1 of seed-averaged counts."""
+    from suite.metrics import f1_per_au
+
+    rng = np.random.default_rng(5)
+    labels = _labels(rng, 12, prevalence=0.2, k=3)
+    truth = np.concatenate(labels)
+
+    def seed_run(quality):
+        preds = [np.where(rng.random(y.shape) < quality, y, rng.random(y.shape) < 0.5) for y in labels]
+        return np.stack([confusion_counts(y, p) for y, p in zip(labels, preds)]), np.concatenate(preds)
+
+    a_runs = [seed_run(q) for q in (0.95, 0.5, 0.15)]
+    for b_qualities in ((0.6,), (0.7, 0.4, 0.3)):
+        b_runs = [seed_run(q) for q in b_qualities]
+        for variant in ("binary", "macro"):
+            cell = lambda runs: np.mean([f1_per_au(truth, pred, variant).mean() for _, pred in runs])
+            a, b = np.stack([c for c, _ in a_runs]), np.stack([c for c, _ in b_runs])
+            got = paired_test(a, b, variant, 199)
+            assert got["difference"] == pytest.approx(cell(a_runs) - cell(b_runs), abs=1e-12)
+            averaged = float(pooled_f1(a.mean(0), variant) - pooled_f1(b.mean(0), variant))
+            assert abs(got["difference"] - averaged) > 1e-3  # the former statistic differs on this fixture
+            assert 0 < got["p"] <= 1
+
+
 def test_holm_matches_a_hand_count():
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert holm([0.5]) == [0.5]

@@ -14,7 +14,7 @@ from ..aus import DATASET_AUS
 from ..data import load_cache, prepare, read_release, synthetic_root
 from ..engine import DatasetTensors, Engine, get_accelerator
 from ..folds import FoldRunner, FoldTask
-from ..paths import results_dir
+from ..paths import results_dir, search_dir
 from ..protocol import loso_folds
 from ..registry import get_method, resolve_hparams
 from ..results import versions, write_json
@@ -176,7 +176,7 @@ def trials_per_hour(dataset: str, root: Path, packing: int, n_trials: int, fixed
                             "--round-size", str(n_trials), "--final-seeds", "0", "--baselines", "", "--results", tmp, "--name", f"pack{packing}", *resources])
         if code != 0:
             raise RuntimeError(f"the packing search with {packing} per device exited {code}")
-        summary = json.loads((Path(tmp) / "searches" / f"pack{packing}" / "summary.json").read_text())
+        summary = json.loads((search_dir(Path(tmp), f"pack{packing}") / "summary.json").read_text())
     seconds = summary["datasets"][0]["tune_s"]
     return {"per_device": packing, "trials": n_trials, "seconds": seconds, "trials_per_hour": 3600 * n_trials / seconds,
             "resources": " ".join(resources)}
@@ -223,7 +223,7 @@ def nested_search(dataset: str, root: Path, cache, configs: int, round_size: int
                     print(f"  {engine} engine, round {s.round + 1} slice {s.proposal + 1}: {slice_seconds[(s.round, s.proposal)]:.1f} s", flush=True)
                 return out
 
-        search = DatasetSearch(space, dataset, root, cache, None, opts, results, results / "searches" / opts.name, execute)
+        search = DatasetSearch(space, dataset, root, cache, None, opts, results, search_dir(results, opts.name), execute)
         spec = get_method(space.method)
         data = DatasetTensors.from_cache(load_cache(cache.path)[0], search.aus, acc.device, cache.fingerprint)
         Engine(spec, search.hparams({}), data, search.aus, opts.seed, acc, feature_cache=token_cache_dir(results))  # tokens, before the clock

@@ -24,7 +24,8 @@ from ..aus import DATASET_AUS
 from ..metrics import F1_LABELS
 from ..provenance import not_comparable
 from ..stats import INTERVAL_LABEL
-from .page import (DATASET_NAMES, MIXED_METRICS_NOTE, SELECTION_LABELS, SELECTION_SHORT, Row, cell_parts, chose_with, interval_notes,
+from ..regimes import short, title
+from .page import (DATASET_NAMES, MIXED_METRICS_NOTE, Row, cell_parts, chose_with, interval_notes,
                    measured_views, mixed_metrics)
 
 FORMATS = ("latex", "csv", "md")
@@ -71,7 +72,7 @@ def caption(variant: str, datasets: list[str], rows: list[Row], kept: list[dict]
     regimes = [s for s in dict.fromkeys(r.selection for r in rows)]
     if fmt == "latex":
         cells = ("Each cell: mean ± sd over seeds (sd from two seeds on), below it in brackets the "
-                 f"{intervals_text(rows, datasets, variant)}; n: seeds; avg.: mean over the datasets. Regime: " + "; ".join(f"{SELECTION_SHORT.get(s, s)}: {SELECTION_LABELS.get(s, s)}" for s in regimes)
+                 f"{intervals_text(rows, datasets, variant)}; n: seeds; avg.: mean over the datasets. Regime: " + "; ".join(f"{short(s)}: {title(s)}" for s in regimes)
                  + ". Bold: best, underlined: second.")
     else:
         cells = (f"Each cell: mean ± sd over seeds (sd from two seeds on), in brackets the {intervals_text(rows, datasets, variant)}; seeds: their number."
@@ -94,7 +95,7 @@ def detection_frame(rows: list[Row], datasets: list[str], numeric: bool, variant
     out = []
     for r in rows:
         chose = chose_with(r, variant) if variant else None
-        label = SELECTION_LABELS.get(r.selection, r.selection)
+        label = title(r.selection)
         row = {"method": r.method, "selection": label if numeric or not chose else f"{label} ({chose})"}
         for d in datasets:
             c = r.cells.get(d)
@@ -170,7 +171,7 @@ def detection_latex(rows: list[Row], datasets: list[str], variant: str, cap: str
             main = _emph(tex(main), r.marks.get(d)) if c else "--"
             cells += [rf"\begin{{tabular}}[t]{{@{{}}r@{{}}}}{main}\\ \footnotesize {tex(ci)}\end{{tabular}}" if ci else main,
                       str(c.n) if c else "--"]
-        regime = tex(SELECTION_SHORT.get(r.selection, r.selection)) + (tex(MARK) if chose_with(r, variant) else "")
+        regime = tex(short(r.selection)) + (tex(MARK) if chose_with(r, variant) else "")
         average = "--" if r.average is None else _emph(f"{r.average:.1f}", r.marks.get("average"))
         body.append(" & ".join([tex(r.method), regime, *cells, average, "--" if r.rank is None else f"{r.rank:.1f}"]) + r" \\")
     return _table(body, "@{}ll" + "rr" * len(datasets) + "rr@{}", cap, label, tabcolsep="5pt")

@@ -26,35 +26,13 @@ from ..aus import DATASET_AUS
 from ..metrics import F1_LABELS, F1_VARIANTS
 from ..provenance import not_comparable
 from ..results import write_atomic
-from ..selection import HEADLINE_SELECTIONS, SCHEMA_VERSION
+from ..regimes import BY_LABEL, RANKED, UNRANKED, title
+from ..selection import SCHEMA_VERSION
 from ..stats import INTERVAL_LABEL, bootstrap_interval, holm, interval_label, interval_reliable, paired_test, subject_counts
 
 DATASET_NAMES = {"casme2": "CASME II", "samm": "SAMM"}
-SELECTION_LABELS = {
-    "strict_nested": "strictly nested search",
-    "shared_nested_data_independent": "nested over a shared search (data-independent sampler)",
-    "inner_validation": "fixed configuration; epochs and thresholds on inner-validation subjects",
-    "fixed_epochs": "fixed configuration, fixed epochs, threshold 0.5",
-    "shared_nested": "nested over a shared search (adaptive sampler saw every subject)",
-    "selected_on_test_folds": "selected on test folds (as most papers)",
-    "deployment": "deployment configuration (chosen on all subjects)",
-}
-# the same regimes in a word or two, for a paper table's narrow column (its caption spells them out)
-SELECTION_SHORT = {
-    "strict_nested": "nested", "shared_nested_data_independent": "shared-rand.", "inner_validation": "inner-val.",
-    "fixed_epochs": "fixed", "shared_nested": "shared", "selected_on_test_folds": "test-sel.", "deployment": "deploy.",
-}
 # the warnings a detection table carries where records chose with different F1 variants (page and exports)
 MIXED_METRICS_NOTE = "records here chose with different variants — each such row is labelled"
-# tables of the regimes that are not ranked, in page order, with what makes each optimistic
-OTHER_REGIMES = {
-    "shared_nested": "One Optuna study was told the mean inner-validation F1 over all folds, and every subject is an "
-                     "inner-validation subject of other folds: its labels shaped the candidates offered to its own fold.",
-    "selected_on_test_folds": "The configuration with the best pooled test F1: what selecting on the test folds gives.",
-    "deployment": "The configuration a paper would list (best mean inner-validation F1 over all subjects), re-run with the "
-                  "final seeds; every test subject helped choose it.",
-}
-HEADLINE_PRIORITY = {s: i for i, s in enumerate(HEADLINE_SELECTIONS)}
 TASK_LABELS = {"emotion5": "CASME II emotions (5), rule table", "objective": "objective classes, rule table",
                "emotion5_prompt": "CASME II emotions (5), text prompts", "objective_prompt": "objective classes, text prompts"}
 HEADLINE_METHOD = "micro_au_clip"  # compared, paired over subjects, with every other ranked method
@@ -119,6 +97,21 @@ def load_records(results: Path) -> list[dict]:
         if {"method", "dataset", "f1_avg", "data_fingerprint"} <= set(record):
             record["_path"] = str(path)
             records.append(relabel(record))
+    return mark_deployment_copies(records)
+
+
+def mark_deployment_copies(records: list[dict]) -> list[dict]:
+    """A fixed-configuration run (``suite.train``) whose hyper-parameters equal a search's
+    deployment configuration on the same data is that configuration re-run — chosen on all
+    subjects —, however it was typed: labelled ``deployment_copy`` (not ranked), with the search."""
+    def key(r):
+        hp = {k: v for k, v in (r.get("hparams") or {}).items() if k != "selection"}
+        return r["method"], r["dataset"], r["data_fingerprint"], json.dumps(hp, sort_keys=True, default=str)
+
+    deployed = {key(r): r.get("search") for r in records if r.get("selection") == "deployment" and "per_fold" not in (r.get("hparams") or {})}
+    for r in records:
+        if r.get("selection") in ("inner_validation", "fixed_epochs") and key(r) in deployed:
+            r["selection"], r["from_search"] = "deployment_copy", deployed[key(r)]
     return records
 
 
@@ -247,13 +240,14 @@ def split_regimes(rows: list[Row], datasets: list[str]) -> tuple[list[Row], list
     fixed run), the one covering the most datasets and seeds."""
     legacy = [r for r in rows if r.legacy]
     current = [r for r in rows if not r.legacy]
-    candidates = [r for r in current if r.selection in HEADLINE_PRIORITY]
+    priority = {label: i for i, label in enumerate(RANKED)}
+    candidates = [r for r in current if r.selection in priority]
     best: dict[str, Row] = {}
-    for r in sorted(candidates, key=lambda r: (HEADLINE_PRIORITY[r.selection], -len(r.cells), -len(r.records), r.key)):
+    for r in sorted(candidates, key=lambda r: (priority[r.selection], -len(r.cells), -len(r.records), r.key)):
         best.setdefault(r.method, r)
     headline = list(best.values())
     others = [r for r in candidates if best[r.method] is not r]
-    optimistic = {sel: [r for r in current if r.selection == sel] for sel in OTHER_REGIMES}
+    optimistic = {sel: [r for r in current if r.selection == sel] for sel in UNRANKED}
     rank_rows(headline, datasets)
     for group in (others, *optimistic.values(), legacy):
         group.sort(key=lambda r: (r.method, r.key))
@@ -356,7 +350,7 @@ def heatmap(rows: list[Row], dataset: str, variant: str) -> str | None:
     for r in rows:
         recs = [x for x in r.records if x["dataset"] == dataset]
         if recs:
-            name = f"{r.method} [{SELECTION_LABELS.get(r.selection, r.selection)}, {r.config}]"
+            name = f"{r.method} [{title(r.selection)}, {r.config}]"
             data[name] = [100 * np.mean([x["f1"][variant]["per_au"].get(a, np.nan) if "f1" in x else
                                          (x["per_au_f1"].get(a, np.nan) if variant == "binary" else np.nan) for x in recs]) for a in aus]
     if not data:
@@ -406,7 +400,8 @@ def slice_docs(rounds_dir: Path) -> list[dict]:
 
 def top_common(docs: list[dict], record_path: Path, k: int) -> list[dict]:
     """The common candidates (configurations every fold ran) by mean inner-validation F1, with
-    their pooled test F1 — the gap between the two is the point. One vectorised pass per candidate."""
+    their pooled test F1 — the gap between the two is the point. A fold whose study proposed a
+    configuration twice counts once (its first task), so every test clip is counted once."""
     import pandas as pd
 
     from ..metrics import f1_per_au
@@ -414,15 +409,17 @@ def top_common(docs: list[dict], record_path: Path, k: int) -> list[dict]:
     record = json.loads(record_path.read_text())
     truth = pd.read_parquet(record_path.with_name(record["predictions"])).set_index("sample_id")
     aus = record["aus"]  # "AU1", …
-    by_params: dict[str, list[dict]] = defaultdict(list)
+    by_params: dict[str, dict[int, dict]] = defaultdict(dict)  # configuration → fold → its first task
     for doc in docs:
         for t in doc["tasks"]:
-            if t["status"] == "ok":
-                by_params[json.dumps(t["params"], sort_keys=True)].append(t)
+            first = by_params[json.dumps(t["params"], sort_keys=True)].get(t["fold"])
+            if t["status"] == "ok" and (first is None or t["number"] < first["number"]):
+                by_params[json.dumps(t["params"], sort_keys=True)][t["fold"]] = t  # a re-proposal: each test clip once
     n_folds = record["n_folds"]
     out = []
-    for key, tasks in by_params.items():
-        if len({t["fold"] for t in tasks}) < n_folds:
+    for key, per_fold in by_params.items():
+        tasks = list(per_fold.values())
+        if len(tasks) < n_folds:
             continue
         ids = [s for t in tasks for s in t["test_ids"]]
         pred = np.concatenate([np.asarray(t["test_prob"]) >= np.asarray(t["threshold"]) for t in tasks])
@@ -549,7 +546,7 @@ def build_context(results: Path) -> dict:
         "empty": not records,
         "datasets": datasets, "dataset_names": DATASET_NAMES, "views": views, "rows": main["rows"],
         "mixed_metrics": mixed_metrics(kept), "mixed_metrics_note": MIXED_METRICS_NOTE, "interval_label": INTERVAL_LABEL, "headline_method": HEADLINE_METHOD,
-        "optimistic_notes": OTHER_REGIMES, "selection_labels": SELECTION_LABELS, "task_labels": TASK_LABELS,
+        "regimes": BY_LABEL, "task_labels": TASK_LABELS,
         "reported": [x for x in reported if x["task"] == "detection"],
         "reported_recognition": [x for x in reported if x["task"] == "recognition"],
         "ablation": ablation if len({r.method for r in ablation}) > 1 else [],
@@ -568,6 +565,7 @@ def render(results: Path, out: Path | None = None) -> Path:
     env = Environment(loader=PackageLoader("suite", "templates"), autoescape=select_autoescape(["html", "j2"]), undefined=StrictUndefined)
     env.filters["pct"] = lambda v: "–" if v is None else f"{v:.1f}"
     env.filters["cell"] = cell_parts
+    env.filters["regime"] = title
     env.filters["chose_with"] = chose_with
     env.filters["pct100"] = lambda v: "–" if v is None else f"{100 * v:.1f}"
     env.filters["params"] = lambda p: ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in (p or {}).items())

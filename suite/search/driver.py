@@ -5,7 +5,8 @@
     [--fidelity] confirm: per fold its top --confirm-top (own study) at the higher fidelity,
                  the deployment configuration on every fold
     records: the per-fold choice (strict_nested / shared_nested), selected_on_test_folds and the
-             deployment configuration over the common candidates; final seeds of the per-fold
+             deployment configuration over the common candidates, selected_per_test_fold over every
+             candidate of every fold; final seeds of the per-fold
              choice and of the deployment configuration; baselines with the same seeds
 
 ``execute(slices, ctx, name) → {proposal: slice outputs}`` is the Tune executor in the CLI; tests
@@ -24,12 +25,13 @@ from ..aus import DATASET_AUS
 from ..data import load_cache
 from ..engine import DatasetTensors
 from ..folds import engine_label
-from ..metrics import f1_per_au
+from ..metrics import confusion_counts, f1_per_au
 from ..paths import token_cache_dir
 from ..protocol import loso_folds
 from ..registry import get_method, resolve_hparams
 from ..results import config_id, load_record, predictions_frame, write_run
-from ..selection import Candidate, chosen_on_test_folds, common_candidates, deployment_choice, per_fold_choice, top_per_fold
+from ..selection import (Candidate, chosen_on_test_folds, chosen_per_test_fold, common_candidates, deployment_choice, per_fold_choice,
+                         top_per_fold)
 from .options import SearchOptions
 from .studies import Slice, Studies, Task
 from .trial import RunContext, fold_from_json
@@ -57,6 +59,12 @@ def candidates_of(docs: list[dict], index_of: dict[str, int], roles=("search", "
                 out.append(Candidate(t["fold"], t["number"], json.dumps(t["params"], sort_keys=True), t["inner_f1"],
                                      {"output": fold_from_json(t, index_of), "task": t}))
     return out
+
+
+def test_counts(cand: Candidate, data: DatasetTensors) -> np.ndarray:
+    """Confusion counts [K, 4] of a candidate's predictions on its fold's test clips."""
+    o = cand.payload["output"]
+    return confusion_counts(data.labels[o.test], o.prob >= o.threshold, data.known[o.test])
 
 
 def pooled_f1(cands: list[Candidate], data: DatasetTensors, metric: str) -> float:
@@ -233,6 +241,11 @@ class DatasetSearch:
             records["selected_on_test_folds"] = self.record(
                 self.out / "selected_on_test_folds", common[test_key], "selected_on_test_folds",
                 {**self.common_extra(len(common)), "seed_role": "search", "chosen": json.loads(test_key)})
+        per_test_fold = chosen_per_test_fold(fold_cands, choice, lambda c: test_counts(c, self.data), self.opts.metric)
+        records["selected_per_test_fold"] = self.record(
+            self.out / "selected_per_test_fold", list(per_test_fold.values()), "selected_per_test_fold",
+            {**self.common_extra(len(fold_cands)), "seed_role": "search",
+             "chosen": {str(f): {"number": c.number, "params": json.loads(c.params_key)} for f, c in per_test_fold.items()}})
         final_done, base_done = [], {}
         jobs = self.final_jobs(label, {f: c.payload["task"]["hparams"] for f, c in choice.items()}, final_done)
         deploy_done = []
@@ -260,6 +273,7 @@ class DatasetSearch:
             "dataset": self.dataset, "selection": label, "n_folds": len(self.folds), "tasks_finished": len(fold_cands),
             "tasks_failed": failed, "headline_f1": f1[label], "headline_ci": headline["f1"][headline["metric"]]["ci95"],
             "selected_on_test_folds_f1": f1.get("selected_on_test_folds"),
+            "selected_per_test_fold_f1": f1["selected_per_test_fold"],
             "final_seeds": self.opts.final_seed_list, "final_seeds_f1": final_f1,
             "final_seeds_mean": float(np.mean(final_f1)) if final_f1 else None,
             "final_seeds_std": float(np.std(final_f1, ddof=1)) if len(final_f1) > 1 else None,

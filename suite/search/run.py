@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..paths import search_dir
 from .driver import StageIncomplete
 from .options import SearchError, SearchOptions, check_counts, data_roots, parse_fidelity, token_auth_environment
 
@@ -78,7 +79,7 @@ def _preflight(opts: SearchOptions) -> tuple[list[Plan], dict]:
 
 def _data_file(plan: Plan) -> Path:
     """The data fingerprints a search folder's stored outputs were computed on."""
-    return plan.opts.results / "searches" / plan.opts.name / "data.json"
+    return search_dir(plan.opts.results, plan.opts.name) / "data.json"
 
 
 def _stored_fingerprints(plan: Plan) -> dict:
@@ -107,7 +108,7 @@ def _check_same_data(plan: Plan) -> None:
 
 def _engine_file(plan: Plan) -> Path:
     """The engine a search folder's stored outputs were computed with."""
-    return plan.opts.results / "searches" / plan.opts.name / "engine.json"
+    return search_dir(plan.opts.results, plan.opts.name) / "engine.json"
 
 
 def _check_same_engine(plan: Plan) -> None:
@@ -158,7 +159,7 @@ def _finished(plans: list[Plan], roots: dict) -> list[str] | None:
         return None
     texts = []
     for plan in plans:
-        folder = plan.opts.results / "searches" / plan.opts.name
+        folder = search_dir(plan.opts.results, plan.opts.name)
         try:
             summary = json.loads((folder / "summary.json").read_text())
             text = (folder / "summary.txt").read_text().rstrip()
@@ -263,7 +264,7 @@ def run_search(opts: SearchOptions) -> int:
             o = plan.opts.with_(gpus_per_trial=opts.gpus_per_trial, concurrency=opts.concurrency)
             for dataset in o.datasets:
                 search = DatasetSearch(plan.space, dataset, roots[dataset], plan.caches[dataset], plan.fidelity, o, o.results,
-                                       o.results / "searches" / o.name, TuneExecutor(o, o.results))
+                                       search_dir(o.results, o.name), TuneExecutor(o, o.results))
                 finishers.append((plan, search.run(lambda jobs, o=o: submit_to_ray(jobs, o))))
         by_plan: dict[str, list] = {}
         for plan, finish in finishers:
@@ -274,7 +275,7 @@ def run_search(opts: SearchOptions) -> int:
     finally:
         ray.shutdown()
     for plan in plans:
-        o, search_dir = plan.opts, plan.opts.results / "searches" / plan.opts.name
+        o, search_dir = plan.opts, search_dir(plan.opts.results, plan.opts.name)
         summary = {"name": o.name, "identity": _identity(plan, roots), "space": plan.space.name, "method": plan.space.method, "sampler": o.sampler, "selection": o.selection,
                    "metric": o.metric, "trials": o.trials, "round_size": o.round_size, "startup_trials": o.startup_trials, "seed": o.seed,
                    "fidelity": o.fidelity, "confirm_top": o.confirm_top if plan.fidelity else None,

@@ -2,13 +2,9 @@
 figure is, and whose labels chose it."""
 from __future__ import annotations
 
+from ..regimes import regime
 from ..stats import interval_label
 
-LABELS = {
-    "strict_nested": "strictly nested F1",
-    "shared_nested": "nested over a shared search (optimistic)",
-    "shared_nested_data_independent": "nested over a shared random search",
-}
 HEADLINE = " (headline)"  # on the row the page ranks: the final seeds' mean when there are final seeds
 
 
@@ -32,14 +28,15 @@ def format_summary(summary: dict) -> str:
             lines.append(f"    screened with backbone {sc['fidelity']['search']}, confirmed {n} fold tasks with {sc['fidelity']['confirm']}")
         seeds = d["final_seeds_f1"]
         ci = d.get("headline_ci")
-        label = LABELS.get(d["selection"], d["selection"])
-        ranked = "optimistic" not in label
+        label, ranked = regime(d["selection"]).terminal, regime(d["selection"]).ranked
         rows = [(f"{label}{HEADLINE if ranked and not seeds else ''}, search seed",
                  pct(d["headline_f1"]) + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else ""))]
         if seeds:
             spread = f" ± {100 * d['final_seeds_std']:.1f} (sd)" if d["final_seeds_std"] is not None else ""
             rows.append((f"{label}{HEADLINE if ranked else ''}, final seeds {d['final_seeds']} (mean)", pct(d["final_seeds_mean"]) + spread))
-        rows.append(("selected on test folds (optimistic, as most papers)", pct(d["selected_on_test_folds_f1"])))
+        rows.append(("selected on test folds, common candidates (optimistic)", pct(d["selected_on_test_folds_f1"])))
+        if "selected_per_test_fold_f1" in d:
+            rows.append(("selected on test folds, every proposal (optimistic)", pct(d["selected_per_test_fold_f1"])))
         dep = d["deployment"]
         if dep["params"] is not None and dep["seeds_f1"]:
             n = len(dep["seeds_f1"])
