@@ -275,16 +275,16 @@ def run_search(opts: SearchOptions) -> int:
     finally:
         ray.shutdown()
     for plan in plans:
-        o, search_dir = plan.opts, search_dir(plan.opts.results, plan.opts.name)
+        o, folder = plan.opts, search_dir(plan.opts.results, plan.opts.name)
         summary = {"name": o.name, "identity": _identity(plan, roots), "space": plan.space.name, "method": plan.space.method, "sampler": o.sampler, "selection": o.selection,
                    "metric": o.metric, "trials": o.trials, "round_size": o.round_size, "startup_trials": o.startup_trials, "seed": o.seed,
                    "fidelity": o.fidelity, "confirm_top": o.confirm_top if plan.fidelity else None,
                    "wall_s": time.time() - start, "datasets": by_plan[o.name], "command": opts.command}
-        write_json(search_dir / "summary.json", summary)
+        write_json(folder / "summary.json", summary)
         text = format_summary(summary)
-        write_atomic(search_dir / "summary.txt", (text + "\n").encode())
+        write_atomic(folder / "summary.txt", (text + "\n").encode())
         print(text)
-        print(f"summary: {search_dir / 'summary.txt'}  (optuna-dashboard {search_dir / 'optuna.journal'})")
+        print(f"summary: {folder / 'summary.txt'}  (optuna-dashboard {folder / 'optuna.journal'})")
     from ..leaderboard import render
 
     print(f"leaderboard: {render(opts.results)}")
