@@ -8,10 +8,8 @@ finish (the batched ones together, every other one on its own), so a retried or 
 continues with the rest — with the same numbers, since
 a task's outputs depend on the task alone (``suite.streams``), not on which tasks share its batch.
 With ``fold_workers`` > 1 the tasks are dealt to this process and Ray actors in the trial's other
-placement-group bundles. Outputs (``slice_outputs``): ``<out>/r<round>-p<proposal>.json`` (per
-task: thresholds, epochs, inner F1, per-epoch inner scores, test predictions, engine, node) and
-``….inner.parquet`` (per task every epoch's inner-validation probabilities with sample ids),
-written atomically once complete.
+placement-group bundles. Outputs: one slice file pair per trial, written atomically once complete;
+their format has one owner, ``suite.search.slices`` (``write_slice``, ``read_slice``, ``read_slices``).
 
 Importing this needs no Ray at module level: ``TaskRunner`` runs tasks without it.
 """
@@ -31,7 +29,8 @@ from ..engine import DatasetTensors, FoldOutput, get_accelerator
 from ..folds import EngineChoiceError, FoldRunner, FoldTask, TaskOutcome, engine_request
 from ..protocol import loso_folds
 from ..registry import get_method, resolve_hparams
-from ..results import write_json, write_predictions
+from ..results import write_json
+from .slices import partial_path, read_slice, slice_paths, write_slice
 
 
 @dataclass(frozen=True)
@@ -132,28 +131,6 @@ def fold_from_json(d: dict, index_of: dict[str, int]) -> FoldOutput:
                       np.array(d["threshold"], float), d["epochs"], d["inner_f1"])
 
 
-def slice_paths(out_dir: Path, r: int, proposal: int) -> tuple[Path, Path]:
-    stem = Path(out_dir) / f"r{r:03d}-p{proposal:03d}"
-    return stem.with_suffix(".json"), stem.with_suffix(".inner.parquet")
-
-
-def write_slice(out_dir: Path, r: int, proposal: int, tasks: list[dict], aus, extra: dict) -> None:
-    """The Parquet first, the JSON last: a slice is complete when its JSON exists."""
-    json_path, parquet_path = slice_paths(out_dir, r, proposal)
-    rows = []
-    for t in tasks:
-        if t["status"] != "ok":
-            continue
-        for epoch, probs in zip(t["inner_epochs"], t["inner_probs"]):
-            for sid, p in zip(t["inner_val_ids"], probs):
-                rows.append({"fold": t["fold"], "number": t["number"], "epoch": epoch, "sample_id": sid,
-                             **{f"prob_AU{a}": float(v) for a, v in zip(aus, p)}})
-    columns = ["fold", "number", "epoch", "sample_id", *[f"prob_AU{a}" for a in aus]]
-    write_predictions(parquet_path, pd.DataFrame(rows, columns=columns))
-    stored = [{k: v for k, v in t.items() if k != "inner_probs"} for t in tasks]
-    write_json(json_path, {"round": r, "proposal": proposal, **extra, "tasks": stored})
-
-
 def in_process_executor(data: DatasetTensors | None = None, on_gpu: bool = False):
     """An executor (``execute(slices, ctx, name) → {proposal: slice output}``) running every
     slice in this process, one after another, with the engine the run context asks for — the
@@ -210,11 +187,6 @@ def process_pool_executor(processes: int, on_gpu: bool):
         pool.close()
         pool.join()
     return execute, close
-
-
-def read_slice(out_dir: Path, r: int, proposal: int) -> dict | None:
-    json_path, _ = slice_paths(out_dir, r, proposal)
-    return json.loads(json_path.read_text()) if json_path.exists() else None
 
 
 def read_inner_probs(out_dir: Path, r: int, proposal: int) -> pd.DataFrame:
@@ -316,7 +288,7 @@ def run_slice(config: dict, ctx: RunContext, plan: dict) -> None:
     runner = _runner(ctx, bool(ray.get_gpu_ids()))
     r, proposal = config["round"], config["proposal"]
     tasks = plan[proposal]
-    partial = Path(ctx.out_dir) / "partial" / slice_paths(Path("."), r, proposal)[0].name
+    partial = partial_path(Path(ctx.out_dir), r, proposal)
     done: list[dict] = json.loads(partial.read_text()) if partial.exists() else []
     key = lambda t: (t["fold"], t["number"], t["role"])  # noqa: E731
     finished = {key(t) for t in done}

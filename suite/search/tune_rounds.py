@@ -20,8 +20,9 @@ from ray import tune
 
 from .driver import StageIncomplete
 from .options import MAX_FAILURES, SearchOptions
+from .slices import read_slice, write_slice
 from .studies import Slice
-from .trial import RunContext, read_slice, run_slice, trial_resources, write_slice
+from .trial import RunContext, run_slice, trial_resources
 
 
 class TuneExecutor:
