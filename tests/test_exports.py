@@ -12,7 +12,7 @@ import pytest
 
 from suite.aus import DATASET_AUS
 from suite.leaderboard.export import export
-from suite.leaderboard.page import chose_with, measured_views
+from suite.leaderboard.table import chose_with, measured_views
 from suite.results import write_run
 
 MAIN_JOB = {"micro_au_clip": 0.62, "clip_global": 0.45, "prior": 0.30, "constant": 0.22}  # the main job's methods, detection skill
@@ -91,7 +91,7 @@ def test_captions_carry_the_pages_warnings_for_a_macro_chosen_row(mixed_job, tmp
     (LaTeX and Markdown in their captions, CSV in its warnings column), as does the page."""
     from suite.leaderboard import render
     from suite.leaderboard.export import tex
-    from suite.leaderboard.page import MIXED_METRICS_NOTE
+    from suite.leaderboard.table import MIXED_METRICS_NOTE
 
     _, _, _, views, _ = measured_views(mixed_job)
     binary = next(v for v in views if v["variant"] == "binary")

@@ -299,15 +299,15 @@ def test_shared_study_plots_follow_the_studys_direction(tmp_path, monkeypatch):
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    from suite.leaderboard import page
+    from suite.leaderboard import figures as leaderboard_figures
 
     journal = tmp_path / "optuna.journal"
     study = optuna.create_study(study_name="shared", direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0),
                                 storage=JournalStorage(JournalFileBackend(str(journal))))
     study.optimize(lambda t: float(t.suggest_float("decisive", 0, 1) > 0.8) + 0.01 * t.suggest_float("noise", 0, 1), n_trials=60)
     figures = []
-    monkeypatch.setattr(page, "_png", lambda fig: figures.append(fig) or str(len(figures) - 1))
-    plots = {p["title"]: figures[int(p["png"])] for p in page.optuna_plots(journal)}
+    monkeypatch.setattr(leaderboard_figures, "_png", lambda fig: figures.append(fig) or str(len(figures) - 1))
+    plots = {p["title"]: figures[int(p["png"])] for p in leaderboard_figures.optuna_plots(journal)}
     history = plots["optimization history"].axes[0]
     assert "Best Value" in [t.get_text() for t in history.get_legend().get_texts()]
     importances = plots["parameter importances"].axes[0]

@@ -1,9 +1,9 @@
 """Paper-ready tables of the leaderboard: LaTeX (booktabs), CSV and Markdown.
 
-The same rows, numbers, labels and warnings as the page (``page.measured_views``,
-``page.chose_with``, ``page.MIXED_METRICS_NOTE``): the ranked detection table of one F1 variant —
-one row per method under a regime where no test subject's labels made any choice — and its per-AU
-table. Every caption says the F1 variant, the pooling, the protocol, the AU lists, the interval and
+The same rows, numbers, labels and warnings as the page, from the table model both read
+(``table.measured_views``, ``table.chose_with``, ``table.MIXED_METRICS_NOTE``): the ranked
+detection table of one F1 variant — one row per method under a regime where no test subject's
+labels made any choice — and its per-AU table. Every caption says the F1 variant, the pooling, the protocol, the AU lists, the interval and
 every warning of the page: a row that chose with another F1 variant (marked † in LaTeX; labelled
 as on the page in Markdown; a ``warnings`` column in CSV, which has no caption), records left out
 for another data fingerprint, and where it applies that the numbers are not comparable with
@@ -25,8 +25,8 @@ from ..metrics import F1_LABELS
 from ..provenance import not_comparable
 from ..stats import INTERVAL_LABEL
 from ..regimes import short, title
-from .page import (DATASET_NAMES, MIXED_METRICS_NOTE, Row, cell_parts, chose_with, interval_notes,
-                   measured_views, mixed_metrics)
+from .records import DATASET_NAMES
+from .table import MIXED_METRICS_NOTE, Row, cell_parts, chose_with, interval_notes, measured_views, mixed_metrics
 
 FORMATS = ("latex", "csv", "md")
 MARK = "†"  # a row with a warning (LaTeX: the regime cell; the caption says what)
@@ -62,7 +62,7 @@ def warnings_text(rows: list[Row], variant: str, kept: list[dict], flagged: list
 
 
 def intervals_text(rows: list[Row], datasets: list[str], variant: str) -> str:
-    """The page's interval legend, per dataset (``page.interval_notes``)."""
+    """The page's interval legend, per dataset (``table.interval_notes``)."""
     notes = interval_notes(rows, datasets, variant)
     return "subject-bootstrap interval, conditional on the chosen models (" + \
         "; ".join(f"{DATASET_NAMES[d]}: {n}" for d, n in notes.items()) + ")" if notes else INTERVAL_LABEL

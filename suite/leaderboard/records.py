@@ -1,0 +1,120 @@
+"""The leaderboard's records: every record the results layout holds (``suite.paths.record_paths``),
+legacy records relabelled, deployment configurations re-typed into ``suite.train`` marked as
+copies, each dataset's majority data fingerprint kept (the rest flagged), and what a record says
+about where and how it was measured (provenance). The record format itself: ``suite.results``."""
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from ..paths import record_paths
+from ..provenance import not_comparable
+from ..selection import SCHEMA_VERSION
+from ..stats import subject_counts
+
+DATASET_NAMES = {"casme2": "CASME II", "samm": "SAMM"}
+
+
+def load_records(results: Path) -> list[dict]:
+    records = []
+    for path in record_paths(results):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if {"method", "dataset", "f1_avg", "data_fingerprint"} <= set(record):
+            record["_path"] = str(path)
+            records.append(relabel(record))
+    return mark_deployment_copies(records)
+
+
+def mark_deployment_copies(records: list[dict]) -> list[dict]:
+    """A fixed-configuration run (``suite.train``) whose hyper-parameters equal a search's
+    deployment configuration on the same data is that configuration re-run — chosen on all
+    subjects —, however it was typed: labelled ``deployment_copy`` (not ranked), with the search."""
+    def key(r):
+        hp = {k: v for k, v in (r.get("hparams") or {}).items() if k != "selection"}
+        return r["method"], r["dataset"], r["data_fingerprint"], json.dumps(hp, sort_keys=True, default=str)
+
+    deployed = {key(r): r.get("search") for r in records if r.get("selection") == "deployment" and "per_fold" not in (r.get("hparams") or {})}
+    for r in records:
+        if r.get("selection") in ("inner_validation", "fixed_epochs") and key(r) in deployed:
+            r["selection"], r["from_search"] = "deployment_copy", deployed[key(r)]
+    return records
+
+
+def relabel(record: dict) -> dict:
+    """Records written before selection labels were strict (no ``schema``) are legacy: relabelled
+    where their files say what they were (a nested pick over a shared search; a search's final
+    seeds of the best mean-inner configuration = a deployment configuration), never ranked."""
+    if record.get("schema", 1) >= SCHEMA_VERSION:
+        return record
+    record["_legacy"] = True
+    if record.get("selection") == "nested":
+        record["selection"] = "shared_nested"
+    elif record.get("selection") == "inner_validation" and record.get("search"):
+        record["selection"] = "deployment"
+    return record
+
+
+def split_fingerprints(records: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Keep each dataset's majority data fingerprint; flag the rest."""
+    counts = defaultdict(Counter)
+    for r in records:
+        counts[r["dataset"]][r["data_fingerprint"]] += 1
+    majority = {d: max(c.items(), key=lambda kv: (kv[1], kv[0]))[0] for d, c in counts.items()}
+    kept = [r for r in records if r["data_fingerprint"] == majority[r["dataset"]]]
+    flagged = [r for r in records if r["data_fingerprint"] != majority[r["dataset"]]]
+    return kept, flagged
+
+
+def f1_of(record: dict, variant: str, key: str = "pooled") -> float | None:
+    """A record's F1 in ``variant``; records written before both variants were stored are binary."""
+    if "f1" in record:
+        return record["f1"][variant][key]
+    if variant == "binary":
+        return record["f1_avg"] if key == "pooled" else record["f1_fold_mean"]
+    return None
+
+
+def record_counts(record: dict) -> np.ndarray | None:
+    """Per-subject confusion counts [S, K, 4] from the record's predictions (None: an older file
+    without per-AU label masks)."""
+    import pandas as pd
+
+    if "_counts" not in record:
+        path = Path(record["_path"]).with_name(record["predictions"])
+        frame = pd.read_parquet(path) if path.exists() else None
+        ok = frame is not None and all(f"known_{a}" in frame.columns for a in record["aus"])
+        record["_counts"] = subject_counts(frame, [int(a[2:]) for a in record["aus"]])[1] if ok else None
+    return record["_counts"]
+
+
+def data_label(record: dict) -> str:
+    d = record.get("data")
+    if not d:
+        return f"not recorded (record written before provenance), fingerprint {record['data_fingerprint'][:12]}"
+    reading = "".join(f", read with {k}={v}" for k, v in d.get("reading", {}).items())  # non-default AU rules, frames, boxes
+    if d["kind"] == "synthetic":
+        return f"synthetic release (generator seed {d['seed']}, {d['scale']} scale), fingerprint {d['fingerprint'][:12]}{reading}"
+    sha = d.get("label_sha256")
+    return f"release {d['root']} ({d['label_file']}{', sha256 ' + sha[:12] if sha else ''}), fingerprint {d['fingerprint'][:12]}{reading}"
+
+
+def provenance(records: list[dict]) -> dict:
+    """What the shown numbers were measured on and with, for the top of the page."""
+    def uniq(key):
+        return sorted({json.dumps(r.get(key), sort_keys=True) if isinstance(r.get(key), dict) else str(r.get(key)) for r in records})
+    created = sorted(r["created"] for r in records if r.get("created"))
+    return {"git_commits": uniq("git_commit"), "devices": uniq("device"),
+            "suite_versions": sorted({str(r.get("versions", {}).get("micro-au-suite")) for r in records}),
+            "versions": sorted({json.dumps(r.get("versions"), sort_keys=True) for r in records}),
+            "data": {DATASET_NAMES.get(d, d): sorted({data_label(r) for r in records if r["dataset"] == d}) for d in sorted({r["dataset"] for r in records})},
+            "backbones": sorted({r.get("backbone", {}).get("label", "not recorded") for r in records if r.get("backbone", {}).get("kind") != "none"}),
+            "measured": (created[0][:10], created[-1][:10]) if created else None,
+            "not_comparable": sorted({why for r in records for why in not_comparable(r)}),
+            "presets": sorted({(r["preset"], r.get("preset_source", "")) for r in records if r.get("preset")}),
+            "commands": sorted({r["command"] for r in records if r.get("command")})}
