@@ -71,7 +71,7 @@ def test_provenance_and_page_name_a_non_default_reading(synthetic, tmp_path):
     """Labels read under other rules (here 'or' alternatives counted present) give other F1s: the
     record's data provenance and the page's data line say so; the default reading adds nothing."""
     from suite.aus import AURules
-    from suite.leaderboard.page import data_label
+    from suite.leaderboard.records import data_label
     from suite.provenance import data_provenance
 
     default = data_provenance(build_cache(read_release("samm", synthetic / "SAMM"), tmp_path, image_size=32).path)
