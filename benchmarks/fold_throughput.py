@@ -21,7 +21,7 @@ import torch
 from suite.aus import DATASET_AUS
 from suite.bench.measure import _sync, backbone_flops_per_image, matmul_rate
 from suite.data import load_cache, prepare, synthetic_root
-from suite.engine import DatasetTensors, Engine, get_accelerator
+from suite.engine import DatasetTensors, SequentialEngine, get_accelerator
 from suite.folds import FoldRunner, FoldTask
 from suite.paths import results_dir
 from suite.protocol import loso_folds
@@ -46,7 +46,7 @@ def main() -> None:
     spec = get_method("micro_au_clip")
     hp = resolve_hparams(spec, {"clip_model": args.clip, "image_size": args.image_size, "backbone_mode": args.mode,
                                 "epochs": args.epochs, "batch_size": args.batch_size, "dropout": 0.0, "selection": "fixed"})
-    engine = Engine(spec, hp, data, aus, 0, acc)
+    engine = SequentialEngine(spec, hp, data, aus, 0, acc)
     folds = loso_folds(data.subject, hp["inner_val_fraction"], 0)[:args.folds]
     images = sum(2 * (len(data.any_known(f.train)) * args.epochs + len(f.test)) for f in folds)
     floor = backbone_flops_per_image(engine, args.image_size) * images / matmul_rate(acc.device)

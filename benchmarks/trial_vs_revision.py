@@ -32,7 +32,7 @@ from pathlib import Path
 import suite
 from suite.aus import DATASET_AUS
 from suite.data import load_cache, prepare, synthetic_root
-from suite.engine import DatasetTensors, Engine, get_accelerator
+from suite.engine import DatasetTensors, SequentialEngine, get_accelerator
 from suite.protocol import loso_folds
 from suite.registry import get_method, resolve_hparams
 
@@ -43,7 +43,7 @@ data = DatasetTensors.from_cache(load_cache(cache.path)[0], aus, acc.device, cac
 spec = get_method("micro_au_clip")
 hp = resolve_hparams(spec, {"epochs": epochs, "backbone_mode": "frozen", "selection": "inner"})
 tokens = results / "tokens"
-Engine(spec, hp, data, aus, 0, acc, feature_cache=tokens)  # the token cache, warm before the clock starts
+SequentialEngine(spec, hp, data, aus, 0, acc, feature_cache=tokens)  # the token cache, warm before the clock starts
 
 
 def trial():
@@ -51,7 +51,7 @@ def trial():
     try:  # the fold protocol's one owner (since the task-independence change)
         from suite.folds import FoldRunner, FoldTask
     except ImportError:  # revisions before it
-        engine = Engine(spec, hp, data, aus, 0, acc, feature_cache=tokens)
+        engine = SequentialEngine(spec, hp, data, aus, 0, acc, feature_cache=tokens)
         if engine_name == "sequential":
             for fold in folds:
                 engine.run_fold(fold, "inner")

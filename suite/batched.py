@@ -1,7 +1,7 @@
 """The fold-batched engine: models of one architecture — folds, inner and outer models, seeds, and
 configurations that differ only in continuous hyper-parameters (learning rate, weight decay, loss
 weights, temperatures) — train as one batched model. An executor of the fold protocol's jobs
-(``suite.folds``), interchangeable with the sequential engine (``suite.engine.Engine.run_job``).
+(``suite.folds``), interchangeable with the sequential engine (``suite.engine.SequentialEngine.run_job``).
 
 Why: on cached frozen features a model is a small head, and the sequential engine spends its time
 on per-step Python and autograd overhead for tiny matrices. Here every model's parameters carry a
@@ -33,7 +33,7 @@ and moments stay).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -42,23 +42,22 @@ from tqdm import tqdm
 
 from .engine import DatasetTensors
 from .jobs import JobResult, ModelJob
+from .models.detector import OPTIMIZER_HPARAMS, Detector
 from .registry import MethodSpec
 from .streams import check_keyed, dropout_keys, step_key
 
 EVAL_CHUNK = 64  # samples per model in one evaluation pass
-# hyper-parameters that may differ between models trained as one batch (held in buffers or the optimizer)
-PER_MODEL = ("lr", "weight_decay", "lambda_gd", "tau_gd", "lambda_cl", "tau_cl")
 
 
-def batch_refusal(model: torch.nn.Module, method: str) -> str | None:
+def batch_refusal(model: Detector, method: str) -> str | None:
     """Why the fold-batched engine cannot train this model as one of many (None: it can): only a
     model on cached features whose trained layers round alike in any company (linear layers,
     attention, layer norm: bit-identical alone and in a batch, tested) is batched. A trained
     encoder or trained convolution rounds by the number of models in the batch, and batch norm
-    amplifies it (docs/protocol.md, "Task independence")."""
-    if not getattr(model, "batchable", False):
+    amplifies it (docs/protocol.md, "Task independence"). Then the model's own ``batch_refusal``."""
+    if not model.batchable:
         return f"{method} has no batched form"
-    if not getattr(model, "encoder_frozen", False):
+    if not model.encoder_frozen:
         return f"{method}'s encoder is trained: batched, its numbers would depend on the models sharing its batch"
     trained_conv = [n for n, m in model.named_modules()
                     if isinstance(m, torch.nn.modules.conv._ConvNd) and any(p.requires_grad for p in m.parameters())]
@@ -66,12 +65,47 @@ def batch_refusal(model: torch.nn.Module, method: str) -> str | None:
         return f"{method} trains convolutions: batched, its numbers would depend on the models sharing its batch"
     if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         return f"{method} has batch norm: a padded minibatch would enter its batch statistics"
-    return getattr(model, "batch_refusal", None)
+    return model.batch_refusal
 
 
-def architecture_key(hp: dict) -> str:
-    """Models whose hyper-parameters agree outside ``PER_MODEL`` can train as one batch."""
-    return json.dumps({k: v for k, v in hp.items() if k not in PER_MODEL}, sort_keys=True, default=str)
+def per_model_names(model: Detector) -> tuple[str, ...]:
+    """The hyper-parameters that may differ between models trained as one batch: the optimizer's
+    (``lr``, ``weight_decay``) and those the model holds in buffers (``Detector.per_model_hparams``)."""
+    return OPTIMIZER_HPARAMS + tuple(model.per_model_hparams)
+
+
+def check_per_model(model: Detector, hp: dict, method: str) -> None:
+    """An error unless every hyper-parameter the model declares per model (``per_model_hparams``)
+    is one of its configuration's and held by buffers with its value: a value the forward pass
+    read from anywhere else would be the first model's for the whole batch, silently."""
+    buffers = dict(model.named_buffers())
+    for name, held in model.per_model_hparams.items():
+        where = f"{method} declares {name!r} per model (per_model_hparams)"
+        if name in OPTIMIZER_HPARAMS:
+            raise ValueError(f"{where}: the optimizer holds it per model already; declare only what buffers hold")
+        if name not in hp:
+            raise ValueError(f"{where}, but it is not one of the method's hyper-parameters")
+        if not held:
+            raise ValueError(f"{where} and names no buffer that holds it: batched, every model would use the first one's value")
+        missing = [b for b in held if b not in buffers]
+        if missing:
+            raise ValueError(f"{where}, but {', '.join(missing)} is not a buffer of the model (buffers: "
+                             f"{', '.join(buffers) or 'none'}): batched, every model would use the first one's value")
+        try:
+            value = float(hp[name])
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}, but its value {hp[name]!r} is not a number a buffer can hold") from None
+        wrong = [b for b in held if not bool((buffers[b] == torch.tensor(value, dtype=buffers[b].dtype)).all())]
+        if wrong:
+            raise ValueError(f"{where}, but buffer {', '.join(wrong)} does not hold its value {hp[name]!r}: batched, "
+                             "every model would use the first one's value")
+
+
+def architecture_key(hp: dict, per_model: Iterable[str]) -> str:
+    """Models whose hyper-parameters agree outside ``per_model`` (``per_model_names``) can train
+    as one batch."""
+    per_model = set(per_model)
+    return json.dumps({k: v for k, v in hp.items() if k not in per_model}, sort_keys=True, default=str)
 
 
 class StackedParameters:
@@ -122,18 +156,22 @@ class BatchedTrainer:
     initial state is copied before the first job loads another state into it)."""
 
     def __init__(self, spec: MethodSpec, data: DatasetTensors, features_of: Callable[[dict, int], torch.Tensor | None],
-                 build: Callable[[dict, int], torch.nn.Module]):
+                 build: Callable[[dict, int], Detector]):
         self.spec, self.data, self.features_of, self.build = spec, data, features_of, build
         self.device = data.device
         self.y = torch.as_tensor(data.labels, dtype=torch.float32, device=self.device)
         self.known = torch.as_tensor(data.known, dtype=torch.float32, device=self.device)
         self.autocast = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
         self._initial: dict[str, tuple[dict, dict]] = {}  # (configuration, seed) → its initial state
-        self._bases: dict[str, torch.nn.Module] = {}  # architecture → one module to call functionally
+        self._bases: dict[str, Detector] = {}  # architecture → one module to call functionally
+
+    def architecture(self, job: ModelJob) -> str:
+        """The job's ``architecture_key``: jobs that agree in it train as one batch."""
+        return architecture_key(job.hp, per_model_names(self.build(job.hp, job.seed)))
 
     def _initial_state(self, hp: dict, seed: int) -> tuple[dict, dict]:
         """(trainable parameters, fixed tensors) of the model built from ``seed`` exactly as
-        ``Engine`` builds it. Fixed: every buffer (fold statistics, loss weights, the prompts' text
+        ``SequentialEngine`` builds it. Fixed: every buffer (fold statistics, loss weights, the prompts' text
         features — which differ per seed with a random-init tower —, dropout keys). Only one module
         per architecture is kept (a frozen encoder can be large)."""
         key = json.dumps([hp, seed], sort_keys=True, default=str)
@@ -142,10 +180,11 @@ class BatchedTrainer:
             refusal = batch_refusal(model, self.spec.name)
             if refusal:
                 raise ValueError(f"the fold-batched engine cannot train this configuration: {refusal}")
+            check_per_model(model, hp, self.spec.name)
             check_keyed(model)
             fixed = {n: b.detach().clone() for n, b in model.named_buffers()}
             self._initial[key] = ({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}, fixed)
-            self._bases.setdefault(architecture_key(hp), model)
+            self._bases.setdefault(architecture_key(hp, per_model_names(model)), model)
         return self._initial[key]
 
     def _stack(self, jobs: list[ModelJob]):
@@ -154,21 +193,18 @@ class BatchedTrainer:
         params, fixed = [], []
         for job in jobs:
             trainable, rest = self._initial_state(job.hp, job.seed)
-            base = self._bases[architecture_key(job.hp)]
+            base = self._bases[self.architecture(job)]
             base.load_state_dict({**trainable, **rest}, strict=False)
-            if hasattr(base, "on_fold_start"):
-                base.on_fold_start(self.data.labels[job.train], self.data.known[job.train])
+            base.on_fold_start(self.data.labels[job.train], self.data.known[job.train])
             buffers = dict(base.named_buffers())
             params.append(trainable)
             fixed.append({n: buffers[n].detach().clone() if n in buffers else t for n, t in rest.items()})
         return base, {n: torch.stack([p[n] for p in params]) for n in params[0]}, {n: torch.stack([f[n] for f in fixed]) for n in fixed[0]}
 
     @staticmethod
-    def _lr_scales(base: torch.nn.Module, names) -> dict[str, float]:
+    def _lr_scales(base: Detector) -> dict[str, float]:
         """Each trainable parameter's learning-rate multiplier, from the model's ``param_groups``
         (e.g. the image tower at ``backbone_lr_scale``) as the sequential engine's optimizer has it."""
-        if not hasattr(base, "param_groups"):
-            return dict.fromkeys(names, 1.0)
         name_of = {id(p): n for n, p in base.named_parameters()}
         return {name_of[id(p)]: g["lr"] for g in base.param_groups(1.0, 0.0) for p in g["params"]}
 
@@ -198,12 +234,12 @@ class BatchedTrainer:
         return per_seed
 
     def run(self, jobs: list[ModelJob]) -> list[JobResult]:
-        keys = {architecture_key(j.hp) for j in jobs}
+        keys = {self.architecture(j) for j in jobs}
         if len(keys) != 1:
             raise ValueError("a batch holds one architecture; group jobs by architecture_key first")
         features = self._features(jobs)
         base, stacked, fixed = self._stack(jobs)
-        packed = StackedParameters(stacked, self._lr_scales(base, stacked))
+        packed = StackedParameters(stacked, self._lr_scales(base))
         params = packed.views(packed.flat)
         inputs = self._inputs(jobs, features)
         keyed = dropout_keys(base)
@@ -325,7 +361,7 @@ def run_jobs(trainer: BatchedTrainer, jobs: list[ModelJob]) -> list[JobResult]:
     jobs are grouped changes speed, never a number."""
     groups: dict[str, list[int]] = {}
     for i, job in enumerate(jobs):
-        groups.setdefault(architecture_key(job.hp), []).append(i)
+        groups.setdefault(trainer.architecture(job), []).append(i)
     results: list[JobResult | None] = [None] * len(jobs)
     for members in groups.values():
         for i, r in zip(members, trainer.run([jobs[i] for i in members])):

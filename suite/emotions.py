@@ -22,7 +22,6 @@ from .aus import ACTION_UNITS
 CASME2_EMOTIONS = ("happiness", "disgust", "repression", "surprise", "others", "sadness", "fear")
 CASME2_CLASSES = ("happiness", "disgust", "repression", "surprise", "others")  # 5-class protocol
 SAMM_EMOTION_NAMES = ("Anger", "Contempt", "Disgust", "Fear", "Happiness", "Sadness", "Surprise", "Other")
-SAMM_CLASSES = ("Anger", "Contempt", "Happiness", "Surprise", "Other")  # 5-class protocol
 OBJECTIVE_CLASSES = (1, 2, 3, 4, 5, 6, 7)
 
 # Lower-case emotion → SAMM spelling (SAMM uses the singular "Other").

@@ -3,12 +3,15 @@
 
 The preprocessed dataset is loaded once and kept on the device; the model is built once and
 re-initialised from its stored initial state at every job; the optimizer is created once and its
-state reset per job. A method whose input encoder is frozen (``encoder_frozen``) has its
-``encode`` run once for the whole dataset, so folds train only what is trainable; with a
-``feature_cache`` folder those features are also shared across trials and seeds on disk
-(``suite.token_cache``).
+state reset per job. The model is a ``suite.models.detector.Detector``: the engine calls its
+hooks (``on_fold_start``, ``param_groups``, ``encoder_frozen``/``encode``/``encode_config``/
+``feature_encoder``) and probes for nothing. A method whose input encoder is frozen
+(``encoder_frozen``) has its ``encode`` run once for the whole dataset, so folds train only what
+is trainable; with a ``feature_cache`` folder those features are also shared across trials and
+seeds on disk (``suite.token_cache``).
 
-The only Accelerate-aware lines are ``Accelerator(...)``, ``prepare`` and ``backward``.
+What knows of Accelerate: the one ``Accelerator`` (``get_accelerator``), ``prepare_model`` and
+``prepare_optimizer``, ``autocast`` around every forward pass and ``backward``.
 Importable without ray or optuna (GPU checks run the engine directly).
 """
 from __future__ import annotations
@@ -23,6 +26,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from .jobs import JobResult, ModelJob
+from .models.detector import Detector
 from .registry import MethodSpec
 from .streams import set_dropout_keys
 from .token_cache import feature_key, load_or_compute
@@ -43,6 +47,16 @@ def device_name(device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''})"
+
+
+def build_detector(spec: MethodSpec, hparams: dict, aus: tuple[int, ...]) -> Detector:
+    """The method's model for this configuration, built from the global generator's current state
+    (callers ``set_seed`` first); an error unless it is a ``Detector`` (the engines call its hooks)."""
+    model = spec.build(hparams, tuple(aus))
+    if not isinstance(model, Detector):
+        raise TypeError(f"method {spec.name!r} built a {type(model).__name__}: a method's model derives from "
+                        "suite.models.detector.Detector (the hooks the engines call)")
+    return model
 
 
 @dataclass
@@ -103,7 +117,7 @@ class FoldOutput:
     recognition: np.ndarray | None = None  # [n_test, classes]: prompt-based recognition scores (suite.emotions.RECOGNITION_CLASSES)
 
 
-class Engine:
+class SequentialEngine:
     """The sequential engine: one model (a configuration built from one seed) trained job after
     job (``run_job``), re-initialised from its stored initial state every time."""
 
@@ -112,7 +126,8 @@ class Engine:
         self.spec, self.hp, self.data, self.aus, self.seed = spec, hparams, data, tuple(aus), seed
         self.acc = accelerator or get_accelerator()
         set_seed(seed)
-        model = spec.build(hparams, self.aus, {"n_samples": len(data)})
+        model = build_detector(spec, hparams, self.aus)
+        self.detector = model  # the hooks' receiver (``self.model``: as Accelerate prepared it)
         self.model = self.acc.prepare_model(model)
         self.device = self.acc.device
         self.y = torch.as_tensor(data.labels, dtype=torch.float32, device=self.device)
@@ -122,8 +137,7 @@ class Engine:
         # torch.compile once per engine: every job re-initialises the same parameters in place,
         # so the compiled graphs are reused across folds (``compile`` names the backend).
         self.forward = torch.compile(self.model, backend=compile) if compile else self.model
-        params = model.param_groups(hparams["lr"], hparams["weight_decay"]) if hasattr(model, "param_groups") else \
-            [{"params": [p for p in model.parameters() if p.requires_grad]}]
+        params = model.param_groups(hparams["lr"], hparams["weight_decay"])
         self.trainable = any(p.requires_grad for g in params for p in g["params"])
         # fused: one kernel for all parameters (many small tensors here), on CPU and GPU
         self.optimizer = self.acc.prepare_optimizer(torch.optim.AdamW(params, lr=hparams["lr"], weight_decay=hparams["weight_decay"], fused=True)) \
@@ -150,8 +164,7 @@ class Engine:
         set_seed(job.stream % 2**32)
         if self.optimizer is not None:
             self.optimizer.optimizer.state.clear()
-        if hasattr(self.model, "on_fold_start"):
-            self.model.on_fold_start(self.data.labels[job.train], self.data.known[job.train])
+        self.detector.on_fold_start(self.data.labels[job.train], self.data.known[job.train])
 
     def run_job(self, job: ModelJob) -> JobResult:
         """Train for ``job.epochs`` (unknown labels masked) in the job's minibatch order and dropout
@@ -219,13 +232,13 @@ class Engine:
         return np.concatenate(probs), (np.concatenate(scores) if scores else None)
 
 
-def frozen_features(model: torch.nn.Module, data: DatasetTensors, acc: Accelerator, feature_cache: Path | None
+def frozen_features(model: Detector, data: DatasetTensors, acc: Accelerator, feature_cache: Path | None
                     ) -> tuple[torch.Tensor | None, bool]:
     """(the frozen encoder's features of every sample — None when the model encodes inside its
     step —, whether they came from disk): from ``feature_cache`` when an entry with the same data,
     encode configuration, weights and precision exists, else computed. Both engines take their
     features from here, per configuration and seed."""
-    if not getattr(model, "encoder_frozen", False):
+    if not model.encoder_frozen:
         return None, False
     model = model.to(acc.device)
 
@@ -239,7 +252,7 @@ def frozen_features(model: torch.nn.Module, data: DatasetTensors, acc: Accelerat
                 out.append(model.encode({k: v[idx] for k, v in data.frames.items()}).float())
         return torch.cat(out)
 
-    if feature_cache is None or data.fingerprint is None or not hasattr(model, "encoder"):
+    if feature_cache is None or data.fingerprint is None or model.feature_encoder is None:
         return encode(), False  # no encoder weights (fixed preprocessing): cheap, not stored
-    key = feature_key(data.fingerprint, model.encode_config, model.encoder, f"{acc.device.type}-{acc.mixed_precision}")
+    key = feature_key(data.fingerprint, model.encode_config, model.feature_encoder, f"{acc.device.type}-{acc.mixed_precision}")
     return load_or_compute(feature_cache, key, encode, acc.device)

@@ -10,7 +10,7 @@ Selection ``fixed``: one model on the outer train for the fixed epochs, threshol
 The test subject never influences a choice (``suite.protocol.verify_fold`` on every task).
 
 The engines are executors of the protocol's model jobs (``suite.jobs``): the sequential
-``Engine.run_job`` and the fold-batched ``suite.batched.run_jobs``. Neither selects anything.
+``SequentialEngine.run_job`` and the fold-batched ``suite.batched.run_jobs``. Neither selects anything.
 ``FoldRunner.engine_for`` is the one engine policy; a failed model (non-finite loss) makes its
 task a ``TaskFailed`` with the reason, whichever engine ran it — the caller decides whether that
 is recorded (a search trial) or an error (a run: ``raise_failures``).
@@ -31,10 +31,11 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from .batched import BatchedTrainer, architecture_key, batch_refusal, run_jobs
-from .engine import DatasetTensors, Engine, FoldOutput, InnerPredictions, device_name, frozen_features, get_accelerator
+from .batched import BatchedTrainer, architecture_key, batch_refusal, per_model_names, run_jobs
+from .engine import DatasetTensors, SequentialEngine, FoldOutput, InnerPredictions, build_detector, device_name, frozen_features, get_accelerator
 from .jobs import JobResult, ModelJob
 from .metrics import f1_per_au
+from .models.detector import Detector
 from .protocol import Fold, verify_fold
 from .registry import MethodSpec
 from .selection import inner_choice
@@ -167,19 +168,23 @@ class FoldRunner:
         self.spec, self.data, self.engine, self.reason = spec, data, engine, reason
         self.acc = accelerator or get_accelerator()
         self.feature_cache, self.compile = feature_cache, compile
-        self._engine: tuple[str, Engine] | None = None  # the sequential engine: one configuration at a time
+        self._engine: tuple[str, SequentialEngine] | None = None  # the sequential engine: one configuration at a time
         self._features: dict[str, torch.Tensor | None] = {}
-        self._models: dict[str, torch.nn.Module] = {}  # within one run(): (configuration, seed) → the model built from the seed
+        self._models: dict[str, Detector] = {}  # within one run(): (configuration, seed) → the model built from the seed
 
-    def model(self, hp: dict, seed: int) -> torch.nn.Module:
+    def model(self, hp: dict, seed: int) -> Detector:
         """The model of this configuration built from ``seed`` (``set_seed`` then build, as the
         sequential engine builds it), once per call of ``run``: the engine policy, the features and
         the batched engine's initial states all read this one build."""
         key = json.dumps([hp, seed], sort_keys=True, default=str)  # the whole configuration: per-model values live in buffers
         if key not in self._models:
             set_seed(seed)
-            self._models[key] = self.spec.build(hp, self.data.aus, {"n_samples": len(self.data)})
+            self._models[key] = build_detector(self.spec, hp, self.data.aus)
         return self._models[key]
+
+    def _features_key(self, hp: dict, seed: int) -> str:
+        """Configurations that agree outside the per-model hyper-parameters share their features."""
+        return json.dumps([architecture_key(hp, per_model_names(self.model(hp, seed))), seed])
 
     # --- the engine policy --------------------------------------------------------------
     def engine_for(self, hp: dict, seed: int = 0) -> tuple[str, str]:
@@ -206,13 +211,13 @@ class FoldRunner:
                 if self._engine is not None:  # one engine at a time: Accelerate holds every prepared model until freed
                     self._engine = None
                     self.acc.free_memory()
-                self._engine = (key, Engine(self.spec, job.hp, self.data, self.data.aus, job.seed, self.acc, self.feature_cache, self.compile))
+                self._engine = (key, SequentialEngine(self.spec, job.hp, self.data, self.data.aus, job.seed, self.acc, self.feature_cache, self.compile))
             out.append(self._engine[1].run_job(job))
         return out
 
     def features_of(self, hp: dict, seed: int) -> torch.Tensor | None:
         """The cached features of this configuration built from ``seed`` (None: it encodes inside its step)."""
-        key = json.dumps([architecture_key(hp), seed])
+        key = self._features_key(hp, seed)
         if key not in self._features:
             self._features[key] = frozen_features(self.model(hp, seed), self.data, self.acc, self.feature_cache)[0]
         return self._features[key]
@@ -237,7 +242,7 @@ class FoldRunner:
                 if not members:
                     continue
                 if engine == "batched":
-                    used_features |= {json.dumps([architecture_key(tasks[i].hparams), tasks[i].seed]) for i in members}
+                    used_features |= {self._features_key(tasks[i].hparams, tasks[i].seed) for i in members}
                 outs = run_tasks(execute, self.data, [tasks[i] for i in members])
                 for i, out in zip(members, outs):
                     outcomes[i] = TaskOutcome(tasks[i], out, engine, choice[i][1], device_name(self.data.device))

@@ -1,7 +1,7 @@
 """What an engine executes: one model job and its result.
 
 The fold protocol (``suite.folds``) turns tasks into jobs; the sequential engine
-(``suite.engine.Engine.run_job``) and the fold-batched one (``suite.batched.run_jobs``) are
+(``suite.engine.SequentialEngine.run_job``) and the fold-batched one (``suite.batched.run_jobs``) are
 interchangeable executors of them: a job says everything its model's numbers depend on.
 """
 from __future__ import annotations

@@ -24,7 +24,8 @@ import os
 from pathlib import Path
 
 RUNS, SEARCHES, FINAL, ROUNDS, CONFIRM = "runs", "searches", "final", "rounds", "confirm"
-JOURNAL, SUMMARY = "optuna.journal", "summary.json"
+JOURNAL, SUMMARY, SUMMARY_TEXT = "optuna.journal", "summary.json", "summary.txt"
+DATA_FINGERPRINTS, ENGINE = "data.json", "engine.json"
 
 
 def results_dir(override: str | os.PathLike | None = None) -> Path:
@@ -72,19 +73,36 @@ def search_summary(search: Path) -> Path:
     return Path(search) / SUMMARY
 
 
+def search_summary_text(search: Path) -> Path:
+    """The same summary as text (what the command printed)."""
+    return Path(search) / SUMMARY_TEXT
+
+
+def search_data_file(search: Path) -> Path:
+    """The data fingerprints a search was computed on (a resume on other data is refused)."""
+    return Path(search) / DATA_FINGERPRINTS
+
+
+def search_engine_file(search: Path) -> Path:
+    """The engine and fold-protocol version a search's stored outputs were computed with."""
+    return Path(search) / ENGINE
+
+
 def search_dataset_dir(search: Path, dataset: str) -> Path:
-    """One dataset's part of a search: its slice folders and records."""
+    """One dataset's part of a search (``search``: its ``search_dir``): its slice folders and
+    records. The functions below take this folder."""
     return Path(search) / dataset
 
 
-def rounds_dir(search: Path, dataset: str) -> Path:
-    """The slice outputs of a dataset's search rounds (``suite.search.slices``)."""
-    return search_dataset_dir(search, dataset) / ROUNDS
+def rounds_dir(part: Path) -> Path:
+    """The slice outputs of a dataset's search rounds (``part``: ``search_dataset_dir``; the
+    format: ``suite.search.slices``)."""
+    return Path(part) / ROUNDS
 
 
-def confirm_dir(search: Path, dataset: str) -> Path:
+def confirm_dir(part: Path) -> Path:
     """The slice outputs of a two-fidelity search's confirmation stage."""
-    return search_dataset_dir(search, dataset) / CONFIRM
+    return Path(part) / CONFIRM
 
 
 def all_rounds_dirs(search: Path) -> list[Path]:
@@ -92,14 +110,14 @@ def all_rounds_dirs(search: Path) -> list[Path]:
     return sorted(Path(search).glob(f"*/{ROUNDS}"))
 
 
-def search_record_stem(search: Path, dataset: str, label: str) -> Path:
-    """A search's record of one regime (``label``) on ``dataset``, with the search seed."""
-    return search_dataset_dir(search, dataset) / label
+def search_record_stem(part: Path, label: str) -> Path:
+    """A search's record of one regime (``label``) on one dataset, with the search seed."""
+    return Path(part) / label
 
 
-def final_stem(search: Path, dataset: str, label: str, seed: int) -> Path:
+def final_stem(part: Path, label: str, seed: int) -> Path:
     """The per-fold choices of regime ``label`` re-run with final seed ``seed``."""
-    return search_dataset_dir(search, dataset) / FINAL / label / f"seed{seed}"
+    return Path(part) / FINAL / label / f"seed{seed}"
 
 
 # --- what the leaderboard reads ------------------------------------------------------------------

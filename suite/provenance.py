@@ -1,6 +1,6 @@
 """What a record's numbers were measured on: the data (a synthetic release with its generator
-seed and scale, or a real release with its label file's digest) and the CLIP backbone (the tiny
-random-init default, or a weights file with its digest). Every record carries both, so the page
+seed and scale, or a real release with its label file's digest) and the CLIP backbone (random init,
+as the tiny default, or a weights file with its digest). Every record carries both, so the page
 can say — in a banner when it applies — that a number is not comparable with published ones."""
 from __future__ import annotations
 
@@ -44,15 +44,14 @@ def data_provenance(cache_path: Path) -> dict:
 
 
 def backbone_provenance(hparams: dict) -> dict:
-    """The CLIP tower a configuration uses: none, the tiny random-init default, an open_clip
-    architecture without weights (random init), or a weights file (with its digest) or tag."""
+    """The CLIP tower a configuration uses: none, an open_clip architecture without weights (random
+    init: e.g. the ``tiny`` default), or a weights file (with its digest) or tag."""
     hp = next(iter(hparams["per_fold"].values())) if "per_fold" in hparams else hparams
     if "clip_model" not in hp:
         return {"kind": "none", "label": "no CLIP backbone"}
     name, weights = hp["clip_model"], hp.get("pretrained")
     if not weights:
-        label = "tiny random-init CLIP (the CPU default)" if name == "tiny" else f"{name}, random init (no weights)"
-        return {"kind": "random-init", "clip_model": name, "label": label}
+        return {"kind": "random-init", "clip_model": name, "label": f"{name}, random init (no weights)"}
     path = Path(str(weights)).expanduser()
     if path.exists():
         return {"kind": "weights", "clip_model": name, "weights": str(path), "weights_sha256": file_sha256(path),

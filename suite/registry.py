@@ -1,63 +1,60 @@
-"""Method registry: name → builder and declared defaults (timm-style ``register``).
+"""Method registry: name → builder and declared defaults.
+
+The methods are found through an explicit list (``method_modules``): each of those modules declares
+its methods as ``METHODS`` (``suite.models.detector.Method``) and imports nothing from this one, so
+the registry depends on the methods and never the other way round. They are imported on first use
+(they import torch models); ``register`` adds a method at run time (e.g. a test's toy method).
 
 Hyper-parameters are plain dicts validated against the method's declared defaults: an unknown
 key is an error listing the valid ones; values given as text (``--set k=v``) are coerced to the
 default's type."""
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 
-from .metrics import F1_VARIANTS
+from .protocol import PROTOCOL_KEYS, Protocol, split_settings
 
-# Modules that register methods when imported (Micro-AU CLIP and every baseline).
-METHOD_MODULES = (
-    "suite.models.micro_au_clip",
-    "baselines.constant",
-    "baselines.prior",
-    "baselines.clip_global",
-    "baselines.resnet_flow",
-    "baselines.sssnet",
-    "baselines.off_apexnet",
-    "baselines.sca",
-)
-
-# Training knobs every method shares; a method's own defaults may override them.
+# Training knobs every method shares; a method's own defaults may override them. The protocol
+# settings (selection inside a run, inner-validation share, metric) are not among them: they are
+# ``suite.protocol.Protocol``, which ``resolve_hparams`` adds to every resolved configuration.
 TRAINING_DEFAULTS = {
     "epochs": 20,
     "batch_size": 16,
     "lr": 1e-3,
     "weight_decay": 0.01,
-    "selection": "fixed",  # fixed epochs + threshold 0.5, or "inner": epochs & thresholds on inner-val subjects
-    "inner_val_fraction": 0.25,  # share of training subjects held out as inner validation
-    "metric": "binary",  # F1 variant of every choice (epochs, thresholds, search objective) and of the headline: binary | macro
 }
 
 
 @dataclass
 class MethodSpec:
     name: str
-    build: Callable  # build(hparams, aus, data_info) -> nn.Module
+    build: Callable  # build(hparams, aus) -> suite.models.detector.Detector
     defaults: dict
     description: str
     needs_flow: bool = False
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
+_LOADED = False  # the methods of method_modules() are in _REGISTRY
 
 
-def register(name: str, defaults: dict, description: str, needs_flow: bool = False):
-    def deco(build):
-        _REGISTRY[name] = MethodSpec(name, build, {**TRAINING_DEFAULTS, **defaults}, description, needs_flow)
-        return build
-    return deco
+def register(method) -> MethodSpec:
+    """Add (or replace, by name) a method declared as ``suite.models.detector.Method``; its
+    defaults are the training defaults with the method's own on top."""
+    spec = MethodSpec(method.name, method.build, {**TRAINING_DEFAULTS, **method.defaults}, method.description, method.needs_flow)
+    _REGISTRY[method.name] = spec
+    return spec
 
 
-def register_variant(name: str, base: str, overrides: dict, description: str) -> None:
-    """A named configuration of a registered method (e.g. an ablation)."""
-    spec = _REGISTRY[base]
-    _REGISTRY[name] = MethodSpec(name, spec.build, {**spec.defaults, **overrides}, description, spec.needs_flow)
+def method_modules() -> tuple[ModuleType, ...]:
+    """The modules that declare methods (``METHODS``): Micro-AU CLIP and every baseline — the explicit
+    list. Imported on first use: they import torch models."""
+    from .baselines import clip_global, constant, off_apexnet, prior, resnet_flow, sca, sssnet
+    from .models import micro_au_clip
+
+    return (micro_au_clip, constant, prior, clip_global, resnet_flow, sssnet, off_apexnet, sca)
 
 
 def needs_flow(spec: MethodSpec, hparams: dict) -> bool:
@@ -67,8 +64,13 @@ def needs_flow(spec: MethodSpec, hparams: dict) -> bool:
 
 
 def _load_all() -> None:
-    for module in METHOD_MODULES:
-        importlib.import_module(module)
+    global _LOADED
+    if not _LOADED:
+        for module in method_modules():
+            for method in module.METHODS:
+                if method.name not in _REGISTRY:  # a method registered at run time under a shipped name stays
+                    register(method)
+        _LOADED = True
 
 
 def methods() -> dict[str, MethodSpec]:
@@ -109,12 +111,16 @@ def _coerce(key: str, value, default):
     return text  # default None: keep text (paths, names)
 
 
-def resolve_hparams(spec: MethodSpec, overrides: dict | None = None) -> dict:
-    overrides = overrides or {}
-    unknown = sorted(set(overrides) - set(spec.defaults))
+def resolve_hparams(spec: MethodSpec, overrides: dict | None = None, protocol: Protocol | None = None) -> dict:
+    """The one resolved configuration of a run: the method's declared defaults with ``overrides``
+    (its own keys; text coerced to the default's type), then the protocol settings of
+    ``protocol`` (default ``Protocol()``) — which protocol keys among ``overrides`` change
+    (``--set selection=inner``, ``--set metric=macro``): the engine and the records read them from
+    the resolved dict, but they are never part of the method's defaults."""
+    settings, model = split_settings(overrides or {})
+    unknown = sorted(set(model) - set(spec.defaults))
     if unknown:
-        raise KeyError(f"unknown hyper-parameter(s) {unknown} for method {spec.name!r}; valid: {', '.join(sorted(spec.defaults))}")
-    hp = {**spec.defaults, **{k: _coerce(k, v, spec.defaults[k]) for k, v in overrides.items()}}
-    if hp["metric"] not in F1_VARIANTS:
-        raise ValueError(f"metric={hp['metric']!r}: choose one of {F1_VARIANTS}")
-    return hp
+        raise KeyError(f"unknown hyper-parameter(s) {unknown} for method {spec.name!r}; valid: {', '.join(sorted(spec.defaults))} "
+                       f"(protocol settings: {', '.join(PROTOCOL_KEYS)})")
+    protocol = (protocol or Protocol()).with_(**settings)
+    return {**spec.defaults, **{k: _coerce(k, v, spec.defaults[k]) for k, v in model.items()}, **protocol.as_hparams()}

@@ -15,7 +15,7 @@ from .data import ReaderOptions, load_cache, prepare
 from .engine import DatasetTensors, FoldOutput, device_name, get_accelerator
 from .folds import FoldRunner, FoldTask, engine_label, engine_request, raise_failures
 from .paths import results_dir, token_cache_dir
-from .protocol import loso_folds
+from .protocol import Protocol
 from .registry import get_method, needs_flow, resolve_hparams
 from .results import config_id, predictions_frame, write_run
 
@@ -34,14 +34,19 @@ def load_dataset(dataset: str, data_root: Path | None, results: Path | None, ima
 
 def evaluate_folds(method: str, hparams_of_fold: Callable[[int], dict], data: DatasetTensors, seeds: list[int],
                    results: Path | None, compile: str | None = None, engine: str = "auto") -> tuple[dict[int, list[FoldOutput]], str, str]:
-    """Every LOSO fold (inner-validation split from each seed) with the hyper-parameters
-    ``hparams_of_fold(fold index)`` — each fold its own, features included —, for every seed, through
-    the fold protocol (``suite.folds``); ({seed: outputs}, the engine(s) that ran them, why).
+    """Every LOSO fold (inner-validation split from each seed) with the resolved hyper-parameters
+    ``hparams_of_fold(fold index)`` — each fold its own, features included, all under one protocol
+    (``Protocol``: the splits follow it) —, for every seed, through the fold protocol
+    (``suite.folds``); ({seed: outputs}, the engine(s) that ran them, why).
     A failed task is an error naming seed and fold: a run's record needs every fold."""
     request, reason = engine_request(engine, compile=compile)
     runner = FoldRunner(get_method(method), data, request, reason, feature_cache=token_cache_dir(results), compile=compile)
-    folds = {seed: loso_folds(data.subject, hparams_of_fold(0)["inner_val_fraction"], seed) for seed in seeds}
+    protocol = Protocol.of(hparams_of_fold(0))
+    folds = {seed: protocol.folds(data.subject, seed) for seed in seeds}
     tasks = [FoldTask(f, hparams_of_fold(f.index), seed) for seed in seeds for f in folds[seed]]
+    other = sorted({t.fold.index for t in tasks if Protocol.of(t.hparams) != protocol})
+    if other:
+        raise ValueError(f"{method}: fold(s) {other} carry another protocol than fold 0 ({protocol}): one run, one protocol")
     outcomes = runner.run(tasks)
     raise_failures(outcomes, method)
     by_seed: dict[int, list[FoldOutput]] = {seed: [] for seed in seeds}
@@ -54,14 +59,16 @@ def evaluate_folds(method: str, hparams_of_fold: Callable[[int], dict], data: Da
 def run(method: str, dataset: str, data_root: Path | None = None, overrides: dict | None = None, seeds: int | list[int] = 1,
         out: Path | None = None, results: Path | None = None, log=print, compile: str | None = None,
         extra: dict | None = None, engine: str = "auto", reader: ReaderOptions = ReaderOptions(),
-        copied_from: str | None = None) -> list[Path]:
+        copied_from: str | None = None, protocol: Protocol | None = None) -> list[Path]:
     """Train ``method`` with each seed (a count N means seeds 0..N-1); return the record paths.
+    ``protocol``: how the run is evaluated and chooses (default ``Protocol()``: fixed epochs);
+    protocol keys among ``overrides`` (``--set selection=inner``) change it.
     ``copied_from``: the search whose deployment configuration ``overrides`` holds — the records
     are labelled ``deployment_copy`` (chosen on all subjects), never an independent configuration.
     ``compile``: a ``torch.compile`` backend (e.g. ``inductor``) for long runs; None runs eagerly.
     ``engine``: auto | batched | sequential (``evaluate_folds``). ``reader``: how the release is read."""
     spec = get_method(method)
-    hp = resolve_hparams(spec, overrides)
+    hp = resolve_hparams(spec, overrides, protocol)
     reader.check([dataset])
     cache, data = load_dataset(dataset, data_root, results, hp.get("image_size", 112), needs_flow(spec, hp), log, reader)
     out_dir = Path(out) if out else results_dir(results) / "runs"

@@ -8,18 +8,25 @@ declared defaults and every distribution's form, so a typo fails before any work
       gda_layers: {int: [1, 3]}
       gda_heads: {categorical: [1, 2, 4]}
     fixed: {epochs: 40}
+
+Protocol settings (``suite.protocol.Protocol``: ``selection``, ``inner_val_fraction``,
+``metric``) are not hyper-parameters: a space that names one under ``params:`` is refused, as are
+``selection`` (a search always chooses epochs and thresholds on inner validation) and ``metric``
+(``--metric``) under ``fixed:``; ``inner_val_fraction`` under ``fixed:`` sets the search's
+inner-validation share (``SearchSpace.protocol``), which every fold's split follows.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
 import yaml
 
+from .protocol import PROTOCOL_KEYS, Protocol, split_settings
 from .registry import get_method, resolve_hparams
 
-SPACES_DIR = Path(str(files("search_spaces")))  # the installed package's folder (a plain directory in wheels and editable installs)
+SPACES_DIR = Path(str(files("suite.search_spaces")))  # the installed package's folder (a plain directory in wheels and editable installs)
 KINDS = ("float", "int", "categorical")
 
 
@@ -51,8 +58,9 @@ class SearchSpace:
     path: Path
     method: str
     params: tuple[Param, ...]
-    fixed: dict
+    fixed: dict  # the model's fixed hyper-parameters (never a protocol setting)
     description: str = ""
+    protocol: dict = field(default_factory=dict)  # protocol settings the space fixes (only inner_val_fraction)
 
     def suggest(self, trial) -> None:
         """Optuna define-by-run space: draws every parameter on an asked trial."""
@@ -107,6 +115,10 @@ def load_space(name_or_path: str) -> SearchSpace:
     except KeyError as e:
         raise SpaceError(f"{path}: {e.args[0]}") from e
     fixed = doc.get("fixed") or {}
+    if not isinstance(fixed, dict):
+        raise SpaceError(f"{path}: 'fixed' must be a mapping of hyper-parameter: value")
+    _refuse_protocol_settings(path, doc["params"], fixed)
+    protocol, fixed = split_settings(fixed)
     names = set(doc["params"]) | set(fixed)
     unknown = sorted(names - set(spec.defaults))
     if unknown:
@@ -115,5 +127,28 @@ def load_space(name_or_path: str) -> SearchSpace:
     if both:
         raise SpaceError(f"{path}: {both} both searched and fixed")
     params = tuple(_param(path, n, s) for n, s in doc["params"].items())
-    resolve_hparams(spec, {k: v for k, v in fixed.items()})  # type-checks fixed values
-    return SearchSpace(path.stem, path, spec.name, params, dict(fixed), str(doc.get("description", "")))
+    try:
+        resolve_hparams(spec, fixed, Protocol().with_(**protocol))  # type-checks fixed values and the protocol's
+    except ValueError as e:
+        raise SpaceError(f"{path}: {e}") from e
+    return SearchSpace(path.stem, path, spec.name, params, dict(fixed), str(doc.get("description", "")), dict(protocol))
+
+
+# what to do instead of naming a protocol setting in a space
+PROTOCOL_INSTEAD = {
+    "selection": "a search always chooses epochs and thresholds on each fold's inner-validation subjects; remove it",
+    "metric": "choose the F1 variant of every choice and of the headline with --metric (binary | macro)",
+    "inner_val_fraction": "fix the inner-validation share for the whole search under fixed: (e.g. inner_val_fraction: 0.3)",
+}
+
+
+def _refuse_protocol_settings(path: Path, params: dict, fixed: dict) -> None:
+    """Protocol settings are not hyper-parameters: every fold's split and choices follow one
+    protocol, so a searched value would be recorded while the splits used another."""
+    searched = [k for k in PROTOCOL_KEYS if k in params]
+    fixed_bad = [k for k in ("selection", "metric") if k in fixed]
+    if searched or fixed_bad:
+        where = "; ".join([*([f"{searched} under params:"] if searched else []), *([f"{fixed_bad} under fixed:"] if fixed_bad else [])])
+        todo = "; ".join(f"{k}: {PROTOCOL_INSTEAD[k]}" for k in dict.fromkeys(searched + fixed_bad))
+        raise SpaceError(f"{path}: {where} — protocol setting(s), not hyper-parameters (suite.protocol.Protocol): a search does not "
+                         f"search them. Instead — {todo}")

@@ -60,7 +60,9 @@ def main(argv=None) -> int:
     p.add_argument("--dataset", default="casme2", choices=DATASETS, help="(default: %(default)s)")
     p.add_argument("--data-root", type=Path, help="the release folder, e.g. /data/CASME2 (default: the synthetic release, generated on first use)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a hyper-parameter, repeatable, e.g. --set epochs=30 --set selection=inner (default: none)")
+                   help="override a hyper-parameter, repeatable, e.g. --set epochs=30; the protocol settings (not "
+                        "hyper-parameters) too: --set selection=inner (epochs and thresholds chosen on inner-validation "
+                        "subjects), --set inner_val_fraction=0.3, --set metric=macro (default: none)")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1, one record each (default: %(default)s)")
     p.add_argument("--out", type=Path, help="records folder (default: <results>/runs)")
     p.add_argument("--results", type=Path, help="results folder (default: ./results or $MICRO_AU_RESULTS)")
@@ -83,6 +85,7 @@ def main(argv=None) -> int:
     add_reader_arguments(p)
     args = p.parse_args(argv)
     from .presets import preset_overrides
+    from .protocol import Protocol, split_settings
     from .registry import methods  # torch, open_clip: after the arguments, so --help is instant
     from .runs import run
 
@@ -101,10 +104,14 @@ def main(argv=None) -> int:
             if args.method and args.method != method:
                 raise ValueError(f"--from-search {args.from_search} searched {method}, not --method {args.method}")
         preset, preset_fields = preset_overrides(args.preset, method)
-        overrides = copied | preset | parse_sets(args.set) | ({"metric": args.metric} if args.metric else {})
-        paths = run(method, args.dataset, args.data_root, overrides, args.seeds, args.out, args.results,
+        # the protocol (suite.protocol.Protocol) apart from the model's configuration: a search's
+        # deployment copy brings its own, then --set, then --metric
+        settings, copied = split_settings(copied)
+        sets, overrides = split_settings(parse_sets(args.set))
+        protocol = Protocol().with_(**settings).with_(**sets).with_(**({"metric": args.metric} if args.metric else {}))
+        paths = run(method, args.dataset, args.data_root, copied | preset | overrides, args.seeds, args.out, args.results,
                     compile=args.compile, extra={"command": command, **preset_fields}, engine=args.engine,
-                    reader=reader_options(args), copied_from=args.from_search)
+                    reader=reader_options(args), copied_from=args.from_search, protocol=protocol)
     except (KeyError, ValueError, DataError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2

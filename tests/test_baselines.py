@@ -27,7 +27,7 @@ def test_short_train_writes_valid_record(method, synthetic, tmp_path):
 def test_flow_networks_input_shape(method, shape):
     spec = get_method(method)
     assert spec.needs_flow
-    model = spec.build(spec.defaults, (1, 2, 4, 7), {})
+    model = spec.build(spec.defaults, (1, 2, 4, 7))
     first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     seen = []
     first.register_forward_hook(lambda mod, inp, out: seen.append(tuple(inp[0].shape[1:])))
@@ -49,7 +49,7 @@ def test_flow_is_computed_once_and_cached(synthetic, tmp_path):
 def test_zero_shot_and_floors_have_nothing_to_train():
     for name in ("constant", "prior", "clip_zeroshot"):
         spec = get_method(name)
-        model = spec.build(spec.defaults, (1, 2), {})
+        model = spec.build(spec.defaults, (1, 2))
         assert spec.defaults["epochs"] == 0
         assert not any(p.requires_grad for p in model.parameters())
 
@@ -62,9 +62,9 @@ def test_resnet_flow_loads_local_weights(tmp_path):
     path = tmp_path / "resnet18.pth"
     torch.save(source.state_dict(), path)
     spec = get_method("resnet_flow")
-    model = spec.build({**spec.defaults, "weights": str(path)}, (1, 2, 4), {})
+    model = spec.build({**spec.defaults, "weights": str(path)}, (1, 2, 4))
     assert torch.equal(model.net.conv1.weight, source.conv1.weight)
     assert torch.equal(model.net.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
     assert model.net.fc.out_features == 3  # the 1000-class head is replaced by the AU head
-    fresh = spec.build(spec.defaults, (1, 2, 4), {})
+    fresh = spec.build(spec.defaults, (1, 2, 4))
     assert not torch.equal(fresh.net.conv1.weight, source.conv1.weight)

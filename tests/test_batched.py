@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from suite.aus import DATASET_AUS
-from suite.batched import BatchedTrainer, StackedParameters, architecture_key
+from suite.batched import BatchedTrainer, StackedParameters, architecture_key, per_model_names
 from suite.data import load_cache, prepare
-from suite.engine import DatasetTensors, Engine
+from suite.engine import DatasetTensors, SequentialEngine
 from suite.folds import EngineChoiceError, FoldRunner, FoldTask, engine_request
 from suite.jobs import ModelJob
 from suite.protocol import loso_folds
@@ -60,7 +60,8 @@ def test_batched_equals_sequential_with_dropout_for_every_fold_and_two_configura
     other = {**hp, "lr": hp["lr"] * 3}
     if method == "micro_au_clip":
         other.update(lambda_gd=0.7, tau_gd=0.3, tau_cl=0.2)
-    assert architecture_key(hp) == architecture_key(other)
+    per_model = per_model_names(FoldRunner(spec, data).model(hp, 0))
+    assert architecture_key(hp, per_model) == architecture_key(other, per_model)
     tasks = [FoldTask(f, hp, 0) for f in folds] + [FoldTask(f, other, 0) for f in folds]
     batched, sequential = _both(spec, data, tasks)
     _assert_same_outputs(batched, sequential)
@@ -70,7 +71,7 @@ def test_batched_equals_sequential_with_dropout_for_every_fold_and_two_configura
 
 def test_same_initial_weights_as_the_sequential_engine(data):
     spec, hp, folds = _setup(data)
-    engine = Engine(spec, hp, data, AUS, seed=0)
+    engine = SequentialEngine(spec, hp, data, AUS, seed=0)
     runner = FoldRunner(spec, data)
     trainer = BatchedTrainer(spec, data, runner.features_of, runner.model)
     _, params, _ = trainer._stack([ModelJob(hp, 0, 7, folds[0].train, folds[0].test, 1), ModelJob(hp, 0, 8, folds[1].train, folds[1].test, 1)])

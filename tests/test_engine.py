@@ -110,7 +110,7 @@ def test_compiled_model_is_reused_across_folds_and_matches_eager(synthetic, tmp_
 
     from suite.aus import DATASET_AUS
     from suite.data import load_cache, prepare
-    from suite.engine import DatasetTensors, Engine
+    from suite.engine import DatasetTensors, SequentialEngine
     from suite.folds import FoldTask, run_tasks
     from suite.protocol import loso_folds
     from suite.registry import get_method, resolve_hparams
@@ -121,8 +121,8 @@ def test_compiled_model_is_reused_across_folds_and_matches_eager(synthetic, tmp_
     spec = get_method("micro_au_clip")
     hp = resolve_hparams(spec, {"epochs": 2, "batch_size": 8, "selection": "fixed"})
     folds = loso_folds(data.subject, 0.25, 0)
-    eager = Engine(spec, hp, data, aus, seed=0)
-    compiled = Engine(spec, hp, data, aus, seed=0, compile="aot_eager")
+    eager = SequentialEngine(spec, hp, data, aus, seed=0)
+    compiled = SequentialEngine(spec, hp, data, aus, seed=0, compile="aot_eager")
     graphs = []
     for fold in folds:
         expected = run_tasks(eager.run_jobs, data, [FoldTask(fold, hp, 0)])[0].prob
@@ -134,7 +134,7 @@ def test_compiled_model_is_reused_across_folds_and_matches_eager(synthetic, tmp_
 def test_cli_reads_the_release_as_told_and_says_what_it_found(synthetic, tmp_path, capsys):
     """The reader options of `suite.data build` reach training: the cache (and so the record's
     data fingerprint) is the one read with them, not a default-read one."""
-    from suite.aus import AURules
+    from suite.data.au_strings import AURules
     from suite.data import build_cache, read_release
 
     root = synthetic / "SAMM"

@@ -36,18 +36,18 @@ def test_memory_fraction_caps_a_packed_trial():
 
 
 def test_token_cache_keys_differ_per_device_and_precision(gpu_data, tmp_path):
-    from suite.engine import Engine
+    from suite.engine import SequentialEngine
     from suite.registry import get_method, resolve_hparams
 
     spec = get_method("micro_au_clip")
     hp = resolve_hparams(spec, {"epochs": 1})
-    Engine(spec, hp, gpu_data["cuda"], gpu_data["cuda"].aus, 0, feature_cache=tmp_path)
+    SequentialEngine(spec, hp, gpu_data["cuda"], gpu_data["cuda"].aus, 0, feature_cache=tmp_path)
     [entry] = tmp_path.glob("*.pt")
-    Engine(spec, hp, gpu_data["cuda"], gpu_data["cuda"].aus, 0, feature_cache=tmp_path)
+    SequentialEngine(spec, hp, gpu_data["cuda"], gpu_data["cuda"].aus, 0, feature_cache=tmp_path)
     assert list(tmp_path.glob("*.pt")) == [entry]  # the same device and precision reads it
     from suite.token_cache import feature_key
 
-    engine = Engine(spec, hp, gpu_data["cuda"], gpu_data["cuda"].aus, 0)
+    engine = SequentialEngine(spec, hp, gpu_data["cuda"], gpu_data["cuda"].aus, 0)
     enc = engine.model.encoder
     assert feature_key("fp", engine.model.encode_config, enc, "cuda-bf16") != feature_key("fp", engine.model.encode_config, enc, "cpu-no")
 

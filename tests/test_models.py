@@ -4,7 +4,7 @@ import open_clip
 import pytest
 import torch
 
-from suite.models.clip_backbone import tiny_config
+from suite.models import clip_backbone  # noqa: F401  (registers the suite's open_clip model configs: tiny)
 from suite.models.micro_au_clip import (
     DEFAULTS, dependency_matrix, gd_loss, miau_contrastive_loss, region_masks,
 )
@@ -131,7 +131,7 @@ def test_unknown_hyperparameter_lists_valid_ones():
 
 def test_local_pretrained_weights_load(tmp_path):
     torch.manual_seed(123)
-    source = open_clip.create_model("ViT-S-16", pretrained=None, **tiny_config(112))
+    source = open_clip.create_model("tiny", pretrained=None)
     path = tmp_path / "tiny_clip.pt"
     torch.save(source.state_dict(), path)
     model = micro_au_clip(pretrained=str(path))
@@ -167,7 +167,7 @@ def test_masked_labels_change_neither_the_loss_nor_the_fold_statistics(method):
     """A label the coding sheet leaves unknown (weight 0) may be anything: loss and gradients are
     the same; the fold's pos_weight and dependency targets count only known labels."""
     torch.manual_seed(0)
-    model = get_method(method).build(resolve_hparams(get_method(method)), AUS, {})
+    model = get_method(method).build(resolve_hparams(get_method(method)), AUS)
     batch = frames_batch(b=4)
     known = torch.ones_like(batch["au"])
     known[1, 2] = known[3, 5] = 0

@@ -8,7 +8,7 @@ import torch
 
 from suite.aus import DATASET_AUS
 from suite.data import load_cache, prepare
-from suite.engine import DatasetTensors, Engine, get_accelerator
+from suite.engine import DatasetTensors, SequentialEngine, get_accelerator
 from suite.folds import FoldRunner, FoldTask, run_tasks
 from suite.models.micro_au_clip import flow_image
 from suite.presets import PresetError, preset_overrides
@@ -71,10 +71,10 @@ def test_prompt_recognition_uses_no_emotion_label_and_recomputes(synthetic, tmp_
     fold = loso_folds(data.subject, 0.25, 0)[0]
     spec, hpr = get_method("micro_au_clip"), resolve_hparams(get_method("micro_au_clip"), hp)
     hpr = {**hpr, "selection": "fixed"}
-    first = run_tasks(Engine(spec, hpr, data, AUS, 0, get_accelerator(cpu=True)).run_jobs, data, [FoldTask(fold, hpr, 0)])[0].recognition
+    first = run_tasks(SequentialEngine(spec, hpr, data, AUS, 0, get_accelerator(cpu=True)).run_jobs, data, [FoldTask(fold, hpr, 0)])[0].recognition
     data.emotion = np.random.default_rng(0).permutation(data.emotion)
     data.objective_class = np.random.default_rng(1).permutation(data.objective_class)
-    second = run_tasks(Engine(spec, hpr, data, AUS, 0, get_accelerator(cpu=True)).run_jobs, data, [FoldTask(fold, hpr, 0)])[0].recognition
+    second = run_tasks(SequentialEngine(spec, hpr, data, AUS, 0, get_accelerator(cpu=True)).run_jobs, data, [FoldTask(fold, hpr, 0)])[0].recognition
     assert first.shape == (len(fold.test), 12) and np.array_equal(first, second)
 
 
@@ -102,7 +102,7 @@ def test_paper_preset_trains_one_fold(synthetic, tmp_path, dataset):
     cache = prepare(dataset, synthetic / folder, tmp_path, image_size=224, flow=True)
     aus = DATASET_AUS[dataset]
     data = DatasetTensors.from_cache(load_cache(cache.path)[0], aus, torch.device("cpu"), cache.fingerprint)
-    engine = Engine(get_method("micro_au_clip"), hp, data, aus, 0, get_accelerator(cpu=True))
+    engine = SequentialEngine(get_method("micro_au_clip"), hp, data, aus, 0, get_accelerator(cpu=True))
     assert engine.features is None  # fine-tuned: no cached tokens
     assert FoldRunner(get_method("micro_au_clip"), data).engine_for(hp)[0] == "sequential"  # the text tower is trained
     model = engine.acc.unwrap_model(engine.model)

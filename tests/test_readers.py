@@ -160,7 +160,7 @@ def test_faces_are_found_where_they_were_drawn(synthetic):
 def test_generated_samm_cells_read_back_as_their_truth(quirk):
     """Every quirky cell the generator can write parses to the AU set it animated, on the AUs the
     cell leaves known, and leaves unknown exactly what the generator says it does."""
-    from suite.aus import parse_au_string
+    from suite.data.au_strings import parse_au_string
     from suite.data.synthetic import _samm_au_cell
 
     for seed in range(400):

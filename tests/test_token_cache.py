@@ -5,7 +5,7 @@ import torch
 
 from suite.aus import DATASET_AUS
 from suite.data import load_cache, prepare
-from suite.engine import DatasetTensors, Engine
+from suite.engine import DatasetTensors, SequentialEngine
 from suite.folds import FoldTask, run_tasks
 from suite.protocol import loso_folds
 from suite.registry import get_method, resolve_hparams
@@ -22,7 +22,7 @@ def data(synthetic, tmp_path_factory):
 def engine(data, store, method="micro_au_clip", seed=0, **overrides):
     spec = get_method(method)
     hp = resolve_hparams(spec, {"epochs": 2, "batch_size": 8, **overrides})
-    return Engine(spec, hp, data, AUS, seed, feature_cache=store)
+    return SequentialEngine(spec, hp, data, AUS, seed, feature_cache=store)
 
 
 def test_second_trial_reads_the_features_and_gets_identical_predictions(data, tmp_path):

@@ -70,7 +70,7 @@ def test_cache_content(synthetic, tmp_path):
 def test_provenance_and_page_name_a_non_default_reading(synthetic, tmp_path):
     """Labels read under other rules (here 'or' alternatives counted present) give other F1s: the
     record's data provenance and the page's data line say so; the default reading adds nothing."""
-    from suite.aus import AURules
+    from suite.data.au_strings import AURules
     from suite.leaderboard.records import data_label
     from suite.provenance import data_provenance
 

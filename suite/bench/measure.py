@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..aus import DATASET_AUS
 from ..data import load_cache, prepare, read_release, synthetic_root
-from ..engine import DatasetTensors, Engine, get_accelerator
+from ..engine import DatasetTensors, SequentialEngine, get_accelerator
 from ..folds import FoldRunner, FoldTask
 from ..paths import results_dir, search_dir
 from ..protocol import loso_folds
@@ -51,7 +51,7 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def backbone_flops_per_image(engine: Engine, image_size: int) -> float:
+def backbone_flops_per_image(engine: SequentialEngine, image_size: int) -> float:
     """Forward + backward FLOPs of the image tower for one image (patch tokens)."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -68,7 +68,7 @@ def backbone_flops_per_image(engine: Engine, image_size: int) -> float:
     return counter.get_total_flops() / 4
 
 
-def run_suite(spec, hp, data, aus, seed=0, feature_cache: Path | None = None) -> tuple[float, Engine, list]:
+def run_suite(spec, hp, data, aus, seed=0, feature_cache: Path | None = None) -> tuple[float, SequentialEngine, list]:
     acc = get_accelerator()
     _sync(acc.device)
     start = time.perf_counter()
@@ -77,7 +77,7 @@ def run_suite(spec, hp, data, aus, seed=0, feature_cache: Path | None = None) ->
                                                                                               for f in folds])
     _sync(acc.device)
     seconds = time.perf_counter() - start
-    return seconds, Engine(spec, hp, data, aus, seed, acc, feature_cache=feature_cache), folds  # the engine: for FLOP counts
+    return seconds, SequentialEngine(spec, hp, data, aus, seed, acc, feature_cache=feature_cache), folds  # the engine: for FLOP counts
 
 
 class _JpegPairs(Dataset):
@@ -111,7 +111,7 @@ def run_peer(spec, hp, release, data, aus, device, seed=0, nested: bool = False)
 
     def train_and_predict(train, evaluate, every_epoch):
         torch.manual_seed(seed)
-        model = spec.build(hp, aus, {}).to(device)
+        model = spec.build(hp, aus).to(device)
         train = data.any_known(train)
         model.on_fold_start(data.labels[train], data.known[train])
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=hp["lr"], weight_decay=hp["weight_decay"])
@@ -226,7 +226,7 @@ def nested_search(dataset: str, root: Path, cache, configs: int, round_size: int
         search = DatasetSearch(space, dataset, root, cache, None, opts, results, search_dir(results, opts.name), execute)
         spec = get_method(space.method)
         data = DatasetTensors.from_cache(load_cache(cache.path)[0], search.aus, acc.device, cache.fingerprint)
-        Engine(spec, search.hparams({}), data, search.aus, opts.seed, acc, feature_cache=token_cache_dir(results))  # tokens, before the clock
+        SequentialEngine(spec, search.hparams({}), data, search.aus, opts.seed, acc, feature_cache=token_cache_dir(results))  # tokens, before the clock
         start = time.perf_counter()
         try:
             docs = search.search_rounds()

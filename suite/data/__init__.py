@@ -5,63 +5,115 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-from ..aus import AURules
 from ..paths import cache_dir, synthetic_dir
+from .au_strings import AURules
 from .cache import CacheResult, build_cache, load_cache
-from . import casme2, samm
-from .casme2 import read_casme2
 from .options import ReaderOptions
 from .records import DataError, Problem, Release, Sample
-from .samm import read_samm
+from .registry import ReleaseNames, ReleaseSpec, ReleaseTable, default_releases, get_release, register, releases
 
-DATASETS = ("casme2", "samm")
-RELEASE_FOLDER = {"casme2": "CASME2", "samm": "SAMM"}
-SHEET_PATTERN = {"casme2": casme2.SHEET_PATTERN, "samm": samm.SHEET_PATTERN}
+# Live views of the release registry (``suite.data.registry``), kept under their old names.
+DATASETS = ReleaseNames()
+RELEASE_FOLDER = ReleaseTable("folder")
+SHEET_PATTERN = ReleaseTable("sheet_pattern")
 
 __all__ = ["DATASETS", "DataError", "Problem", "Release", "Sample", "CacheResult", "build_cache", "load_cache",
-           "read_release", "synthetic_root", "prepare", "is_release", "ReaderOptions"]
+           "read_release", "synthetic_root", "prepare", "is_release", "ReaderOptions", "ReleaseSpec", "get_release",
+           "register", "releases"]
+
+
+def read_casme2(*args, **kwargs) -> Release:
+    from .casme2 import read_casme2 as read
+
+    return read(*args, **kwargs)
+
+
+def read_samm(*args, **kwargs) -> Release:
+    from .samm import read_samm as read
+
+    return read(*args, **kwargs)
 
 
 def is_release(dataset: str, root: Path) -> bool:
     """Whether ``root`` is the dataset's release folder itself (it holds the coding spreadsheet)."""
-    return any(Path(root).glob(SHEET_PATTERN[dataset]))
+    return any(Path(root).glob(get_release(dataset).sheet_pattern))
+
+
+_OPTION_FLAGS = {"frames": "--frames", "boxes": "--boxes"}
 
 
 def read_release(dataset: str, root: Path, rules: AURules = AURules(), annotations_only: bool = False,
                  frames: str = "cropped", boxes: Path | None = None) -> Release:
-    if dataset == "casme2":
-        if boxes:
-            raise DataError("--boxes applies to SAMM (CASME II ships cropped faces)")
-        return read_casme2(root, rules, frames=frames, annotations_only=annotations_only)
-    if dataset == "samm":
-        if frames != "cropped":
-            raise DataError("--frames applies to CASME II; SAMM has one frame layout")
-        return read_samm(root, rules, annotations_only=annotations_only, boxes=boxes)
-    raise DataError(f"unknown dataset {dataset!r}; choose one of {list(DATASETS)}")
+    """Read ``root`` as the registered release ``dataset``; ``frames``/``boxes`` apply to the releases
+    that declare them (CASME II's frame folders, SAMM's face boxes) and are an error elsewhere."""
+    spec = get_release(dataset)
+    given = {"frames": frames if frames != "cropped" else None, "boxes": boxes}
+    options = {}
+    for option, value in given.items():
+        if option in spec.reader_options:
+            options[option] = frames if option == "frames" else boxes
+        elif value:
+            takers = [r.title for r in releases().values() if option in r.reader_options]
+            raise DataError(f"{_OPTION_FLAGS[option]} applies to {' and '.join(takers)} "
+                            f"({spec.title} {'has one frame layout' if option == 'frames' else 'takes no face boxes'})")
+    return spec.read(root, rules, annotations_only=annotations_only, **options)
+
+
+def _generated(out: Path, name: str) -> bool:
+    """Whether the synthetic folder ``out`` holds release ``name`` (its truth file is written last)."""
+    return (out / "truth" / f"{name}.jsonl").exists() and (out / "truth" / "spec.json").exists()
 
 
 def synthetic_root(dataset: str, results: Path | None = None, seed: int = 0, scale: str = "small") -> Path:
     """The embedded default: a synthetic release, generated on first use (atomically, so
-    concurrent trials do not see half-written folders)."""
+    concurrent trials do not see half-written folders). The default releases (CASME II and SAMM)
+    are generated together, as always; another release is added beside them on first use, from
+    its own random stream (so adding it changes none of theirs)."""
     from .synthetic import SyntheticSpec, generate
 
+    spec = get_release(dataset)
     out = synthetic_dir(results, seed, scale)
-    if not (out / "truth" / "spec.json").exists():
-        print(f"generating the synthetic CASME II and SAMM releases (seed {seed}, {scale} scale) in {out} — once", file=sys.stderr, flush=True)
+    if not _generated(out, dataset):
+        names = default_releases() if spec.default else [dataset]
+        titles = " and ".join(get_release(n).title for n in names)
+        print(f"generating the synthetic {titles} release{'s' if len(names) > 1 else ''} (seed {seed}, {scale} scale) in {out} — once",
+              file=sys.stderr, flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
         try:
-            generate(tmp, seed, SyntheticSpec.preset(scale))
+            generate(tmp, seed, SyntheticSpec.preset(scale), releases=names)
             try:
                 os.replace(tmp, out)
-            except OSError:
-                if not (out / "truth" / "spec.json").exists():
-                    raise
+            except OSError:  # ``out`` exists: move this release in beside the others
+                _move_into(tmp, out, names)
+            for _ in range(600):  # another process that moved the folder in first writes its truth file next
+                if _generated(out, dataset):
+                    break
+                time.sleep(0.2)
+            else:
+                raise DataError(f"synthetic {spec.title} release not complete in {out}; remove the folder and retry")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    return out / RELEASE_FOLDER[dataset]
+    return out / spec.folder
+
+
+def _move_into(tmp: Path, out: Path, names: list[str]) -> None:
+    """Move freshly generated releases ``names`` from ``tmp`` into the existing ``out`` (another
+    process may be doing the same: the first to move a folder wins; truth files last)."""
+    (out / "truth").mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if _generated(out, name):
+            continue
+        try:
+            os.replace(tmp / get_release(name).folder, out / get_release(name).folder)
+        except OSError:
+            continue  # another process moved it in first; its truth file follows
+        for f in sorted((tmp / "truth").iterdir(), key=lambda f: f.name == f"{name}.jsonl"):
+            if f.name.startswith(name) or f.name == "spec.json" and not (out / "truth" / "spec.json").exists():
+                os.replace(f, out / "truth" / f.name)
 
 
 def prepare(dataset: str, root: Path | None = None, results: Path | None = None, image_size: int = 112,

@@ -7,17 +7,18 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from ..aus import DATASET_AUS, au_name
+from ..aus import au_name
 from ..emotions import objective_class
 from ..paths import cache_dir, results_dir
 from . import DATASETS, DataError, build_cache, read_release, synthetic_root
+from .registry import default_releases, get_release
 from .options import add_reader_arguments, reader_options
 from .release import check_frames_decode
 
 
 def _reader_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, choices=DATASETS, help="which release")
-    p.add_argument("--root", type=Path, help="the release folder holding the coding spreadsheet, e.g. /data/CASME2 or /data/SAMM "
+    p.add_argument("--root", type=Path, help="the release folder holding the coding spreadsheet, e.g. /data/CASME2, /data/SAMM or /data/CASME3 "
                                              "(default: the synthetic release under results/)")
     add_reader_arguments(p)
 
@@ -35,7 +36,7 @@ def cmd_generate(args) -> int:
     from .synthetic import SyntheticSpec, generate
 
     spec = SyntheticSpec.preset(args.scale, raw=args.raw, casme2_sheet=args.casme2_sheet)
-    roots = generate(args.out, args.seed, spec)
+    roots = generate(args.out, args.seed, spec, releases=args.datasets or None)
     for name, root in roots.items():
         print(f"{name}: {root}")
     print(f"truth (labels, landmarks): {Path(args.out) / 'truth'}")
@@ -58,7 +59,7 @@ def objective_agreement(samples) -> dict | None:
 
 
 def validation_summary(release) -> dict:
-    aus = DATASET_AUS[release.dataset]
+    aus = get_release(release.dataset).aus
     known = [s for s in release.samples if not set(aus) & set(s.aus_unknown)]
     counts = Counter(a for s in release.samples for a in s.aus if a not in s.aus_unknown)
     return {
@@ -110,11 +111,13 @@ def cmd_build(args) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m suite.data", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    g = sub.add_parser("generate", help="write synthetic CASME II and SAMM release folders")
-    g.add_argument("--out", required=True, type=Path, help="folder to write CASME2/, SAMM/ and truth/ into")
+    g = sub.add_parser("generate", help="write synthetic release folders (default: CASME II and SAMM)")
+    g.add_argument("--out", required=True, type=Path, help="folder to write CASME2/, SAMM/ (CASME3/, …) and truth/ into")
+    g.add_argument("--datasets", nargs="+", choices=DATASETS, metavar="DATASET",
+                   help=f"which releases to write, of {', '.join(DATASETS)} (default: {' '.join(default_releases())})")
     g.add_argument("--seed", type=int, default=0, help="generator seed (default: %(default)s)")
     g.add_argument("--scale", default="small", choices=["small", "full"],
-                   help="small: 8+7 subjects, seconds; full: the real releases' subjects, clips and clip lengths (default: %(default)s)")
+                   help="small: 8+7(+6) subjects, seconds; full: the real releases' subjects, clips and clip lengths (default: %(default)s)")
     g.add_argument("--raw", action="store_true", help="also write the CASME II raw frame folders")
     g.add_argument("--casme2-sheet", default="20140508", choices=["20140508", "20190701"],
                    help="which CASME II coding sheet to write; 20190701 has the objective-class column (default: %(default)s)")

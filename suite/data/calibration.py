@@ -1,8 +1,8 @@
 """Check that a dataset rewards looking at motion: a linear probe on the onset→apex difference
 should detect AUs; the same probe on one frame's appearance should not do much better than
-predicting every AU present. Used to calibrate the synthetic generator (``docs/datasets.md``)
-and runnable on a real cache as a sanity check:
-``python -m suite.data calibrate --dataset casme2 --root DIR``."""
+predicting every AU present. Used to calibrate the synthetic generator (``docs/datasets.md``;
+``tests/test_validate_cache.py`` keeps it so) and usable on a real cache as a sanity check from
+Python (``probe_f1``; there is no command for it)."""
 from __future__ import annotations
 
 import cv2

@@ -9,16 +9,18 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..aus import ALTERNATIVE_RULES, REF_RULES, AURules
-from .casme2 import FRAME_SOURCES
+from .au_strings import ALTERNATIVE_RULES, REF_RULES, AURules
 from .records import DataError
+
+# The frame folders of CASME II (``suite.data.casme2.FRAME_SOURCES``), the one release with several.
+FRAME_CHOICES = ("cropped", "raw_selected", "raw")
 
 
 @dataclass(frozen=True)
 class ReaderOptions:
     rules: AURules = AURules()
-    frames: str = "cropped"  # CASME II only
-    boxes: Path | None = None  # SAMM only
+    frames: str = "cropped"  # the releases whose spec lists "frames" (CASME II)
+    boxes: Path | None = None  # the releases whose spec lists "boxes" (SAMM)
 
     @classmethod
     def from_release_options(cls, options: dict) -> "ReaderOptions":
@@ -28,15 +30,22 @@ class ReaderOptions:
 
     def check(self, datasets) -> None:
         """An option for a dataset that is not read is an error, never silently unused."""
-        if self.frames != "cropped" and "casme2" not in datasets:
-            raise DataError(f"--frames {self.frames} applies to CASME II, which is not among {list(datasets)}")
-        if self.boxes is not None and "samm" not in datasets:
-            raise DataError(f"--boxes applies to SAMM, which is not among {list(datasets)}")
+        from .registry import get_release, releases
+
+        for option, flag, given in (("frames", f"--frames {self.frames}", self.frames != "cropped"),
+                                    ("boxes", "--boxes", self.boxes is not None)):
+            if given and not any(option in get_release(d).reader_options for d in datasets):
+                takers = " and ".join(r.title for r in releases().values() if option in r.reader_options)
+                raise DataError(f"{flag} applies to {takers}, which is not among {list(datasets)}")
 
     def for_dataset(self, dataset: str) -> dict:
-        """Keyword arguments of ``read_release``/``prepare`` for ``dataset``."""
-        return {"rules": self.rules, "frames": self.frames if dataset == "casme2" else "cropped",
-                "boxes": self.boxes if dataset == "samm" else None}
+        """Keyword arguments of ``read_release``/``prepare`` for ``dataset`` (the release-specific
+        options only where its spec declares them)."""
+        from .registry import get_release
+
+        takes = get_release(dataset).reader_options
+        return {"rules": self.rules, "frames": self.frames if "frames" in takes else "cropped",
+                "boxes": self.boxes if "boxes" in takes else None}
 
     def non_default(self) -> dict:
         """The options that differ from the defaults: what a record's data provenance and the page name (a
@@ -50,7 +59,7 @@ class ReaderOptions:
 
 
 def add_reader_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--frames", default="cropped", choices=list(FRAME_SOURCES),
+    p.add_argument("--frames", default="cropped", choices=FRAME_CHOICES,
                    help="CASME II frame folders: Cropped/, CASME2_RAW_selected/ or CASME2_RAW/ (default: %(default)s)")
     p.add_argument("--boxes", type=Path, help="SAMM: CSV clip,x,y,w,h of face boxes, instead of face detection (default: detect)")
     p.add_argument("--ref", default="present", choices=REF_RULES, help="how ref(x) AU tokens count (default: %(default)s)")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..aus import cell_to_text
+from .au_strings import cell_to_text
 from .records import DataError
 
 

@@ -641,18 +641,30 @@ def write_samm(root: Path, spec: SyntheticSpec, rng: np.random.Generator) -> lis
     return truths
 
 
-def generate(out: Path, seed: int = 0, spec: SyntheticSpec = SyntheticSpec()) -> dict[str, Path]:
-    """Write ``out/CASME2``, ``out/SAMM`` and ``out/truth`` (labels and landmarks used)."""
+def generate(out: Path, seed: int = 0, spec: SyntheticSpec = SyntheticSpec(), releases=None) -> dict[str, Path]:
+    """Write ``out/<folder>`` for each release (default: the default ones, ``out/CASME2`` and
+    ``out/SAMM``) and ``out/truth`` (labels and landmarks used). Each release draws from its own
+    random stream (``ReleaseSpec.seed_index``), so which releases are written changes none of them."""
+    from .registry import default_releases, get_release
+
     out = Path(out)
     (out / "truth").mkdir(parents=True, exist_ok=True)
-    rng_c, rng_s = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    truths = {"casme2": write_casme2(out / "CASME2", spec, rng_c), "samm": write_samm(out / "SAMM", spec, rng_s)}
-    for name, ts in truths.items():
-        with open(out / "truth" / f"{name}.jsonl", "w") as f:
-            for t in ts:
+    roots = {}
+    for name in (default_releases() if releases is None else releases):
+        release = get_release(name)
+        if release.synthetic_writer is None:
+            raise ValueError(f"release {name!r} declares no synthetic writer")
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(release.seed_index,)))
+        truths = release.synthetic_writer(out / release.folder, spec, rng)
+        tmp = out / "truth" / f".{name}.jsonl"
+        with open(tmp, "w") as f:
+            for t in truths:
                 f.write(json.dumps(asdict(t), default=_json_default) + "\n")
-    (out / "truth" / "spec.json").write_text(json.dumps({"seed": seed, "scale": spec.scale_name(), **asdict(spec)}))  # read by suite.provenance
-    return {"casme2": out / "CASME2", "samm": out / "SAMM"}
+        roots[name] = out / release.folder
+        if not (out / "truth" / "spec.json").exists() or release.default:
+            (out / "truth" / "spec.json").write_text(json.dumps({"seed": seed, "scale": spec.scale_name(), **asdict(spec)}))  # read by suite.provenance
+        tmp.replace(out / "truth" / f"{name}.jsonl")  # last: the release is complete
+    return roots
 
 
 def _json_default(o):

@@ -1,7 +1,10 @@
 """open_clip image tower as a patch-token encoder, plus CLIP text embeddings for prompts.
 
 Any open_clip model name works; ``tiny`` is the embedded default (random init, sized for CPU:
-112 px, patch 8 → 14×14 tokens, width 128, 4 layers). ``pretrained`` is a local weights file
+112 px, patch 8 → 14×14 tokens, width 128, 4 layers; a 2-layer text tower with a 32-token context),
+an open_clip model config shipped in ``model_configs/tiny.json`` and registered with open_clip's
+``add_model_config`` when this module is imported, so it is built, tokenized and forced to another
+image size like any other open_clip name. ``pretrained`` is a local weights file
 (or, for users with hub access, an open_clip tag). Patch tokens come from open_clip's own
 ``forward_intermediates``; they are mapped into the joint embedding space with the tower's own
 ``ln_post`` and ``proj``, so AU features and text embeddings share one space.
@@ -9,6 +12,7 @@ Any open_clip model name works; ``tiny`` is the embedded default (random init, s
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import open_clip
 import torch
@@ -19,12 +23,9 @@ BACKBONE_MODES = ("frozen", "last_n", "full")
 TEXT_MODES = ("frozen", "last_n", "full")
 
 
-def tiny_config(image_size: int = 112) -> dict:
-    return {
-        "embed_dim": 64,
-        "vision_cfg": {"image_size": image_size, "layers": 4, "width": 128, "head_width": 32, "patch_size": 8, "mlp_ratio": 4.0},
-        "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 2},
-    }
+# The suite's own open_clip model configs (``tiny``), added to open_clip's registry of model names.
+MODEL_CONFIGS = Path(__file__).parent / "model_configs"
+open_clip.add_model_config(MODEL_CONFIGS)
 
 
 class _RandomInitNotice(logging.Filter):
@@ -36,15 +37,16 @@ class _RandomInitNotice(logging.Filter):
 
 
 def create_clip(name: str, pretrained: str | None, image_size: int):
-    """(open_clip model, tokenizer). ``name='tiny'`` builds the small random-init default."""
-    arch, kwargs = ("ViT-S-16", tiny_config(image_size)) if name == "tiny" else (name, {"force_image_size": image_size} if image_size else {})
+    """(open_clip model, tokenizer) of an open_clip model name (the suite's ``tiny`` among them) at
+    ``image_size`` pixels (None: the config's own)."""
+    kwargs = {"force_image_size": image_size} if image_size else {}
     root, notice = logging.getLogger(), _RandomInitNotice()
     root.addFilter(notice)  # open_clip logs through the root logger, only while it builds the model
     try:
-        model = open_clip.create_model(arch, pretrained=pretrained, **kwargs)
+        model = open_clip.create_model(name, pretrained=pretrained, **kwargs)
     finally:
         root.removeFilter(notice)
-    return model, open_clip.get_tokenizer(arch)
+    return model, open_clip.get_tokenizer(name)
 
 
 class ClipTokenEncoder(nn.Module):

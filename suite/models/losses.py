@@ -1,4 +1,5 @@
-"""What every detector shares: per-AU pos_weight from the training fold, and the output dict.
+"""The losses every detector shares: per-AU pos_weight from the training fold and a weighted BCE
+(``suite.models.detector.Detector`` holds the buffer and builds the output dict).
 
 Losses take a per-label ``weight`` [B, K]: 0 for the padding of a fold-batched minibatch and for
 labels the coding sheet leaves unknown (per-AU masks), so neither enters the loss."""
@@ -7,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 
 def pos_weight_from_labels(labels: np.ndarray, known: np.ndarray, enabled: bool = True, max_weight: float = 20.0) -> torch.Tensor:
@@ -32,24 +32,3 @@ def weighted_bce(logits: torch.Tensor, y: torch.Tensor, pos_weight: torch.Tensor
     """BCE with per-AU ``pos_weight``, averaged over the (weighted) labels."""
     bce = F.binary_cross_entropy_with_logits(logits.float(), y.float(), pos_weight=pos_weight, reduction="none")
     return weighted_mean(bce, weight)
-
-
-class MultiLabelDetector(nn.Module):
-    """Base for detectors trained with BCE(pos_weight): holds the buffer, sets it per fold, and
-    builds the output dict so subclasses only produce logits."""
-
-    encoder_frozen = False
-
-    def __init__(self, n_aus: int, use_pos_weight: bool = True):
-        super().__init__()
-        self.use_pos_weight = use_pos_weight
-        self.register_buffer("pos_weight", torch.ones(n_aus))
-
-    def on_fold_start(self, train_labels: np.ndarray, known: np.ndarray) -> None:
-        self.pos_weight.copy_(pos_weight_from_labels(train_labels, known, self.use_pos_weight))
-
-    def outputs(self, logits: torch.Tensor, batch: dict) -> dict:
-        out = {"logits": logits}
-        if "au" in batch:
-            out["loss"] = weighted_bce(logits, batch["au"], self.pos_weight, batch.get("weight"))
-        return out

@@ -36,9 +36,9 @@ from torch import nn
 
 from ..aus import ACTION_UNITS, au_prompt
 from ..emotions import RECOGNITION_CLASSES, class_prompt
-from ..registry import register, register_variant
 from .clip_backbone import ClipTokenEncoder
-from .losses import pos_weight_from_labels, weighted_bce, weighted_mean
+from .detector import Detector, Method
+from .losses import weighted_bce, weighted_mean
 from ..streams import KeyedDropout
 
 MOTION_MODES = ("token_diff", "apex", "diff_image", "concat", "flow")
@@ -142,6 +142,8 @@ class PatchTokenAttention(nn.Module):
 class GlobalPooling(nn.Module):
     """Ablation 'no PTA': every AU feature from the mean of all tokens, one projection per AU."""
 
+    positions: tuple[int, ...] = ()  # no subset of the grid: every patch is kept
+
     def __init__(self, n_aus: int, dim: int):
         super().__init__()
         self.proj = nn.Parameter(torch.randn(n_aus, dim, dim) / math.sqrt(dim))
@@ -225,9 +227,9 @@ def prompt_recognition(features: torch.Tensor, probs: torch.Tensor, class_prompt
     return F.normalize(weighted, dim=-1) @ class_prompts.T
 
 
-class MicroAUCLIP(nn.Module):
+class MicroAUCLIP(Detector):
     def __init__(self, hp: dict, aus: tuple[int, ...]):
-        super().__init__()
+        super().__init__(len(aus), hp["pos_weight"])
         if hp["motion"] not in MOTION_MODES:
             raise ValueError(f"motion {hp['motion']!r}: choose one of {MOTION_MODES}")
         if hp["head"] not in ("text", "linear"):
@@ -252,19 +254,17 @@ class MicroAUCLIP(nn.Module):
         else:
             self.head_weight = nn.Parameter(torch.randn(k, d) / math.sqrt(d))
         self.head_bias = nn.Parameter(torch.zeros(k))
-        self.register_buffer("pos_weight", torch.ones(k))
         self.register_buffer("dependency", torch.full((k, k), 1.0 / k))
         # continuous loss hyper-parameters as buffers, so models trained as one batch may differ in them
         self.register_buffer("lambda_gd", torch.tensor(float(hp["lambda_gd"])))
         self.register_buffer("lambda_cl", torch.tensor(float(hp["lambda_cl"])))
         self.register_buffer("tau_cl", torch.tensor(float(hp["tau_cl"])))
 
-    # --- engine hooks -------------------------------------------------------------------
+    # --- engine hooks (suite.models.detector.Detector) -----------------------------------
     batchable = True  # on cached features, the fold-batched engine may train many of these as one
 
     @property
     def batch_refusal(self) -> str | None:
-        """Why the fold-batched engine cannot train this configuration (None: it can)."""
         if self.hp["text_mode"] != "frozen":
             return f"its text tower is trained (text_mode={self.hp['text_mode']}): prompts are re-encoded every step"
         if self.hp["prompt_recognition"]:
@@ -272,22 +272,30 @@ class MicroAUCLIP(nn.Module):
         return None
 
     @property
+    def per_model_hparams(self) -> dict[str, tuple[str, ...]]:
+        """The continuous loss weights and temperatures, held in buffers (``tau_gd`` by every GDA layer)."""
+        held = {"lambda_gd": ("lambda_gd",), "lambda_cl": ("lambda_cl",), "tau_cl": ("tau_cl",)}
+        taus = tuple(f"gda.{i}.tau" for i in range(len(self.gda)))
+        return {**held, "tau_gd": taus} if taus else held
+
+    @property
     def encoder_frozen(self) -> bool:
-        """The engine computes ``encode`` once per dataset and passes ``features`` instead."""
         return self.encoder.frozen and self.fuse is None
 
     @property
+    def feature_encoder(self) -> nn.Module:
+        return self.encoder
+
+    @property
     def encode_config(self) -> dict:
-        """What ``encode`` depends on besides the encoder's weights (keys the token cache)."""
         config = {"method": "micro_au_clip", "motion": self.hp["motion"], "token_index": self.encoder.token_index,
-                  "positions": list(getattr(self.local, "positions", ()))}
+                  "positions": list(self.local.positions)}
         return {**config, "flow_scale": self.hp["flow_scale"]} if self.hp["motion"] == "flow" else config
 
-    def on_fold_start(self, train_labels: np.ndarray, known: np.ndarray) -> None:
-        """Fold statistics from the training subjects' known labels only."""
-        y = np.asarray(train_labels, float)
-        self.pos_weight.copy_(pos_weight_from_labels(y, known, self.hp["pos_weight"]))
-        self.dependency.copy_(torch.as_tensor(dependency_matrix(y, known), dtype=torch.float32))
+    def on_fold_start(self, labels: np.ndarray, known: np.ndarray) -> None:
+        """``pos_weight`` (``Detector``) and the dependency matrix GDLoss aims at."""
+        super().on_fold_start(labels, known)
+        self.dependency.copy_(torch.as_tensor(dependency_matrix(np.asarray(labels, float), known), dtype=torch.float32))
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
         """Heads at ``lr``; the image tower at ``lr·backbone_lr_scale``; the text tower at ``lr·text_lr_scale``."""
@@ -361,9 +369,12 @@ class MicroAUCLIP(nn.Module):
         return out
 
 
-@register("micro_au_clip", DEFAULTS, "Micro-AU CLIP: per-AU patch attention (LSI), dependency attention + GDLoss (GSD), MiAUCL")
-def build_micro_au_clip(hp: dict, aus, data_info: dict | None = None) -> MicroAUCLIP:
+def build_micro_au_clip(hp: dict, aus) -> MicroAUCLIP:
     return MicroAUCLIP(hp, aus)
+
+
+MICRO_AU_CLIP = Method("micro_au_clip", build_micro_au_clip, DEFAULTS,
+                       "Micro-AU CLIP: per-AU patch attention (LSI), dependency attention + GDLoss (GSD), MiAUCL")
 
 
 ABLATIONS = {
@@ -373,5 +384,5 @@ ABLATIONS = {
     "micro_au_clip_no_miaucl": ({"use_miaucl": False}, "ablation: no MiAUCL"),
     "micro_au_clip_single_frame": ({"motion": "apex", "use_pta": False}, "ablation: apex frame only, global pooling"),
 }
-for _name, (_overrides, _description) in ABLATIONS.items():
-    register_variant(_name, "micro_au_clip", _overrides, _description)
+# the methods this module declares (``suite.registry``)
+METHODS = (MICRO_AU_CLIP, *(MICRO_AU_CLIP.variant(name, overrides, description) for name, (overrides, description) in ABLATIONS.items()))

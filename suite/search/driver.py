@@ -10,13 +10,20 @@
              choice and of the deployment configuration; baselines with the same seeds
 
 ``execute(slices, ctx, name) → {proposal: slice outputs}`` is the Tune executor in the CLI; tests
-may run slices in-process. Nothing here depends on the order slices finish in.
+may run slices in-process. Nothing here depends on the order slices finish in. The final seeds and
+baselines are typed jobs (``suite.search.jobs``) that ``submit(jobs)`` starts.
+
+A search's protocol (``search_protocol``: selection inside every task on inner validation, the
+search's ``--metric``, the space's inner-validation share) is one ``Protocol`` object: the folds
+here, in every trial and in the final seeds are built from it; a task's hyper-parameters are
+resolved in one function, ``trial.task_hparams``.
 """
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +33,17 @@ from ..data import load_cache
 from ..engine import DatasetTensors
 from ..folds import engine_label
 from ..metrics import confusion_counts, f1_per_au
-from ..paths import token_cache_dir
-from ..protocol import loso_folds
+from ..paths import (confirm_dir, final_stem, rounds_dir, run_stem, runs_dir, search_dataset_dir, search_journal, search_record_stem,
+                     token_cache_dir)
+from ..protocol import Protocol
 from ..registry import get_method, resolve_hparams
 from ..results import config_id, load_record, predictions_frame, write_run
 from ..selection import (Candidate, chosen_on_test_folds, chosen_per_test_fold, common_candidates, deployment_choice, per_fold_choice,
                          top_per_fold)
+from .jobs import BaselineJob, FinalSeedsJob, Job
 from .options import SearchOptions
 from .studies import Slice, Studies, Task
-from .trial import RunContext, fold_from_json
+from .trial import SEARCH_PROTOCOL, RunContext, fold_from_json, task_hparams
 
 
 class StageIncomplete(Exception):
@@ -43,6 +52,39 @@ class StageIncomplete(Exception):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.message, self.exit_code = message, exit_code
+
+
+def search_protocol(space, opts: SearchOptions) -> Protocol:
+    """The protocol of every task of a search: epochs and thresholds chosen on inner validation,
+    the metric of ``--metric``, the inner-validation share the space fixes (or the default)."""
+    return SEARCH_PROTOCOL.with_(**space.protocol, metric=opts.metric)
+
+
+def fixed_values(space, opts: SearchOptions, backbone: str | None = None) -> dict:
+    """The model's values every task of a stage shares: the preset's, the space's fixed values,
+    and a fidelity stage's backbone mode."""
+    return {**opts.preset_overrides(space.method), **space.fixed, **({"backbone_mode": backbone} if backbone else {})}
+
+
+@dataclass
+class Selection:
+    """What ``DatasetSearch.run`` selected and started, for ``DatasetSearch.summary`` once the
+    jobs (final seeds, baselines) are done."""
+
+    label: str  # the per-fold choice's regime label
+    records: dict  # regime label → record path of the search seed
+    choice: dict  # fold → its chosen Candidate
+    chosen: dict  # the choices as the summary shows them
+    common: dict  # the common candidates (params key → per-fold candidates)
+    deploy_key: str | None
+    docs: list  # the slice documents selection read
+    fold_cands: list
+    failed: list
+    screening: dict | None
+    jobs: list  # the jobs started (Job), in submission order
+    final_done: list  # final-seed records already stored
+    deploy_done: list
+    base_done: dict  # baseline → records already stored
 
 
 def round_sizes(trials: int, round_size: int) -> list[int]:
@@ -86,28 +128,29 @@ class DatasetSearch:
         self.data = DatasetTensors.from_cache(load_cache(cache.path)[0], self.aus, torch.device("cpu"), cache.fingerprint)
         self.index_of = {str(s): i for i, s in enumerate(self.data.sample_id)}
         self.spec = get_method(space.method)
-        self.folds = [f.index for f in loso_folds(self.data.subject, self.hparams({})["inner_val_fraction"], opts.seed)]
-        self.out = search_dir / dataset
+        self.protocol = search_protocol(space, opts)
+        self.folds = [f.index for f in self.protocol.folds(self.data.subject, opts.seed)]
+        self.out = search_dataset_dir(search_dir, dataset)
         self.prefix = f"{opts.name}-{dataset}"
         self.engine = opts.engine_asked  # what every stage of this search asks for
         # baselines: sequential when the search is, else auto (a baseline without a batched form is not refused)
         self.baseline_engine = "sequential" if self.engine == "sequential" else "auto"
 
     def hparams(self, params: dict, backbone: str | None = None) -> dict:
-        fixed = {**self.opts.preset_overrides(self.space.method), **self.space.fixed, **({"backbone_mode": backbone} if backbone else {})}
-        return resolve_hparams(self.spec, {**fixed, **params, "selection": "inner", "metric": self.opts.metric})
+        """A task's resolved hyper-parameters, as every trial resolves them (``task_hparams``)."""
+        return task_hparams(self.spec, fixed_values(self.space, self.opts, backbone), params, self.protocol)
 
     def context(self, out_dir: Path, backbone: str | None) -> RunContext:
         o = self.opts
-        return RunContext(self.space.method, {**o.preset_overrides(self.space.method), **self.space.fixed, "metric": o.metric,
-                                              **({"backbone_mode": backbone} if backbone else {})},
-                          self.dataset, str(self.cache.path), self.cache.fingerprint, str(out_dir), o.seed,
-                          str(token_cache_dir(self.results)), o.cpus_per_trial, o.gpus_per_trial or 0, o.fold_workers, o.compile, o.engine)
+        return RunContext(method=self.space.method, fixed=fixed_values(self.space, o, backbone), protocol=self.protocol,
+                          dataset=self.dataset, cache=str(self.cache.path), fingerprint=self.cache.fingerprint, out_dir=str(out_dir),
+                          seed=o.seed, token_cache=str(token_cache_dir(self.results)), cpus_per_trial=o.cpus_per_trial,
+                          gpus_per_trial=o.gpus_per_trial or 0, fold_workers=o.fold_workers, compile=o.compile, engine=o.engine)
 
     # --- stages -------------------------------------------------------------------------
     def search_rounds(self) -> list[dict]:
-        studies = Studies(self.search_dir / "optuna.journal", self.prefix, self.dataset, self.folds, self.space, self.opts)
-        ctx = self.context(self.out / "rounds", self.fidelity[0] if self.fidelity else None)
+        studies = Studies(search_journal(self.search_dir), self.prefix, self.dataset, self.folds, self.space, self.opts)
+        ctx = self.context(rounds_dir(self.out), self.fidelity[0] if self.fidelity else None)
         docs = []
         for r, size in enumerate(round_sizes(self.opts.trials, self.opts.round_size)):
             slices = studies.plan_round(r, size)
@@ -138,7 +181,7 @@ class DatasetSearch:
         if deployment is not None:
             number = min(c.number for c in cands if c.params_key == deployment)
             slices.append(Slice(0, len(slices), tuple(Task(f, number, json.loads(deployment), "deployment") for f in self.folds)))
-        done = self.execute(slices, self.context(self.out / "confirm", self.fidelity[1]), f"{self.prefix}-confirm")
+        done = self.execute(slices, self.context(confirm_dir(self.out), self.fidelity[1]), f"{self.prefix}-confirm")
         docs = [done[s.proposal] for s in slices]
         low = {(c.fold, c.params_key): c.inner_f1 for c in cands}
         screening = {"fidelity": {"search": self.fidelity[0], "confirm": self.fidelity[1]},
@@ -164,12 +207,12 @@ class DatasetSearch:
                 "search_selection": o.selection, "n_trials": o.trials, "n_candidates": n_candidates, "fidelity": o.fidelity,
                 "command": o.command, **o.preset_fields(self.space.method)}
 
-    def final_jobs(self, label: str, hparams_by_fold: dict[int, dict], done_paths: list) -> list[tuple[str, dict]]:
+    def final_jobs(self, label: str, hparams_by_fold: dict[int, dict], done_paths: list) -> list[FinalSeedsJob]:
         """One job re-running the per-fold choices with every final seed not yet recorded (a
         finished search rerun retrains nothing); the seeds train together on the batched engine."""
         seeds, stems = [], []
         for seed in self.opts.final_seed_list:
-            stem = self.out / "final" / label / f"seed{seed}"
+            stem = final_stem(self.out, label, seed)
             if stem.with_suffix(".json").exists():
                 done_paths.append(stem.with_suffix(".json"))
             else:
@@ -177,36 +220,35 @@ class DatasetSearch:
                 stems.append(stem)
         if not seeds:
             return []
-        return [("run_chosen", {"method": self.space.method, "dataset": self.dataset, "data_root": self.root,
-                                "hparams_by_fold": hparams_by_fold, "seeds": seeds, "stems": stems, "selection": label,
-                                "results": self.results, "compile": self.opts.compile, "engine": self.engine,
-                                "reader": self.opts.reader, "extra": {**self.common_extra(0), "seed_role": "final"}})]
+        return [FinalSeedsJob(self.space.method, self.dataset, self.root, hparams_by_fold, tuple(seeds), tuple(stems), label,
+                              self.results, self.opts.compile, self.engine, self.opts.reader,
+                              {**self.common_extra(0), "seed_role": "final"})]
 
-    def baseline_jobs(self, done_paths: dict) -> list[tuple[str, str, dict]]:
+    def baseline_jobs(self, done_paths: dict) -> list[BaselineJob]:
         """Baselines under inner-validation selection with the final seeds (the search seed when
-        there are none), one job per baseline; runs that already exist on the same data are reused."""
+        there are none), one job per baseline; runs that already exist on the same data are reused.
+        Their protocol: inner-validation selection with the search's metric and the default
+        inner-validation share (a space's own share applies to the searched method)."""
         seeds = self.opts.final_seed_list or [self.opts.seed]
+        protocol = Protocol(selection="inner", metric=self.opts.metric)
         jobs = []
         for name in self.opts.baselines:
             spec = get_method(name)
-            overrides = {"selection": "inner", "metric": self.opts.metric}
-            hp = resolve_hparams(spec, overrides)
+            hp = resolve_hparams(spec, {}, protocol)
             cid = config_id(name, self.dataset, hp, self.cache.fingerprint, engine_label(self.baseline_engine, compile=self.opts.compile))
             missing = []
             for seed in seeds:
-                path = self.results / "runs" / self.dataset / name / cid / f"seed{seed}.json"
+                path = run_stem(runs_dir(self.results), self.dataset, name, cid, seed).with_suffix(".json")
                 if path.exists():
                     done_paths.setdefault(name, []).append(path)
                 else:
                     missing.append(seed)
             if missing:
-                jobs.append((name, "run", {"method": name, "dataset": self.dataset, "data_root": self.root,
-                                           "overrides": overrides, "seeds": missing, "results": self.results,
-                                           "log": None, "compile": self.opts.compile, "engine": self.baseline_engine,
-                                           "reader": self.opts.reader}))
+                jobs.append(BaselineJob(name, self.dataset, self.root, protocol, tuple(missing), self.results, self.opts.compile,
+                                        self.baseline_engine, self.opts.reader))
         return jobs
 
-    def run(self, submit) -> Callable[[], dict]:
+    def run(self, submit: Callable[[list[Job]], Callable[[], list[list[Path]]]]) -> Callable[[], dict]:
         """Search and select now; ``submit(jobs)`` starts the final-seed and baseline runs and
         returns a function that waits for their record paths, so the next dataset's search can
         run meanwhile. Returns the function that waits and builds this dataset's summary."""
@@ -235,15 +277,15 @@ class DatasetSearch:
         deploy_key = deployment_choice(common)
         test_key = chosen_on_test_folds(common, lambda cs: pooled_f1(cs, self.data, self.opts.metric))
         chosen = {str(f): {"number": c.number, "params": json.loads(c.params_key), "inner_f1": c.inner_f1} for f, c in choice.items()}
-        records = {label: self.record(self.out / label, list(choice.values()), label,
+        records = {label: self.record(search_record_stem(self.out, label), list(choice.values()), label,
                                       {**self.common_extra(len(fold_cands)), "seed_role": "search", "chosen": chosen})}
         if test_key:
             records["selected_on_test_folds"] = self.record(
-                self.out / "selected_on_test_folds", common[test_key], "selected_on_test_folds",
+                search_record_stem(self.out, "selected_on_test_folds"), common[test_key], "selected_on_test_folds",
                 {**self.common_extra(len(common)), "seed_role": "search", "chosen": json.loads(test_key)})
         per_test_fold = chosen_per_test_fold(fold_cands, choice, lambda c: test_counts(c, self.data), self.opts.metric)
         records["selected_per_test_fold"] = self.record(
-            self.out / "selected_per_test_fold", list(per_test_fold.values()), "selected_per_test_fold",
+            search_record_stem(self.out, "selected_per_test_fold"), list(per_test_fold.values()), "selected_per_test_fold",
             {**self.common_extra(len(fold_cands)), "seed_role": "search",
              "chosen": {str(f): {"number": c.number, "params": json.loads(c.params_key)} for f, c in per_test_fold.items()}})
         final_done, base_done = [], {}
@@ -252,18 +294,24 @@ class DatasetSearch:
         if deploy_key:
             deploy_hp = common[deploy_key][0].payload["task"]["hparams"]
             jobs += self.final_jobs("deployment", {f: deploy_hp for f in self.folds}, deploy_done)
-        base_jobs = self.baseline_jobs(base_done)
-        print(f"{self.dataset}: final seeds and baselines started ({len(jobs) + len(base_jobs)} jobs, run while the next dataset is searched)", flush=True)
-        wait = submit([(fn, kw) for fn, kw in jobs] + [(fn, kw) for _, fn, kw in base_jobs])
-        return lambda: self.summary(wait(), jobs, base_jobs, final_done, deploy_done, base_done, records, label, choice, common,
-                                    deploy_key, docs, fold_cands, failed, chosen, screening)
+        jobs += self.baseline_jobs(base_done)
+        print(f"{self.dataset}: final seeds and baselines started ({len(jobs)} jobs, run while the next dataset is searched)", flush=True)
+        wait = submit(jobs)
+        selection = Selection(label, records, choice, chosen, common, deploy_key, docs, fold_cands, failed, screening, jobs,
+                              final_done, deploy_done, base_done)
+        return lambda: self.summary(selection, wait())
 
-    def summary(self, paths, jobs, base_jobs, final_done, deploy_done, base_done, records, label, choice, common, deploy_key,
-                docs, fold_cands, failed, chosen, screening) -> dict:
-        finals = final_done + [p for (_, kw), ps in zip(jobs, paths) if kw["selection"] == label for p in ps]
-        deploys = deploy_done + [p for (_, kw), ps in zip(jobs, paths) if kw["selection"] == "deployment" for p in ps]
-        for (name, _, _), ps in zip(base_jobs, paths[len(jobs):]):
-            base_done.setdefault(name, []).extend(ps)
+    def summary(self, sel: Selection, paths: list[list[Path]]) -> dict:
+        """This dataset's part of the search summary, once the jobs gave their record paths (in job order)."""
+        label, choice, common, deploy_key, records = sel.label, sel.choice, sel.common, sel.deploy_key, sel.records
+        finished = list(zip(sel.jobs, paths))
+        finals = sel.final_done + [p for job, ps in finished if isinstance(job, FinalSeedsJob) and job.label == label for p in ps]
+        deploys = sel.deploy_done + [p for job, ps in finished if isinstance(job, FinalSeedsJob) and job.label == "deployment" for p in ps]
+        base_done = sel.base_done
+        for job, ps in finished:
+            if isinstance(job, BaselineJob):
+                base_done.setdefault(job.method, []).extend(ps)
+        docs, fold_cands, failed, chosen, screening = sel.docs, sel.fold_cands, sel.failed, sel.chosen, sel.screening
         f1 = {k: load_record(p)["f1_avg"] for k, p in records.items()}
         headline = load_record(records[label])
         final_f1 = [load_record(p)["f1_avg"] for p in sorted(finals)]
@@ -284,5 +332,5 @@ class DatasetSearch:
             "screening": screening, "studies": getattr(self, "study_names", []), "tune_s": self.tune_seconds,
             "records": {**{k: str(p) for k, p in records.items()}, "final": [str(p) for p in sorted(finals)],
                         "deployment": [str(p) for p in sorted(deploys)], "baselines": {k: [str(p) for p in v] for k, v in base_done.items()}},
-            "outputs": {"rounds": str(self.out / "rounds"), "confirm": str(self.out / "confirm") if self.fidelity else None},
+            "outputs": {"rounds": str(rounds_dir(self.out)), "confirm": str(confirm_dir(self.out)) if self.fidelity else None},
         }

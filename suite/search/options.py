@@ -2,7 +2,7 @@
 every part of the search reads; pre-flight checks that fail before any work starts."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..data.options import ReaderOptions
@@ -51,7 +51,6 @@ class SearchOptions:
     preset: str | None = None  # a named configuration (suite.presets) under the space's own values
     results: Path | None = None
     command: str = ""
-    extra: dict = field(default_factory=dict)
 
     def with_(self, **changes) -> "SearchOptions":
         return replace(self, **changes)

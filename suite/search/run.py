@@ -14,9 +14,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..paths import search_dir
+from ..paths import all_rounds_dirs, search_data_file, search_dir, search_engine_file, search_journal, search_summary, search_summary_text
 from .driver import StageIncomplete
 from .options import SearchError, SearchOptions, check_counts, data_roots, parse_fidelity, token_auth_environment
+from .slices import slice_files
 
 
 @dataclass
@@ -31,10 +32,12 @@ class Plan:
 
 def _caches(space, opts: SearchOptions, roots: dict, results) -> dict:
     from ..data import prepare
-    from ..registry import get_method, needs_flow, resolve_hparams
+    from ..registry import get_method, needs_flow
+    from .driver import fixed_values, search_protocol
+    from .trial import task_hparams
 
     spec = get_method(space.method)
-    hp = resolve_hparams(spec, {**opts.preset_overrides(space.method), **space.fixed})
+    hp = task_hparams(spec, fixed_values(space, opts), {}, search_protocol(space, opts))
     image_size = hp.get("image_size", 112)
     flow = needs_flow(spec, hp) or any(p.name == "motion" and "flow" in (p.choices or ()) for p in space.params)
     return {d: prepare(d, roots[d], results, image_size=image_size, flow=flow, reader=opts.reader) for d in opts.datasets}
@@ -79,7 +82,7 @@ def _preflight(opts: SearchOptions) -> tuple[list[Plan], dict]:
 
 def _data_file(plan: Plan) -> Path:
     """The data fingerprints a search folder's stored outputs were computed on."""
-    return search_dir(plan.opts.results, plan.opts.name) / "data.json"
+    return search_data_file(search_dir(plan.opts.results, plan.opts.name))
 
 
 def _stored_fingerprints(plan: Plan) -> dict:
@@ -108,7 +111,7 @@ def _check_same_data(plan: Plan) -> None:
 
 def _engine_file(plan: Plan) -> Path:
     """The engine a search folder's stored outputs were computed with."""
-    return search_dir(plan.opts.results, plan.opts.name) / "engine.json"
+    return search_engine_file(search_dir(plan.opts.results, plan.opts.name))
 
 
 def _check_same_engine(plan: Plan) -> None:
@@ -121,7 +124,7 @@ def _check_same_engine(plan: Plan) -> None:
     path = _engine_file(plan)
     folder = path.parent
     if not path.exists():
-        if any(folder.glob("*/rounds/*.json")) or (folder / "summary.json").exists():
+        if any(slice_files(d) for d in all_rounds_dirs(folder)) or search_summary(folder).exists():
             raise SearchError(f"search {plan.opts.name!r} ({folder}) was computed by an earlier version of the fold protocol (before "
                               "each task had its own features and random streams); its outputs would mix with this version's. Start "
                               "another search with --name, or move that folder away to redo this one")
@@ -161,8 +164,8 @@ def _finished(plans: list[Plan], roots: dict) -> list[str] | None:
     for plan in plans:
         folder = search_dir(plan.opts.results, plan.opts.name)
         try:
-            summary = json.loads((folder / "summary.json").read_text())
-            text = (folder / "summary.txt").read_text().rstrip()
+            summary = json.loads(search_summary(folder).read_text())
+            text = search_summary_text(folder).read_text().rstrip()
         except (OSError, ValueError):
             return None
         if summary.get("identity") != _identity(plan, roots):
@@ -195,6 +198,10 @@ def start_ray(address: str | None) -> None:
     import ray
 
     token_auth_environment(address)
+    # Tune's console output off, once for the whole search: with verbose=0 its newer reporter still
+    # prints a header naming its placeholder search algorithm (Optuna proposes here) and a
+    # TensorBoard hint; tune_rounds.SliceProgress reports instead
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":  # Ray sets it when it enables token auth
         ray.shutdown()
@@ -280,11 +287,11 @@ def run_search(opts: SearchOptions) -> int:
                    "metric": o.metric, "trials": o.trials, "round_size": o.round_size, "startup_trials": o.startup_trials, "seed": o.seed,
                    "fidelity": o.fidelity, "confirm_top": o.confirm_top if plan.fidelity else None,
                    "wall_s": time.time() - start, "datasets": by_plan[o.name], "command": opts.command}
-        write_json(folder / "summary.json", summary)
+        write_json(search_summary(folder), summary)
         text = format_summary(summary)
-        write_atomic(folder / "summary.txt", (text + "\n").encode())
+        write_atomic(search_summary_text(folder), (text + "\n").encode())
         print(text)
-        print(f"summary: {folder / 'summary.txt'}  (optuna-dashboard {folder / 'optuna.journal'})")
+        print(f"summary: {search_summary_text(folder)}  (optuna-dashboard {search_journal(folder)})")
     from ..leaderboard import render
 
     print(f"leaderboard: {render(opts.results)}")

@@ -11,7 +11,9 @@ With ``fold_workers`` > 1 the tasks are dealt to this process and Ray actors in 
 placement-group bundles. Outputs: one slice file pair per trial, written atomically once complete;
 their format has one owner, ``suite.search.slices`` (``write_slice``, ``read_slice``, ``read_slices``).
 
-Importing this needs no Ray at module level: ``TaskRunner`` runs tasks without it.
+The Tune trainable (``tune_rounds.SliceTrainable``) keeps one ``TaskRunner`` per actor (``setup``,
+kept by ``reset_config`` when Tune reuses the actor) and runs a slice with ``SliceRun``. Importing
+this module needs no Ray: ``TaskRunner`` runs tasks without it (``in_process_executor``).
 """
 from __future__ import annotations
 
@@ -21,16 +23,28 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from ..aus import DATASET_AUS
 from ..data import load_cache
 from ..engine import DatasetTensors, FoldOutput, get_accelerator
 from ..folds import EngineChoiceError, FoldRunner, FoldTask, TaskOutcome, engine_request
-from ..protocol import loso_folds
-from ..registry import get_method, resolve_hparams
+from ..protocol import Protocol, split_settings
+from ..registry import MethodSpec, get_method, resolve_hparams
 from ..results import write_json
-from .slices import partial_path, read_slice, slice_paths, write_slice
+from .slices import partial_path, read_slice, write_slice
+
+SEARCH_PROTOCOL = Protocol(selection="inner")  # a search's tasks choose epochs and thresholds on inner validation
+
+
+def task_hparams(spec: MethodSpec, fixed: dict, params: dict, protocol: Protocol) -> dict:
+    """The resolved hyper-parameters of a search's task — the one place they are computed: the
+    method's defaults, then ``fixed`` (the preset's values, the space's fixed values, a fidelity's
+    backbone mode), then the proposal's ``params``, then the search's ``protocol`` (never a
+    searched or fixed value: protocol settings are not hyper-parameters)."""
+    settings, _ = split_settings({**fixed, **params})
+    if settings:
+        raise ValueError(f"{sorted(settings)}: protocol settings, not hyper-parameters; a search's protocol is its Protocol")
+    return resolve_hparams(spec, {**fixed, **params}, protocol)
 
 
 @dataclass(frozen=True)
@@ -40,12 +54,13 @@ class RunContext:
     where outputs go, and how to run (resources, engine)."""
 
     method: str
-    fixed: dict  # the space's fixed values, the preset's, the metric, the fidelity's backbone mode
+    fixed: dict  # the preset's values, the space's fixed values, the fidelity's backbone mode (no protocol setting)
     dataset: str
     cache: str
     fingerprint: str
     out_dir: str
     seed: int
+    protocol: Protocol = SEARCH_PROTOCOL  # inner-validation share, selection inside a task, metric
     token_cache: str | None = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -78,13 +93,13 @@ class TaskRunner:
         self.aus = DATASET_AUS[ctx.dataset]
         self.data = data if data is not None else DatasetTensors.from_cache(
             load_cache(Path(ctx.cache))[0], self.aus, self.acc.device, ctx.fingerprint)
-        self.folds = {f.index: f for f in loso_folds(self.data.subject, self.hparams({})["inner_val_fraction"], ctx.seed)}
+        self.folds = {f.index: f for f in ctx.protocol.folds(self.data.subject, ctx.seed)}
         engine, reason = engine_request(ctx.engine, ctx.fold_workers, ctx.compile)
         self.runner = FoldRunner(self.spec, self.data, engine, reason, self.acc, Path(ctx.token_cache) if ctx.token_cache else None,
                                  ctx.compile)
 
     def hparams(self, params: dict) -> dict:
-        return resolve_hparams(self.spec, {**self.ctx.fixed, **params, "selection": "inner"})
+        return task_hparams(self.spec, self.ctx.fixed, params, self.ctx.protocol)
 
     def run(self, tasks: list[dict]) -> list[dict]:
         """Tasks (JSON: fold, number, params, role) → their outputs as JSON (``status`` ok, or
@@ -151,20 +166,19 @@ def in_process_executor(data: DatasetTensors | None = None, on_gpu: bool = False
     return execute
 
 
-_POOL_EXECUTE = None  # a process_pool_executor worker's own in_process_executor
-
-
-def _pool_worker_start(threads: int | None, on_gpu: bool) -> None:
-    global _POOL_EXECUTE
+def _pool_worker(inbox, outbox, threads: int | None, on_gpu: bool) -> None:
+    """A ``process_pool_executor`` worker: its own ``in_process_executor`` (one ``TaskRunner``,
+    kept across its slices) for the slices it takes from ``inbox`` until it gets None."""
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    _POOL_EXECUTE = in_process_executor(on_gpu=on_gpu)
-
-
-def _pool_worker_slice(s, ctx: RunContext, name: str) -> dict:
-    return _POOL_EXECUTE([s], ctx, name)[s.proposal]
+    execute = in_process_executor(on_gpu=on_gpu)
+    for s, ctx, name in iter(inbox.get, None):
+        try:
+            outbox.put((s.proposal, execute([s], ctx, name)[s.proposal], None))
+        except Exception as e:  # noqa: BLE001 — handed to the caller, as a pool would
+            outbox.put((s.proposal, None, e))
 
 
 def process_pool_executor(processes: int, on_gpu: bool):
@@ -176,21 +190,30 @@ def process_pool_executor(processes: int, on_gpu: bool):
     import multiprocessing
 
     threads = None if on_gpu else max(1, (os.cpu_count() or 1) // processes)
-    pool = multiprocessing.get_context("spawn").Pool(processes, _pool_worker_start, (threads, on_gpu))
+    mp = multiprocessing.get_context("spawn")
+    inbox, outbox = mp.Queue(), mp.Queue()
+    workers = [mp.Process(target=_pool_worker, args=(inbox, outbox, threads, on_gpu), daemon=True) for _ in range(processes)]
+    for w in workers:
+        w.start()
 
     def execute(slices, ctx: RunContext, name: str) -> dict[int, dict]:
         ctx = ctx.with_(gpus_per_trial=1 / processes if on_gpu else 0)
-        pending = {s.proposal: pool.apply_async(_pool_worker_slice, (s, ctx, name)) for s in slices}
-        return {proposal: result.get() for proposal, result in pending.items()}
+        for s in slices:
+            inbox.put((s, ctx, name))
+        out, error = {}, None
+        for _ in slices:
+            proposal, doc, e = outbox.get()
+            out[proposal], error = doc, error or e
+        if error is not None:
+            raise error
+        return {s.proposal: out[s.proposal] for s in slices}
 
     def close() -> None:
-        pool.close()
-        pool.join()
+        for _ in workers:
+            inbox.put(None)
+        for w in workers:
+            w.join()
     return execute, close
-
-
-def read_inner_probs(out_dir: Path, r: int, proposal: int) -> pd.DataFrame:
-    return pd.read_parquet(slice_paths(out_dir, r, proposal)[1])
 
 
 class FoldWorker:
@@ -244,18 +267,6 @@ def trial_resources(cpus: float, gpus: float, fold_workers: int):
     return tune.PlacementGroupFactory([{"CPU": cpus, **({"GPU": gpus} if gpus else {})}] * fold_workers, strategy="PACK")
 
 
-_RUNNERS: dict[str, TaskRunner] = {}
-
-
-def _runner(ctx: RunContext, on_gpu: bool) -> TaskRunner:
-    """One TaskRunner per run context in this process: a reused Tune trial process keeps its
-    resident data and features across slices and rounds."""
-    if ctx.process_key not in _RUNNERS:
-        _RUNNERS.clear()
-        _RUNNERS[ctx.process_key] = TaskRunner(ctx, on_gpu)
-    return _RUNNERS[ctx.process_key]
-
-
 KILL_AFTER = "SUITE_KILL_AFTER"  # tests: "<slice stem pattern>:<tasks>", e.g. "r001-*:3"
 
 
@@ -277,31 +288,57 @@ def _killed_here(partial: Path, tasks_written: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def run_slice(config: dict, ctx: RunContext, plan: dict) -> None:
-    """Ray Tune trainable: ``config`` names the slice (round, proposal: the trial table shows
-    only these); ``ctx`` (run context) and ``plan`` (proposal → tasks) come through
-    ``tune.with_parameters``. Tasks done so far are kept in ``<out>/partial/`` (atomically), so a
-    retried or resumed slice continues with the rest."""
-    import ray
-    from ray import tune
+def _node_ip() -> str | None:
+    """This process's Ray node address; None outside Ray."""
+    try:
+        import ray
+    except ImportError:
+        return None
+    return ray.util.get_node_ip_address() if ray.is_initialized() else None
 
-    runner = _runner(ctx, bool(ray.get_gpu_ids()))
-    r, proposal = config["round"], config["proposal"]
-    tasks = plan[proposal]
-    partial = partial_path(Path(ctx.out_dir), r, proposal)
-    done: list[dict] = json.loads(partial.read_text()) if partial.exists() else []
-    key = lambda t: (t["fold"], t["number"], t["role"])  # noqa: E731
-    finished = {key(t) for t in done}
-    todo = [t for t in tasks if key(t) not in finished]
-    node = ray.get_runtime_context().get_node_id()
-    outputs = (task_outputs(runner, todo, ctx.fold_workers) if ctx.fold_workers > 1 else runner.run_iter(todo)) if todo else []
-    for out in outputs:
-        done.append({**out, "node_id": node})
-        write_json(partial, done)
-        _killed_here(partial, len(done))
-        ok = [t["inner_f1"] for t in done if t["status"] == "ok"]
-        tune.report({"tasks_done": len(done), "n_tasks": len(tasks), "inner_f1_mean": float(np.mean(ok)) if ok else float("nan")})
-    order = {key(t): i for i, t in enumerate(tasks)}
-    done.sort(key=lambda t: order[key(t)])
-    write_slice(Path(ctx.out_dir), r, proposal, done, runner.aus, {"tune_trial": tune.get_context().get_trial_id(), "node_id": node})
-    partial.unlink(missing_ok=True)
+
+def _task_key(t: dict) -> tuple:
+    return t["fold"], t["number"], t["role"]
+
+
+class SliceRun:
+    """One slice of a round as a Tune trial runs it (``tune_rounds.SliceTrainable``), a finished
+    task at a time: tasks done so far are kept in ``<out>/partial/`` (atomically), so a retried or
+    resumed slice continues with the rest; once every task is done the slice is written
+    (``suite.search.slices``) and the partial file removed."""
+
+    def __init__(self, runner: TaskRunner, r: int, proposal: int, tasks: list[dict], node: str):
+        self.runner, self.r, self.proposal, self.tasks, self.node = runner, r, proposal, tasks, node
+        self.node_ip = _node_ip()  # which machine ran it (a cluster's node address)
+        ctx = runner.ctx
+        self.partial = partial_path(Path(ctx.out_dir), r, proposal)
+        self.done: list[dict] = json.loads(self.partial.read_text()) if self.partial.exists() else []
+        finished = {_task_key(t) for t in self.done}
+        todo = [t for t in tasks if _task_key(t) not in finished]
+        self.outputs = iter((task_outputs(runner, todo, ctx.fold_workers) if ctx.fold_workers > 1 else runner.run_iter(todo))
+                            if todo else [])
+
+    @property
+    def complete(self) -> bool:
+        return len(self.done) >= len(self.tasks)
+
+    def step(self) -> bool:
+        """Run until the next task finishes and keep it on disk; False when no task was left."""
+        out = next(self.outputs, None)
+        if out is None:
+            return False
+        self.done.append({**out, "node_id": self.node, "node_ip": self.node_ip})
+        write_json(self.partial, self.done)
+        _killed_here(self.partial, len(self.done))
+        return True
+
+    def progress(self) -> dict:
+        ok = [t["inner_f1"] for t in self.done if t["status"] == "ok"]
+        return {"tasks_done": len(self.done), "n_tasks": len(self.tasks), "inner_f1_mean": float(np.mean(ok)) if ok else float("nan")}
+
+    def finish(self, tune_trial: str | None) -> None:
+        order = {_task_key(t): i for i, t in enumerate(self.tasks)}
+        self.done.sort(key=lambda t: order[_task_key(t)])
+        write_slice(Path(self.runner.ctx.out_dir), self.r, self.proposal, self.done, self.runner.aus,
+                    {"tune_trial": tune_trial, "node_id": self.node, "node_ip": self.node_ip})
+        self.partial.unlink(missing_ok=True)

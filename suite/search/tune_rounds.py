@@ -2,10 +2,11 @@
 baselines) with the trials' resources.
 
 A round is one Tune experiment (``<search>-<dataset>-r<round>``): one trial per slice whose
-outputs are not on disk yet, the run context and the task plan passed with
-``tune.with_parameters``. Tune's own tables are off (``verbose=0``: its header would name its
-placeholder search algorithm, not Optuna, which proposes here); a Tune callback prints one line
-per finished slice instead. The slice outputs on disk,
+outputs are not on disk yet, run by the class trainable ``SliceTrainable`` (its run context and
+the task plan passed with ``tune.with_parameters``, its resources with ``tune.with_resources``).
+Tune's own tables are off (``verbose=0``, and ``RAY_AIR_NEW_OUTPUT=0`` set once where Ray starts,
+``run.start_ray``: its header would name its placeholder search algorithm, not Optuna, which
+proposes here); a Tune callback prints one line per finished slice instead. The slice outputs on disk,
 not Tune's experiment state, say what is done: a resumed round is a new experiment
 (``…-r<round>-resume<n>``) over the slices still missing, and each of those continues from its
 tasks already done. A slice that still fails after Tune's retries has its tasks recorded as
@@ -13,16 +14,45 @@ failed with the reason.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+import ray
 from ray import tune
 
 from .driver import StageIncomplete
+from .jobs import Job
 from .options import MAX_FAILURES, SearchOptions
 from .slices import read_slice, write_slice
 from .studies import Slice
-from .trial import RunContext, run_slice, trial_resources
+from .trial import RunContext, SliceRun, TaskRunner, trial_resources
+
+
+class SliceTrainable(tune.Trainable):
+    """One Tune trial = one slice of a round (``config``: round and proposal, all the trial table
+    shows). ``setup`` makes the actor's ``TaskRunner`` — the dataset resident on its device, the
+    fold protocol, features kept across slices — from the run context, and ``reset_config`` keeps
+    it when Tune reuses the actor for the next slice of the experiment (``reuse_actors``: the
+    context and plan are the experiment's, only the config changes). Each ``step`` runs until the
+    next task is done and kept on disk; the last writes the slice and ends the trial. Checkpoints
+    are the slice's own partial file (``SliceRun``), so Tune keeps none."""
+
+    def setup(self, config: dict, ctx: RunContext, plan: dict):
+        self.plan = plan
+        self.runner = TaskRunner(ctx, bool(ray.get_gpu_ids()))
+        self.slice: SliceRun | None = None
+
+    def reset_config(self, new_config: dict) -> bool:
+        self.slice = None  # the next slice starts at its first step; the runner and its resident data stay
+        return True
+
+    def step(self) -> dict:
+        if self.slice is None:
+            r, proposal = self.config["round"], self.config["proposal"]
+            self.slice = SliceRun(self.runner, r, proposal, self.plan[proposal], ray.get_runtime_context().get_node_id())
+        if self.slice.complete or not self.slice.step() or self.slice.complete:
+            self.slice.finish(self.trial_id)
+            return {**self.slice.progress(), "done": True}
+        return self.slice.progress()
 
 
 class TuneExecutor:
@@ -53,7 +83,7 @@ class TuneExecutor:
     def _fit(self, slices: list[Slice], ctx: RunContext, exp_name: str):
         opts = self.opts
         plan = {s.proposal: [t.to_json() for t in s.tasks] for s in slices}
-        trainable = tune.with_resources(tune.with_parameters(run_slice, ctx=ctx, plan=plan),
+        trainable = tune.with_resources(tune.with_parameters(SliceTrainable, ctx=ctx, plan=plan),
                                         trial_resources(opts.cpus_per_trial, opts.gpus_per_trial, opts.fold_workers))
         name, attempt = exp_name, 0
         while (self.storage / name).exists():
@@ -61,13 +91,10 @@ class TuneExecutor:
             name = f"{exp_name}-resume{attempt}"
         print(f"{name}: {len(slices)} slice(s) of Optuna ({opts.sampler}) proposals as Ray Tune trials, "
               f"{opts.concurrency or 'as many as fit'} at a time{' (resumed)' if attempt else ''}", flush=True)
-        # Tune's console output off: with verbose=0 its newer reporter still prints a header naming its
-        # placeholder search algorithm (Optuna proposes here) and a TensorBoard hint; SliceProgress reports instead
-        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
         tuner = tune.Tuner(
             trainable,
             param_space={"round": slices[0].round, "proposal": tune.grid_search([s.proposal for s in slices])},
-            # reused trial processes keep their imports and their TaskRunner (data, engine, features)
+            # reused trial actors keep their imports and their TaskRunner (data, engine, features): SliceTrainable.reset_config
             tune_config=tune.TuneConfig(max_concurrent_trials=opts.concurrency, reuse_actors=True),
             run_config=tune.RunConfig(name=name, storage_path=str(self.storage), verbose=0, callbacks=[SliceProgress(name, len(slices))],
                                       failure_config=tune.FailureConfig(max_failures=MAX_FAILURES)),
@@ -91,29 +118,25 @@ class SliceProgress(tune.Callback):
         print(f"  {self.name}: proposal {trial.config.get('proposal')} crashed; Tune retries it", flush=True)
 
 
-def _train_remote(fn_name: str, kwargs: dict, gpu_fraction: float) -> list[str]:
-    """One ``suite.runs`` function inside a Ray task: on a cluster, final seeds and baselines run
-    on the workers with the trials' resources, not on the head."""
-    import ray
+def _train_remote(job: Job, gpu_fraction: float) -> list[str]:
+    """One job inside a Ray task: on a cluster, final seeds and baselines run on the workers with
+    the trials' resources, not on the head."""
     import torch
 
-    from .. import runs
     from ..engine import get_accelerator
 
     if ray.get_gpu_ids() and gpu_fraction < 1:
         torch.cuda.set_per_process_memory_fraction(gpu_fraction)
     get_accelerator(cpu=not ray.get_gpu_ids())
-    return [str(p) for p in getattr(runs, fn_name)(**kwargs)]
+    return [str(p) for p in job()]
 
 
-def submit_to_ray(jobs: list[tuple[str, dict]], opts: SearchOptions):
-    """Start (``suite.runs`` function name, keyword arguments) jobs as parallel Ray tasks; returns
-    a function that waits for them and gives each job's record paths, in job order."""
-    import ray
-
+def submit_to_ray(jobs: list[Job], opts: SearchOptions):
+    """Start the jobs as parallel Ray tasks; returns a function that waits for them and gives each
+    job's record paths, in job order."""
     task = ray.remote(num_cpus=opts.cpus_per_trial, num_gpus=opts.gpus_per_trial or 0)(_train_remote)
-    futures = [task.remote(name, kw, opts.gpus_per_trial or 0) for name, kw in jobs]
-    labels = {f: f"{kw['method']} on {kw['dataset']}" + (f", {kw['selection']} seeds" if "selection" in kw else "") for f, (_, kw) in zip(futures, jobs)}
+    futures = [task.remote(job, opts.gpus_per_trial or 0) for job in jobs]
+    labels = {f: job.description for f, job in zip(futures, jobs)}
 
     def wait() -> list[list[Path]]:
         pending = list(futures)

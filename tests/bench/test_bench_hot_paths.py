@@ -7,7 +7,7 @@ import torch
 
 from suite.aus import DATASET_AUS
 from suite.data import build_cache, load_cache, read_release
-from suite.engine import DatasetTensors, Engine, get_accelerator
+from suite.engine import DatasetTensors, SequentialEngine, get_accelerator
 from suite.folds import FoldTask, run_tasks
 from suite.jobs import ModelJob
 from suite.protocol import loso_folds
@@ -36,7 +36,7 @@ def test_train_step(benchmark, cache, method):
     acc = get_accelerator()
     data = DatasetTensors.from_cache(arrays, AUS, acc.device)
     spec = get_method(method)
-    engine = Engine(spec, resolve_hparams(spec, FAMILIES[method]), data, AUS, 0, acc)
+    engine = SequentialEngine(spec, resolve_hparams(spec, FAMILIES[method]), data, AUS, 0, acc)
     engine.reset(ModelJob(engine.hp, 0, 0, np.arange(len(data)), np.arange(0), 1))
     batch = engine.batch(np.arange(16), with_labels=True)
 
@@ -57,7 +57,7 @@ def test_one_fold_tiny_default(benchmark, cache):
     data = DatasetTensors.from_cache(arrays, AUS, acc.device)
     spec = get_method("micro_au_clip")
     hp = resolve_hparams(spec, {"selection": "fixed"})
-    engine = Engine(spec, hp, data, AUS, 0, acc)
+    engine = SequentialEngine(spec, hp, data, AUS, 0, acc)
     fold = loso_folds(data.subject)[0]
     [out] = benchmark.pedantic(run_tasks, args=(engine.run_jobs, data, [FoldTask(fold, hp, 0)]), rounds=3, iterations=1)
     assert out.prob.shape == (len(fold.test), len(AUS)) and torch.isfinite(torch.as_tensor(out.prob)).all()

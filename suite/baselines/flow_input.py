@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from suite.models.losses import MultiLabelDetector
+from ..models.detector import Detector
 
 
 def flow_input(batch: dict, size: int, magnitude: bool = True) -> torch.Tensor:
@@ -22,15 +22,14 @@ def flow_input(batch: dict, size: int, magnitude: bool = True) -> torch.Tensor:
     return flow
 
 
-class FlowNetwork(MultiLabelDetector):
+class FlowNetwork(Detector):
     """A detector on a fixed preprocessing of the flow (``encode``) followed by a trained network
-    (``network``). Fixed inputs have no weights, so they are not stored in the token cache."""
-
-    encoder_frozen = True  # the input is computed once per dataset
+    (``network``). Fixed inputs have no weights (no ``feature_encoder``), so they are not stored in
+    the token cache; ``encode_config`` is the default, the class name."""
 
     @property
-    def encode_config(self) -> dict:
-        return {"method": type(self).__name__}
+    def encoder_frozen(self) -> bool:
+        return True  # the input is computed once per dataset
 
     def encode(self, batch: dict) -> torch.Tensor:
         raise NotImplementedError

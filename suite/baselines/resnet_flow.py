@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import timm
 
-from suite.models.losses import MultiLabelDetector
-from suite.registry import register
-
+from ..models.detector import Detector, Method
 from .flow_input import flow_input
 
 
-class ResNetFlow(MultiLabelDetector):
+class ResNetFlow(Detector):
     def __init__(self, hp: dict, aus):
         super().__init__(len(aus))
         kwargs = {"pretrained": True, "pretrained_cfg_overlay": {"file": hp["weights"]}} if hp["weights"] else {"pretrained": False}
@@ -24,7 +22,9 @@ class ResNetFlow(MultiLabelDetector):
         return self.outputs(self.net(flow_input(batch, self.size)), batch)
 
 
-@register("resnet_flow", {"weights": None, "input_size": 112, "dropout": 0.2, "epochs": 15, "lr": 1e-3},
-          "ResNet-18 (timm) on onset→apex optical flow, 112 px", needs_flow=True)
-def build_resnet_flow(hp: dict, aus, data_info: dict | None = None) -> ResNetFlow:
+def build_resnet_flow(hp: dict, aus) -> ResNetFlow:
     return ResNetFlow(hp, aus)
+
+
+METHODS = (Method("resnet_flow", build_resnet_flow, {"weights": None, "input_size": 112, "dropout": 0.2, "epochs": 15, "lr": 1e-3},
+                  "ResNet-18 (timm) on onset→apex optical flow, 112 px", needs_flow=True),)

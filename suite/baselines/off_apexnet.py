@@ -8,9 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from suite.registry import register
-from suite.streams import KeyedDropout
-
+from ..models.detector import Method
+from ..streams import KeyedDropout
 from .flow_input import FlowNetwork, flow_input
 
 INPUT_SIZE = 28
@@ -34,7 +33,9 @@ class OffApexNet(FlowNetwork):
         return self.head(torch.cat([self.u(flow[:, :1]), self.v(flow[:, 1:])], 1))
 
 
-@register("off_apexnet", {"fc": 1024, "dropout": 0.5, "epochs": 60, "lr": 1e-3},
-          "OFF-ApexNet: two-stream shallow CNN on horizontal/vertical flow, 28 px", needs_flow=True)
-def build_off_apexnet(hp: dict, aus, data_info: dict | None = None) -> OffApexNet:
+def build_off_apexnet(hp: dict, aus) -> OffApexNet:
     return OffApexNet(hp, aus)
+
+
+METHODS = (Method("off_apexnet", build_off_apexnet, {"fc": 1024, "dropout": 0.5, "epochs": 60, "lr": 1e-3},
+                   "OFF-ApexNet: two-stream shallow CNN on horizontal/vertical flow, 28 px", needs_flow=True),)

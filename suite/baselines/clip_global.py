@@ -11,11 +11,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from suite.aus import au_prompt
-from suite.models.clip_backbone import ClipTokenEncoder
-from suite.models.losses import MultiLabelDetector
-from suite.registry import register
-from suite.streams import KeyedDropout
+from ..aus import au_prompt
+from ..models.clip_backbone import ClipTokenEncoder
+from ..models.detector import Detector, Method
+from ..streams import KeyedDropout
 
 CLIP_DEFAULTS = {"clip_model": "tiny", "pretrained": None, "image_size": 112, "backbone_mode": "frozen", "last_n": 1}
 
@@ -24,7 +23,7 @@ def _encoder(hp: dict, prompts: list[str]) -> ClipTokenEncoder:
     return ClipTokenEncoder(hp["clip_model"], hp["pretrained"], hp["image_size"], hp["backbone_mode"], hp["last_n"], -1, prompts)
 
 
-class ClipGlobal(MultiLabelDetector):
+class ClipGlobal(Detector):
     batchable = True  # on cached features, the fold-batched engine may train many of these as one
 
     def __init__(self, hp: dict, aus):
@@ -41,8 +40,11 @@ class ClipGlobal(MultiLabelDetector):
         return self.encoder.frozen
 
     @property
+    def feature_encoder(self) -> nn.Module:
+        return self.encoder
+
+    @property
     def encode_config(self) -> dict:
-        """What ``encode`` depends on besides the encoder's weights (keys the token cache)."""
         return {"method": "clip_global", "input": self.input}
 
     def encode(self, batch: dict) -> torch.Tensor:
@@ -57,9 +59,9 @@ class ClipGlobal(MultiLabelDetector):
         return self.outputs(self.head(x.float()), batch)
 
 
-class ClipZeroShot(nn.Module):
+class ClipZeroShot(Detector):
     def __init__(self, hp: dict, aus):
-        super().__init__()
+        super().__init__(len(aus))
         prompts = [au_prompt(a, True) for a in aus] + [au_prompt(a, False) for a in aus]
         self.encoder = _encoder({**hp, "backbone_mode": "frozen"}, prompts)
         self.k, self.scale = len(aus), hp["logit_scale"]
@@ -70,13 +72,17 @@ class ClipZeroShot(nn.Module):
         return {"logits": self.scale * (img @ text[: self.k].T - img @ text[self.k:].T)}
 
 
-@register("clip_global", {**CLIP_DEFAULTS, "input": "diff", "dropout": 0.1, "epochs": 40, "lr": 2e-3},
-          "whole-face CLIP embedding (apex − onset) → linear head")
-def build_clip_global(hp: dict, aus, data_info: dict | None = None) -> ClipGlobal:
+def build_clip_global(hp: dict, aus) -> ClipGlobal:
     return ClipGlobal(hp, aus)
 
 
-@register("clip_zeroshot", {**CLIP_DEFAULTS, "logit_scale": 100.0, "epochs": 0},
-          "CLIP zero-shot AU prompts, no training (chance-level with the random-init default)")
-def build_clip_zeroshot(hp: dict, aus, data_info: dict | None = None) -> ClipZeroShot:
+def build_clip_zeroshot(hp: dict, aus) -> ClipZeroShot:
     return ClipZeroShot(hp, aus)
+
+
+METHODS = (
+    Method("clip_global", build_clip_global, {**CLIP_DEFAULTS, "input": "diff", "dropout": 0.1, "epochs": 40, "lr": 2e-3},
+           "whole-face CLIP embedding (apex − onset) → linear head"),
+    Method("clip_zeroshot", build_clip_zeroshot, {**CLIP_DEFAULTS, "logit_scale": 100.0, "epochs": 0},
+           "CLIP zero-shot AU prompts, no training (chance-level with the random-init default)"),
+)

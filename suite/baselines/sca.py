@@ -13,9 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from suite.registry import register
-from suite.streams import KeyedDropout
-
+from ..models.detector import Method
+from ..streams import KeyedDropout
 from .flow_input import FlowNetwork, flow_input
 
 
@@ -61,7 +60,9 @@ class SCANet(FlowNetwork):
         return self.head(self.features(x).mean((2, 3)))
 
 
-@register("sca", {"width": 16, "input_size": 112, "dropout": 0.3, "epochs": 30, "lr": 1e-3},
-          "SCA: CNN with spatial and channel attention on flow + difference image", needs_flow=True)
-def build_sca(hp: dict, aus, data_info: dict | None = None) -> SCANet:
+def build_sca(hp: dict, aus) -> SCANet:
     return SCANet(hp, aus)
+
+
+METHODS = (Method("sca", build_sca, {"width": 16, "input_size": 112, "dropout": 0.3, "epochs": 30, "lr": 1e-3},
+                   "SCA: CNN with spatial and channel attention on flow + difference image", needs_flow=True),)

@@ -5,16 +5,13 @@ not beat it has learned nothing."""
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from suite.registry import register
+from ..models.detector import Detector, Method
 
 
-class ConstantPresent(nn.Module):
-    encoder_frozen = False
-
+class ConstantPresent(Detector):
     def __init__(self, n_aus: int):
-        super().__init__()
+        super().__init__(n_aus)
         self.n_aus = n_aus
 
     def forward(self, batch: dict) -> dict:
@@ -22,6 +19,8 @@ class ConstantPresent(nn.Module):
         return {"logits": torch.full((n, self.n_aus), 20.0, device=batch["apex"].device)}
 
 
-@register("constant", {"epochs": 0}, "floor: every AU predicted present")
-def build_constant(hp: dict, aus, data_info: dict | None = None) -> ConstantPresent:
+def build_constant(hp: dict, aus) -> ConstantPresent:
     return ConstantPresent(len(aus))
+
+
+METHODS = (Method("constant", build_constant, {"epochs": 0}, "floor: every AU predicted present"),)

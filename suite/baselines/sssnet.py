@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from suite.registry import register
-from suite.streams import KeyedDropout
-
+from ..models.detector import Method
+from ..streams import KeyedDropout
 from .flow_input import FlowNetwork, flow_input
 
 
@@ -36,7 +35,9 @@ class SSSNet(FlowNetwork):
         return self.net(x)
 
 
-@register("sssnet", {"h1": 32, "h2": 64, "h3": 256, "dropout": 0.5, "epochs": 60, "lr": 1e-3},
-          "SSSNet: shallow single-stream CNN on optical flow, 64 px", needs_flow=True)
-def build_sssnet(hp: dict, aus, data_info: dict | None = None) -> SSSNet:
+def build_sssnet(hp: dict, aus) -> SSSNet:
     return SSSNet(hp, aus)
+
+
+METHODS = (Method("sssnet", build_sssnet, {"h1": 32, "h2": 64, "h3": 256, "dropout": 0.5, "epochs": 60, "lr": 1e-3},
+                   "SSSNet: shallow single-stream CNN on optical flow, 64 px", needs_flow=True),)

@@ -7,19 +7,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from suite.models.losses import MultiLabelDetector
-from suite.registry import register
+from ..models.detector import Detector, Method
 
 
-class PriorDetector(MultiLabelDetector):
+class PriorDetector(Detector):
     def __init__(self, n_aus: int):
         super().__init__(n_aus)
         self.register_buffer("prevalence", torch.full((n_aus,), 0.5))
         self.generator = torch.Generator()
 
-    def on_fold_start(self, train_labels: np.ndarray, known: np.ndarray) -> None:
-        super().on_fold_start(train_labels, known)
-        y, known = np.asarray(train_labels, float), np.asarray(known, bool)
+    def on_fold_start(self, labels: np.ndarray, known: np.ndarray) -> None:
+        super().on_fold_start(labels, known)
+        y, known = np.asarray(labels, float), np.asarray(known, bool)
         prevalence = (y * known).sum(0) / np.maximum(known.sum(0), 1)
         self.prevalence.copy_(torch.as_tensor(prevalence, dtype=torch.float32))
         self.generator.manual_seed(int(torch.initial_seed() % 2**31))
@@ -30,6 +29,8 @@ class PriorDetector(MultiLabelDetector):
         return {"logits": torch.where(draw, 20.0, -20.0)}
 
 
-@register("prior", {"epochs": 0}, "floor: each AU present at random with its training-fold prevalence")
-def build_prior(hp: dict, aus, data_info: dict | None = None) -> PriorDetector:
+def build_prior(hp: dict, aus) -> PriorDetector:
     return PriorDetector(len(aus))
+
+
+METHODS = (Method("prior", build_prior, {"epochs": 0}, "floor: each AU present at random with its training-fold prevalence"),)
