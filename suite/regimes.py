@@ -57,12 +57,13 @@ REGIMES: tuple[Regime, ...] = (
            note="One configuration for every fold: the one with the best pooled test F1 among the configurations every "
                 "fold ran (the common candidates, e.g. the sampler's start-up proposals) — what a paper that picks its "
                 "configuration on the test folds reports."),
-    Regime("selected_per_test_fold", "selected on test folds among every proposal", "test-sel.-all",
+    Regime("selected_per_test_fold", "selected on test folds among each fold's candidates", "test-sel.-all",
            "per fold, among every configuration its study ran, the one that maximises the pooled test F1 "
            "(coordinate ascent over folds from the strictly nested choice)", INNER_EPOCHS, "chose each fold's configuration",
            False,
-           note="Per fold, among every configuration its study ran (not only the common ones), the one that maximises "
-                "the pooled test F1: how far choosing on the test folds over the whole search lifts the figure."),
+           note="Per fold, among every configuration its study ran (not only the common ones; with two fidelities, every "
+                "configuration confirmed at the higher one), the one that maximises the pooled test F1: how far choosing "
+                "on the test folds over the whole search lifts the figure."),
     Regime("deployment", "deployment configuration (chosen on all subjects)", "deploy.",
            "best mean inner-validation F1 over all folds among the common candidates", INNER_EPOCHS,
            "every test subject is an inner-validation subject of other folds", False,

@@ -116,13 +116,19 @@ def crossfit_inner_f1(y: np.ndarray, probs: np.ndarray, subjects: np.ndarray, va
     averaged over AUs — like the pooled headline. A half is never scored on its own: an AU with
     positives in either half counts once, and a half without an AU's positives (frequent with a few
     inner-validation subjects) cannot reward a model that never predicts that AU (macro F1 1.0 on
-    such a half alone). Fewer than two subjects: the last epoch at threshold 0.5 (nothing is chosen
-    on the scored predictions)."""
+    such a half alone). An AU with no known positive among all the inner-validation subjects is not
+    scored: nothing there tells a detector from a model silent on the AU, and macro F1 would give
+    silence 1.0 and any false positive less; with no scorable AU the score is 0 for every
+    configuration (a constant: it ranks nothing). Fewer than two subjects: the last epoch at
+    threshold 0.5 (nothing is chosen on the scored predictions)."""
     known = _known(y, known)
     pred = out_of_half_predictions(y, probs, subjects, variant, known)
     if pred is None:
         pred = probs[-1] >= 0.5
-    return float(f1_per_au(y, pred, variant, known).mean())
+    scorable = ((y == 1) & known).any(0)
+    if not scorable.any():
+        return 0.0
+    return float(f1_per_au(y, pred, variant, known)[scorable].mean())
 
 
 def inner_choice(y: np.ndarray, probs: np.ndarray, subjects: np.ndarray, variant: str = "binary",

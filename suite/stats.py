@@ -174,10 +174,14 @@ def interval_reliable(n_subjects: int) -> bool:
 
 def interval_label(n_subjects: int, variant: str = "binary", dataset: str = "casme2") -> str:
     """The text to show with an interval over ``n_subjects`` subjects: its method and the coverage
-    measured in the simulated regime of ``dataset`` (CASME II-like unless ``"samm"``) at the
+    measured in the simulated regime of ``dataset`` (``SIMULATED_REGIMES``; another release: says it was not simulated) at the
     regime's own subject count; with fewer than ``MIN_RELIABLE_SUBJECTS`` subjects, "too few
     subjects for a reliable interval" with the coverage the simulation gave at 8 subjects."""
-    regime = dataset if dataset in SIMULATED_REGIMES else "casme2"
+    if dataset not in SIMULATED_REGIMES:  # never borrow another release's coverage
+        what = TOO_FEW_SUBJECTS if not interval_reliable(n_subjects) else "95 % subject-bootstrap interval"
+        return (f"{what} ({n_subjects} subjects; {INTERVAL_METHOD_NAME}; its coverage has not been simulated for "
+                f"{dataset}'s regime: tests/simulate_regimes.py)")
+    regime = dataset
     name, full = SIMULATED_REGIMES[regime]
     variant = variant if variant in ("binary", "macro") else "binary"
     if not interval_reliable(n_subjects):

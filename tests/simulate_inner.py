@@ -72,11 +72,12 @@ def simulate(reps: int = 2000, seed: int = 0, concentration: float = 3.0, n_inne
     """Per AU: how often a half lacks its positives (either half), and the macro-F1 gap
     (detecting − silent) under the old and the current inner objective and the reference, with
     how often the silent model scores strictly higher. Repetitions where the inner-validation
-    subjects hold no positive of the AU at all are counted in ``lack`` but left out of the gaps
-    (nothing can tell the two models apart there)."""
+    subjects hold no positive of the AU at all count too: there the old objective and an objective
+    that scored the AU anyway reward silence under macro F1 (1.0 against any false positive);
+    the current one does not score the AU (``no_positive``: how often that happens)."""
     rng = np.random.default_rng(seed)
     K = len(AUS)
-    lack = np.zeros(K)
+    lack, none = np.zeros(K), np.zeros(K)
     rows = {k: {"old": [], "new": [], "reference": []} for k in range(K)}
     for _ in range(reps):
         y, subjects = draw_subjects(rng, n_inner, concentration)
@@ -84,9 +85,8 @@ def simulate(reps: int = 2000, seed: int = 0, concentration: float = 3.0, n_inne
         prob, prob_test = detector(rng, y), detector(rng, y_test)
         a, b = halves(subjects)
         lack += (y[a].sum(0) == 0) | (y[b].sum(0) == 0)
+        none += y.sum(0) == 0
         for k in range(K):
-            if y[:, k].sum() == 0:
-                continue
             yk, detect, silent = y[:, [k]], prob[:, :, [k]], np.zeros_like(prob[:, :, [k]])
             for name, f in (("old", old_inner_f1), ("new", crossfit_inner_f1)):
                 rows[k][name].append((f(yk, detect, subjects, "macro"), f(yk, silent, subjects, "macro")))
@@ -95,7 +95,7 @@ def simulate(reps: int = 2000, seed: int = 0, concentration: float = 3.0, n_inne
                                          f1_per_au(y_test[:, [k]], np.zeros((len(y_test), 1), bool), "macro")[0]))
     out = {}
     for k, au in enumerate(AUS):
-        res = {"half_lacks_positives": float(lack[k] / reps)}
+        res = {"half_lacks_positives": float(lack[k] / reps), "no_positive": float(none[k] / reps)}
         for name, pairs in rows[k].items():
             d = np.array(pairs)
             res[f"gap_{name}"] = float(np.mean(d[:, 0] - d[:, 1]))
@@ -111,7 +111,7 @@ def main() -> None:
     ap.add_argument("--concentration", type=float, default=3.0)
     args = ap.parse_args()
     res = simulate(args.reps, args.seed, args.concentration)
-    cols = ["half_lacks_positives", "gap_old", "gap_new", "gap_reference", "silent_wins_old", "silent_wins_new",
+    cols = ["half_lacks_positives", "no_positive", "gap_old", "gap_new", "gap_reference", "silent_wins_old", "silent_wins_new",
             "silent_wins_reference"]
     print("AU    " + "  ".join(f"{c:>22}" for c in cols))
     for au, r in res.items():

@@ -14,6 +14,7 @@ from suite.aus import DATASET_AUS
 from suite.leaderboard.export import export
 from suite.leaderboard.table import chose_with, measured_views
 from suite.results import write_run
+from suite.stats import TOO_FEW_SUBJECTS
 
 MAIN_JOB = {"micro_au_clip": 0.62, "clip_global": 0.45, "prior": 0.30, "constant": 0.22}  # the main job's methods, detection skill
 
@@ -120,6 +121,9 @@ def test_captions_carry_the_pages_warnings_for_a_macro_chosen_row(mixed_job, tmp
     for frame in (detection, per_au):
         for method, text in zip(frame["method"], frame["warnings"]):
             assert (warning in text) == (method == "clip_global") and "not comparable with published results" in text
+    # what each interval is, as the page's legend says it (here: too few subjects, marked on the page)
+    ci_notes = {n for c in detection.columns if c.endswith(" CI") for n in detection[c] if n}
+    assert ci_notes and all(n.startswith(TOO_FEW_SUBJECTS) or n.startswith("95 % subject-bootstrap interval") for n in ci_notes), ci_notes
 
     # the macro tables label the other rows, which chose with binary F1
     cap = _caption(export(mixed_job, "latex", tmp_path / "m.tex", "macro")[0].read_text())

@@ -426,6 +426,30 @@ def test_a_search_is_never_resumed_with_another_engine(synthetic, tmp_path, caps
     assert search_main(args) == 2 and "earlier version of the fold protocol" in capsys.readouterr().err
 
 
+def test_a_search_is_never_resumed_with_other_choices(synthetic, tmp_path, capsys):
+    """A shared TPE search's folder resumed as --sampler random would reuse proposals adapted on
+    every fold (test subjects included) under the ranked shared_nested_data_independent label; as
+    --selection strict, under strict_nested. Options that decide proposals and selection must match."""
+    import hashlib
+
+    from suite.folds import PROTOCOL_VERSION
+    from suite.spaces import load_space
+
+    args = ["--space", "gsd", "--datasets", "casme2", "--data-root", str(synthetic / "CASME2"), "--results", str(tmp_path), "--dry-run",
+            "--name", "mine"]
+    folder = tmp_path / "searches" / "mine"
+    folder.mkdir(parents=True)
+    choices = {"selection": "shared", "sampler": "tpe", "metric": "binary", "fidelity": None, "confirm_top": 3, "startup_trials": 4,
+               "round_size": 4, "seed": 0, "preset": None, "space": hashlib.sha256(load_space("gsd").path.read_bytes()).hexdigest()[:16]}
+    (folder / "engine.json").write_text(json.dumps({"engine": "auto", "protocol": PROTOCOL_VERSION, "choices": choices}))
+    assert search_main([*args, "--selection", "shared"]) == 0  # the same choices: resumed
+    assert search_main([*args, "--selection", "shared", "--sampler", "random"]) == 2
+    assert "--sampler was 'tpe', now 'random'" in capsys.readouterr().err
+    assert search_main(args) == 2 and "--selection was 'shared', now 'strict'" in capsys.readouterr().err
+    assert search_main([*args, "--selection", "shared", "--metric", "macro"]) == 2 and "--metric" in capsys.readouterr().err
+    assert search_main([*args, "--selection", "shared", "--trials", "12", "--final-seeds", "1"]) == 0  # more proposals, other seeds: fine
+
+
 def test_bad_yaml_and_resources_that_do_not_fit(synthetic, tmp_path):
     bad = _space(tmp_path, "method: micro_au_clip\nparams: [\n", "bad")
     proc = _search(["--space", bad, "--results", tmp_path])

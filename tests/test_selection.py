@@ -181,3 +181,19 @@ def test_selection_on_test_folds_over_every_proposal_is_a_local_optimum_of_the_p
         for c in (c for c in cands if c.fold == f):
             assert pooled({**got, f: c}) <= pooled(got) + 1e-12
     assert chosen_per_test_fold(cands[::-1], start, lambda c: counts[c.fold, c.number], "binary") == got
+
+
+def test_an_au_without_any_inner_positive_is_not_scored():
+    """No inner-validation subject shows AU k: under macro F1 a model silent on it would score 1.0
+    and a detector with one false positive less — the AU is left out, so only the AUs with
+    positives rank the two, and with none the score is a constant."""
+    subjects = np.repeat(np.arange(4), 5)
+    y = np.zeros((20, 2), int)
+    y[[0, 6, 11, 16], 0] = 1  # AU a: positives in every subject; AU b: none
+    detect = np.where(y == 1, 0.9, 0.1)[None].astype(float)
+    detect[0, 3, 1] = 0.9  # one false positive on AU b
+    silent_on_b = detect.copy()
+    silent_on_b[0, :, 1] = 0.0
+    assert crossfit_inner_f1(y, detect, subjects, "macro") == crossfit_inner_f1(y, silent_on_b, subjects, "macro") == 1.0
+    assert crossfit_inner_f1(y[:, [1]], detect[:, :, [1]], subjects, "macro") == 0.0 == \
+        crossfit_inner_f1(y[:, [1]], silent_on_b[:, :, [1]], subjects, "macro")

@@ -93,6 +93,7 @@ def detection_frame(rows: list[Row], datasets: list[str], numeric: bool, variant
     """CSV (``numeric``: numbers, a ``warnings`` column) and Markdown (cells as on the page,
     best in bold and second in italics, the selection labelled as on the page)."""
     out = []
+    notes = interval_notes(rows, datasets, variant) if numeric and variant else {}
     for r in rows:
         chose = chose_with(r, variant) if variant else None
         label = title(r.selection)
@@ -103,7 +104,8 @@ def detection_frame(rows: list[Row], datasets: list[str], numeric: bool, variant
             if numeric:
                 row.update({f"{name} F1": c.mean if c else np.nan, f"{name} sd": c.std if c and c.std is not None else np.nan,
                             f"{name} CI low": c.lo if c and c.lo is not None else np.nan,
-                            f"{name} CI high": c.hi if c and c.hi is not None else np.nan})
+                            f"{name} CI high": c.hi if c and c.hi is not None else np.nan,
+                            f"{name} CI": notes.get(d, "") if c and c.lo is not None else ""})  # what the interval is, as the page says it
             else:
                 main, ci = cell_parts(c)
                 emph = {"best": "**", "second": "*"}.get(r.marks.get(d), "") if c else ""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from ..regimes import BY_LABEL, title
+from ..regimes import BY_LABEL, RANKED, title
 from ..results import write_atomic
 from ..stats import INTERVAL_LABEL
 from .figures import heatmap
@@ -37,10 +37,11 @@ PROTOCOL_TEXT = (
     "macro (mean of positive- and negative-class F1); every table names its variant. A label the coding sheet leaves "
     "unknown ('?', alternatives that disagree) is masked for that AU only: in neither loss nor metric. "
     "No choice is made on a test subject: fixed epochs, or epochs and thresholds chosen on inner-validation "
-    "subjects. A search is strictly nested: every outer fold has its own Optuna study told only that fold's "
-    "inner-validation F1, and per fold the configuration best in its own study predicts the test subject. "
-    "Optimistic figures (selected on test folds, the deployment configuration, a shared search) are shown in their "
-    "own labelled tables and never ranked. Inner-validation scores are 2-fold cross-fitted over subjects."
+    "subjects. A search is strictly nested by default: every outer fold has its own Optuna study told only that fold's "
+    "inner-validation F1, and per fold the configuration best in its own study predicts the test subject (a shared "
+    "study is ranked only when its sampler is data-independent). Optimistic figures (selected on test folds, the "
+    "deployment configuration, a shared search whose sampler adapted on every subject) are shown in their own labelled "
+    "tables and never ranked. Inner-validation scores are 2-fold cross-fitted over subjects."
 )
 
 
@@ -63,7 +64,7 @@ def build_context(results: Path) -> dict:
         "empty": not records,
         "datasets": datasets, "dataset_names": DATASET_NAMES, "views": views, "rows": main["rows"],
         "mixed_metrics": mixed_metrics(kept), "mixed_metrics_note": MIXED_METRICS_NOTE, "interval_label": INTERVAL_LABEL, "headline_method": HEADLINE_METHOD,
-        "regimes": BY_LABEL, "task_labels": TASK_LABELS,
+        "regimes": BY_LABEL, "ranked_regimes": RANKED, "task_labels": TASK_LABELS,
         "reported": [x for x in reported if x["task"] == "detection"],
         "reported_recognition": [x for x in reported if x["task"] == "recognition"],
         "ablation": ablation if len({r.method for r in ablation}) > 1 else [],

@@ -77,6 +77,7 @@ def _preflight(opts: SearchOptions) -> tuple[list[Plan], dict]:
     for plan in plans:
         _check_same_data(plan)
         _check_same_engine(plan)
+        _check_same_choices(plan)
     return plans, roots
 
 
@@ -143,13 +144,45 @@ def _check_same_engine(plan: Plan) -> None:
                           f"computations' numbers. Resume with {how}, or start another search with --name")
 
 
+# The options that decide what a search proposes and which stored outputs it may reuse: a resume
+# with another value would read the stored slices (named by round and proposal only) and journal as
+# its own — e.g. a TPE search resumed as --sampler random, or a shared one as --selection strict,
+# would carry outputs whose proposals saw other folds' (test) labels under a label that says none did.
+CHOICE_OPTIONS = ("selection", "sampler", "metric", "fidelity", "confirm_top", "startup_trials", "round_size", "seed", "preset")
+
+
+def _choices(plan: Plan) -> dict:
+    import hashlib
+
+    return {**{k: getattr(plan.opts, k) for k in CHOICE_OPTIONS},
+            "space": hashlib.sha256(plan.space.path.read_bytes()).hexdigest()[:16]}
+
+
+def _check_same_choices(plan: Plan) -> None:
+    """A search folder is resumed only with the options it proposed and selected with
+    (``CHOICE_OPTIONS`` and the space file); more ``--trials``, other final seeds, baselines or
+    resources are fine."""
+    path = _engine_file(plan)
+    stored = json.loads(path.read_text()).get("choices") if path.exists() else None
+    if stored is None:
+        return
+    now = json.loads(json.dumps(_choices(plan), default=str))
+    changed = [k for k in now if stored.get(k) != now[k]]
+    if changed:
+        differences = ", ".join(f"{'the space file' if k == 'space' else '--' + k.replace('_', '-')} "
+                                f"{'changed' if k == 'space' else f'was {stored.get(k)!r}, now {now[k]!r}'}" for k in changed)
+        raise SearchError(f"search {plan.opts.name!r} ({path.parent}) was run with other choices: {differences}. Its stored "
+                          "proposals and slices were made under those; resumed with these they would carry a label they do not "
+                          "deserve. Resume with the same options, or start another search with --name")
+
+
 def _record_data(plan: Plan) -> None:
     from ..results import write_json
 
     write_json(_data_file(plan), {**_stored_fingerprints(plan), **{d: c.fingerprint for d, c in plan.caches.items()}})
     from ..folds import PROTOCOL_VERSION
 
-    write_json(_engine_file(plan), {"engine": plan.opts.engine_label, "protocol": PROTOCOL_VERSION})
+    write_json(_engine_file(plan), {"engine": plan.opts.engine_label, "protocol": PROTOCOL_VERSION, "choices": _choices(plan)})
 
 
 def _identity(plan: Plan, roots: dict) -> str:

@@ -36,7 +36,8 @@ def format_summary(summary: dict) -> str:
             rows.append((f"{label}{HEADLINE if ranked else ''}, final seeds {d['final_seeds']} (mean)", pct(d["final_seeds_mean"]) + spread))
         rows.append(("selected on test folds, common candidates (optimistic)", pct(d["selected_on_test_folds_f1"])))
         if "selected_per_test_fold_f1" in d:
-            rows.append(("selected on test folds, every proposal (optimistic)", pct(d["selected_per_test_fold_f1"])))
+            among = "each fold's confirmed candidates" if d.get("screening") else "every proposal"
+            rows.append((f"selected on test folds, {among} (optimistic)", pct(d["selected_per_test_fold_f1"])))
         dep = d["deployment"]
         if dep["params"] is not None and dep["seeds_f1"]:
             n = len(dep["seeds_f1"])

@@ -45,6 +45,14 @@ class SliceTrainable(tune.Trainable):
         self.slice = None  # the next slice starts at its first step; the runner and its resident data stay
         return True
 
+    def save_checkpoint(self, checkpoint_dir: str) -> dict:
+        """Tune asks before it retries or reuses an actor: the slice's state is already on disk
+        (its partial file, ``SliceRun``), so the checkpoint only says where it is."""
+        return {"partial": str(self.slice.partial) if self.slice else None}
+
+    def load_checkpoint(self, checkpoint: dict) -> None:
+        """Nothing to load: ``SliceRun`` reads the slice's partial file when the slice starts."""
+
     def step(self) -> dict:
         if self.slice is None:
             r, proposal = self.config["round"], self.config["proposal"]
