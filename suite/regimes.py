@@ -69,12 +69,13 @@ REGIMES: tuple[Regime, ...] = (
            "every test subject is an inner-validation subject of other folds", False,
            note="The configuration a paper would list (best mean inner-validation F1 over all subjects), re-run with the "
                 "final seeds; every test subject helped choose it."),
-    Regime("deployment_copy", "a search's deployment configuration, re-run", "deploy.-copy",
-           "copied from a search's deployment configuration (chosen on all subjects of that search)", INNER_EPOCHS,
+    Regime("deployment_copy", "a configuration a search chose with every subject's labels, re-run", "deploy.-copy",
+           "copied from a search's deployment configuration (chosen on all subjects) or its configuration selected on "
+           "the test folds", INNER_EPOCHS,
            "every test subject helped choose the copied configuration", False,
-           note="A single run (suite.train --from-search, or a fixed configuration equal to a search's deployment "
-                "configuration on the same data) of a configuration chosen on all subjects: not an independent fixed "
-                "configuration."),
+           note="A single run (suite.train --from-search, or a fixed configuration equal, at the printed precision, to a "
+                "search's deployment or test-selected configuration on the same data) of a configuration every test "
+                "subject's labels helped choose: not an independent fixed configuration."),
 )
 BY_LABEL = {r.label: r for r in REGIMES}
 RANKED = tuple(r.label for r in REGIMES if r.ranked)  # in headline priority order

@@ -133,16 +133,18 @@ def test_one_ranked_row_per_method_optimistic_and_legacy_rows_apart(results):
     write_json(search / "strict_nested.json",
                _record("micro_au_clip", "casme2", 0, 0.45, 0.3, selection="strict_nested", search="gsd", seed_role="search"))
     write_json(search / "selected_on_test_folds.json",
-               _record("micro_au_clip", "casme2", 0, 0.70, 0.3, selection="selected_on_test_folds", search="gsd"))
+               _record("micro_au_clip", "casme2", 0, 0.70, 0.3, selection="selected_on_test_folds", search="gsd",
+                       hparams={"lr": 0.005, "selection": "inner"}))
     write_json(search / "selected_per_test_fold.json",
                _record("micro_au_clip", "casme2", 0, 0.75, 0.3, selection="selected_per_test_fold", search="gsd"))
-    deployed = {"lr": 0.01, "gda_layers": 2}
+    deployed = {"lr": 0.0123456, "gda_layers": 2}
     write_json(search / "final" / "deployment" / "seed1.json",
                _record("micro_au_clip", "casme2", 1, 0.65, 0.3, selection="deployment", search="gsd", seed_role="final",
                        hparams={**deployed, "selection": "inner"}))
-    # the deployment configuration typed by hand into suite.train: a copy, not an independent configuration
+    # the deployment configuration typed by hand into suite.train from the summary's printed values (3 significant
+    # digits) with fixed epochs: a copy, not an independent configuration
     write_json(results / "runs" / "casme2" / "micro_au_clip" / "cfgC" / "seed0.json",
-               _record("micro_au_clip", "casme2", 0, 0.66, 0.3, selection="inner_validation", hparams={**deployed, "selection": "inner"}))
+               _record("micro_au_clip", "casme2", 0, 0.66, 0.3, selection="fixed_epochs", hparams={**deployed, "lr": 0.0123, "selection": "fixed"}))
     old = _record("micro_au_clip", "casme2", 0, 0.80, 0.3, selection="nested", search="old")
     del old["schema"]
     write_json(results / "searches" / "old" / "casme2" / "nested.json", old)
@@ -157,7 +159,7 @@ def test_one_ranked_row_per_method_optimistic_and_legacy_rows_apart(results):
     assert page.tables["detection-deployment"][1]["cells"][3][1].strip() == "65.0"
     assert page.tables["detection-selected_per_test_fold"][1]["cells"][3][1].strip() == "75.0"
     [copy] = page.tables["detection-deployment_copy"][1:]
-    assert copy["cells"][3][1].strip() == "66.0" and "deployment configuration" in copy["cells"][1][1]
+    assert copy["cells"][3][1].strip() == "66.0" and "chose with every subject's labels, re-run" in copy["cells"][1][1]
     assert not any("66.0" == c[1].strip() for r in others for c in r["cells"])
     [legacy] = page.tables["detection-legacy"][1:]
     assert "shared search" in legacy["cells"][1][1] and legacy["cells"][3][1].strip() == "80.0"

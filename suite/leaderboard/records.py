@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from ..paths import record_paths
+from ..protocol import PROTOCOL_KEYS
+from ..registry import get_method
 from ..provenance import not_comparable
 from ..selection import SCHEMA_VERSION
 from ..stats import subject_counts
@@ -31,18 +33,37 @@ def load_records(results: Path) -> list[dict]:
     return mark_deployment_copies(records)
 
 
-def mark_deployment_copies(records: list[dict]) -> list[dict]:
-    """A fixed-configuration run (``suite.train``) whose hyper-parameters equal a search's
-    deployment configuration on the same data is that configuration re-run — chosen on all
-    subjects —, however it was typed: labelled ``deployment_copy`` (not ranked), with the search."""
-    def key(r):
-        hp = {k: v for k, v in (r.get("hparams") or {}).items() if k != "selection"}
-        return r["method"], r["dataset"], r["data_fingerprint"], json.dumps(hp, sort_keys=True, default=str)
+def _printed(value):
+    """A value as the summary and the page print it (3 significant digits): a configuration typed
+    from either matches the one the search ran."""
+    return float(f"{value:.3g}") if isinstance(value, float) else value
 
-    deployed = {key(r): r.get("search") for r in records if r.get("selection") == "deployment" and "per_fold" not in (r.get("hparams") or {})}
+
+def mark_deployment_copies(records: list[dict]) -> list[dict]:
+    """A fixed-configuration run (``suite.train``) whose model hyper-parameters equal — at the
+    printed precision, whatever its protocol settings — a configuration a search chose with every
+    subject's labels (its deployment configuration, chosen on all subjects, or the one it selected
+    on the test folds) on the same data is that configuration re-run, however it was typed:
+    labelled ``deployment_copy`` (not ranked), with the search and the regime it copies."""
+    def model_hp(hp: dict) -> str:
+        return json.dumps({k: _printed(v) for k, v in hp.items() if k not in PROTOCOL_KEYS}, sort_keys=True, default=str)
+
+    def key(r):
+        return r["method"], r["dataset"], r["data_fingerprint"], model_hp(r.get("hparams") or {})
+
+    def defaults(r) -> bool:
+        """The method's declared defaults: nobody chose them, even when a search's choice equals them."""
+        try:
+            return model_hp(get_method(r["method"]).defaults) == key(r)[3]
+        except KeyError:  # a method not registered here
+            return False
+
+    chosen = {key(r): (r.get("search"), r["selection"]) for r in records
+              if r.get("selection") in ("deployment", "selected_on_test_folds") and "per_fold" not in (r.get("hparams") or {})}
     for r in records:
-        if r.get("selection") in ("inner_validation", "fixed_epochs") and key(r) in deployed:
-            r["selection"], r["from_search"] = "deployment_copy", deployed[key(r)]
+        if r.get("selection") in ("inner_validation", "fixed_epochs") and key(r) in chosen and not defaults(r):
+            r["selection"], r["from_search"] = "deployment_copy", chosen[key(r)][0]
+            r["copied_regime"] = chosen[key(r)][1]
     return records
 
 
