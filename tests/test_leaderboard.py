@@ -261,6 +261,11 @@ def test_intervals_variants_and_paired_tests_recompute_from_predictions(syntheti
     page = _parse(render(tmp_path))
     html = (tmp_path / "leaderboard.html").read_text()
     assert 'data-variant="macro" hidden' in html and ">binary F1 (positive class) — headline<" in html
+    from suite.stats import TOO_FEW_SUBJECTS
+
+    # the F1 columns' tooltips say what the intervals are, as the legend does (4 subjects: too few)
+    titles = re.findall(r'<th data-type="num" title="([^"]*pooled over folds[^"]*)">CASME II', html)
+    assert len(titles) == 2 and all(TOO_FEW_SUBJECTS in t for t in titles), [t[:60] for t in titles]  # one table per variant
     counts = {}
     for variant, table in (("binary", "detection"), ("macro", "detection-macro")):
         header = [c[1] for c in page.tables[table][0]["cells"]]
@@ -315,3 +320,4 @@ def test_shared_study_plots_follow_the_studys_direction(tmp_path, monkeypatch):
     importances = plots["parameter importances"].axes[0]
     width = dict(zip((t.get_text() for t in importances.get_yticklabels()), (b.get_width() for b in importances.patches)))
     assert width["decisive"] > width["noise"], width
+
