@@ -25,15 +25,11 @@ from ..metrics import F1_LABELS
 from ..provenance import not_comparable
 from ..stats import INTERVAL_LABEL
 from ..regimes import short, title
-from .records import DATASET_NAMES
+from .records import DATASET_NAMES, aus_text
 from .table import MIXED_METRICS_NOTE, Row, cell_parts, chose_with, interval_notes, measured_views, mixed_metrics
 
 FORMATS = ("latex", "csv", "md")
 MARK = "†"  # a row with a warning (LaTeX: the regime cell; the caption says what)
-
-
-def aus_text(datasets: list[str]) -> str:
-    return "; ".join(f"{DATASET_NAMES[d]}: " + ", ".join(f"AU{a}" for a in DATASET_AUS[d]) for d in datasets)
 
 
 def row_warnings(row: Row, variant: str) -> list[str]:

@@ -22,7 +22,7 @@ from ..regimes import BY_LABEL, RANKED, title
 from ..results import write_atomic
 from ..stats import INTERVAL_LABEL
 from .figures import heatmap
-from .records import DATASET_NAMES, provenance
+from .records import DATASET_NAMES, aus_text, provenance
 from .searches import search_sections
 from .table import HEADLINE_METHOD, MIXED_METRICS_NOTE, cell_parts, chose_with, measured_views, mer_rows, mixed_metrics
 
@@ -33,7 +33,7 @@ REPORTED_FILE = Path(__file__).resolve().parent.parent / "reported.yaml"
 PROTOCOL_TEXT = (
     "Leave-one-subject-out outer folds; every clip is predicted once, by the model of its own subject's fold. "
     "F1 per AU on predictions pooled over all folds, averaged over the dataset's AUs "
-    "(CASME II: AU1, 2, 4, 7, 12, 14, 15, 17; SAMM: AU2, 4, 7, 12), in two variants: binary (positive class) and "
+    "({aus}), in two variants: binary (positive class) and "
     "macro (mean of positive- and negative-class F1); every table names its variant. A label the coding sheet leaves "
     "unknown ('?', alternatives that disagree) is masked for that AU only: in neither loss nor metric. "
     "No choice is made on a test subject: fixed epochs, or epochs and thresholds chosen on inner-validation "
@@ -69,7 +69,7 @@ def build_context(results: Path) -> dict:
         "reported_recognition": [x for x in reported if x["task"] == "recognition"],
         "ablation": ablation if len({r.method for r in ablation}) > 1 else [],
         "mer": mer_rows(main["rows"], datasets), "searches": search_sections(results), "flagged": flagged,
-        "provenance": provenance(kept), "protocol": PROTOCOL_TEXT,
+        "provenance": provenance(kept), "protocol": PROTOCOL_TEXT.format(aus=aus_text(datasets)),
         # '<' escaped as \u003c: still valid JSON, and no string can close the <script> element.
         "data_json": json.dumps({"detection": table_data, "reported": reported}, default=str).replace("<", "\\u003c"),
         "n_records": len(records), "rendered": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..aus import DATASET_AUS
+from ..data.registry import ReleaseTable
 from ..paths import record_paths
 from ..protocol import PROTOCOL_KEYS
 from ..registry import get_method
@@ -17,7 +19,12 @@ from ..provenance import not_comparable
 from ..selection import SCHEMA_VERSION
 from ..stats import subject_counts
 
-DATASET_NAMES = {"casme2": "CASME II", "samm": "SAMM"}
+DATASET_NAMES = ReleaseTable("title")  # release name → how pages name it, from the release registry
+
+
+def aus_text(datasets: list[str]) -> str:
+    """The evaluated AUs of each dataset, as captions and the page's protocol text say them."""
+    return "; ".join(f"{DATASET_NAMES[d]}: " + ", ".join(f"AU{a}" for a in DATASET_AUS[d]) for d in datasets)
 
 
 def load_records(results: Path) -> list[dict]:

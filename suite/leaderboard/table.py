@@ -17,6 +17,7 @@ import numpy as np
 from ..metrics import F1_LABELS, F1_VARIANTS
 from ..regimes import RANKED, UNRANKED
 from ..stats import bootstrap_interval, holm, interval_label, interval_reliable, paired_test
+from ..data.registry import default_releases
 from .records import DATASET_NAMES, f1_of, load_records, record_counts, split_fingerprints
 
 # the warnings a detection table carries where records chose with different F1 variants (page and exports)
@@ -214,7 +215,9 @@ def measured_views(results: Path) -> tuple[list[dict], list[dict], list[dict], l
     variant the records chose with first —, the datasets): what the page and the exports show."""
     records = load_records(results)
     kept, flagged = split_fingerprints(records)
-    datasets = list(DATASET_NAMES)  # both columns always: a missing dataset shows as a gap
+    measured = {r["dataset"] for r in records}
+    # the default releases' columns always (a missing one shows as a gap), any other release's when it has records
+    datasets = [d for d in DATASET_NAMES if d in default_releases() or d in measured]
     chosen_with = Counter(r.get("metric", "binary") for r in kept)
     headline_variant = max(F1_VARIANTS, key=lambda v: (chosen_with[v], v == "binary"))
     views = [detection_view(kept, datasets, v) for v in sorted(F1_VARIANTS, key=lambda v: v != headline_variant)]
