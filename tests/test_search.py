@@ -334,7 +334,7 @@ def test_failing_task_is_recorded_and_the_others_go_on(synthetic, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--space", "nope"], "unknown search space 'nope'"),
-    (["--space", "gsd", "--datasets", "casme3"], "unknown dataset"),
+    (["--space", "gsd", "--datasets", "nope"], "unknown dataset"),
     (["--space", "gsd", "--datasets", "casme2", "--data-root", "/nonexistent/CASME2"], "is not a folder"),
     (["--space", "gsd", "--fidelity", "frozen:frozen"], "two different backbone modes"),
     (["--space", "gsd", "--fidelity", "fast"], "expected LOW:HIGH"),
