@@ -16,6 +16,8 @@ base = dict(method="micro_au_clip", fixed={"epochs": 10, "metric": "binary"}, da
 tasks = [{"fold": 0, "number": 0, "params": {"token_layer": -1}, "role": "search"},
          {"fold": 1, "number": 0, "params": {"token_layer": -3}, "role": "search"}]
 from suite.search import trial
+if "caches" in getattr(trial.RunContext, "__dataclass_fields__", {}):  # since cross-dataset evaluations: each release's cache
+    base = {k: v for k, v in base.items() if k not in ("cache", "fingerprint")} | {"caches": (("casme2", str(cache.path), cache.fingerprint),)}
 if hasattr(trial, "SEARCH_PROTOCOL"):  # since protocol settings left the hyper-parameters: the metric is the protocol's
     base = {**base, "fixed": {"epochs": 10}, "protocol": trial.SEARCH_PROTOCOL.with_(metric="binary")}
 out = {"suite": str(Path(suite.__file__).parent)}

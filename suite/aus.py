@@ -67,7 +67,8 @@ ACTION_UNITS: dict[int, ActionUnit] = {
 class _EvaluatedAUs(Mapping):
     """Release name → its evaluated AU numbers (left/right merged), read from the release registry
     (``suite.data.registry``: each release declares its list, ``docs/datasets.md`` says why). A
-    read-only view, so a release registered later (a test's toy release) is listed too."""
+    read-only view, so a release registered later (a test's toy release) is listed too. Iterates
+    over the releases; an evaluation key (``casme2-to-samm``, ``casme2+samm``) is looked up too."""
 
     def _table(self) -> dict[str, tuple[int, ...]]:
         from .data.registry import releases  # the data layer declares releases; imported on use, no cycle
@@ -75,7 +76,16 @@ class _EvaluatedAUs(Mapping):
         return {name: spec.aus for name, spec in releases().items()}
 
     def __getitem__(self, name: str) -> tuple[int, ...]:
-        return self._table()[name]
+        """A release's AUs; a cross-dataset evaluation's key (``suite.evaluation``) gives its shared AUs."""
+        table = self._table()
+        if name in table:
+            return table[name]
+        from .evaluation import EvaluationError, evaluation_of
+
+        try:
+            return evaluation_of(name).aus
+        except EvaluationError:
+            raise KeyError(name) from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._table())

@@ -82,6 +82,19 @@ class DatasetTensors:
                    np.asarray(arrays["objective_class"]), known, labels, frames, fingerprint,
                    tuple(aus))
 
+    @classmethod
+    def concat(cls, parts: list["DatasetTensors"], fingerprint: str) -> "DatasetTensors":
+        """Several releases' data as one (a cross-dataset evaluation, ``suite.evaluation``): the
+        same AUs and frame inputs in every part; subjects stay namespaced by release."""
+        if len({p.aus for p in parts}) != 1 or len({tuple(sorted(p.frames)) for p in parts}) != 1:
+            raise ValueError("releases joined in one evaluation need the same AUs and frame inputs (onset/apex/flow)")
+        shapes = {k: {tuple(p.frames[k].shape[1:]) for p in parts} for k in parts[0].frames}
+        if any(len(v) > 1 for v in shapes.values()):
+            raise ValueError(f"releases joined in one evaluation were preprocessed at different sizes: {shapes}")
+        cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+        return cls(cat("sample_id"), cat("subject"), cat("emotion"), cat("objective_class"), cat("known"), cat("labels"),
+                   {k: torch.cat([p.frames[k] for p in parts]) for k in parts[0].frames}, fingerprint, parts[0].aus)
+
     @property
     def device(self) -> torch.device:
         return next(iter(self.frames.values())).device

@@ -24,11 +24,26 @@ def file_sha256(path: Path) -> str:
     return _sha256(str(path), st.st_size, st.st_mtime)
 
 
-def data_provenance(cache_path: Path) -> dict:
+def data_provenance(cache_path) -> dict:
     """From a dataset cache's ``meta.json``: synthetic (the generator's ``truth/spec.json`` next to
     the release) or a real release (its label file and digest), with the data fingerprint and the
-    reader options that differ from the defaults."""
+    reader options that differ from the defaults. Several caches (a cross-dataset evaluation, in
+    its release order): each release's under ``parts``, the kind they share (``mixed`` otherwise)
+    and the evaluation's fingerprint (``suite.evaluation.combined_fingerprint``)."""
     from .data.options import ReaderOptions
+
+    if isinstance(cache_path, (list, tuple)):
+        if len(cache_path) == 1:
+            return data_provenance(cache_path[0])
+        from .evaluation import combined_fingerprint
+
+        parts = {json.loads((Path(p) / "meta.json").read_text())["dataset"]: data_provenance(p) for p in cache_path}
+        kinds = {p["kind"] for p in parts.values()}
+        first = next(iter(parts.values()))
+        return {"fingerprint": combined_fingerprint({r: p["fingerprint"] for r, p in parts.items()}),
+                "root": "; ".join(p["root"] for p in parts.values()), "label_file": "; ".join(p["label_file"] for p in parts.values()),
+                "kind": kinds.pop() if len(kinds) == 1 else "mixed", "parts": parts,
+                **({"seed": first["seed"], "scale": first["scale"]} if first["kind"] == "synthetic" else {})}
 
     meta = json.loads((Path(cache_path) / "meta.json").read_text())
     root, sheet = Path(meta["root"]), Path(meta["sheet"])

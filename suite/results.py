@@ -106,7 +106,20 @@ def metric_of(hparams: dict) -> str:
 
 def metrics_from_predictions(frame: pd.DataFrame, dataset: str, aus, metric: str = "binary") -> dict:
     """Every record metric, recomputed from a predictions table (the record's source of truth):
-    both F1 variants, each pooled F1 with its subject-bootstrap interval (``suite.stats``)."""
+    both F1 variants, each pooled F1 with its subject-bootstrap interval (``suite.stats``).
+    ``dataset``: the evaluation key (``suite.evaluation``); a composite's figures are also given
+    per release (``by_release``: the same metrics on that release's clips)."""
+    from .evaluation import evaluation_of, per_release
+
+    evaluation = evaluation_of(dataset)
+    out = _metrics(frame, dataset, aus, metric)
+    if evaluation.kind == "composite":
+        out["by_release"] = {r: {k: v for k, v in _metrics(part, dataset, aus, metric).items() if k != "mer"}
+                             for r, part in per_release(frame, evaluation.releases).items() if len(part)}
+    return out
+
+
+def _metrics(frame: pd.DataFrame, dataset: str, aus, metric: str) -> dict:
     cols = [f"AU{a}" for a in aus]
     known = frame[[f"known_{c}" for c in cols]].to_numpy(bool)
     scored = known.any(1)
@@ -152,18 +165,22 @@ def predictions_frame(data, outputs, aus) -> pd.DataFrame:
 
 
 def write_run(stem: Path, frame: pd.DataFrame, *, method: str, dataset: str, aus, hparams: dict, seed: int,
-              selection: str, cache_path: Path, device: str, duration_s: float, extra: dict | None = None) -> Path:
+              selection: str, cache_path, device: str, duration_s: float, extra: dict | None = None) -> Path:
     """Write ``<stem>.predictions.parquet`` and the record ``<stem>.json`` (metrics recomputed
-    from the predictions, so the two can never disagree). Returns the record path."""
+    from the predictions, so the two can never disagree). Returns the record path. ``dataset``:
+    the evaluation key (``suite.evaluation``), whose description is the record's ``protocol``;
+    ``cache_path``: its release's cache, or each release's (a list, in the evaluation's order)."""
+    from .evaluation import evaluation_of
+
     metrics = metrics_from_predictions(frame, dataset, aus, metric_of(hparams))
     data = data_provenance(cache_path)
     pred_path = stem.with_name(stem.name + ".predictions.parquet")
     write_predictions(pred_path, frame)
     record = {
         "method": method, "dataset": dataset, "aus": [f"AU{a}" for a in aus], "hparams": hparams, "seed": seed,
-        "protocol": "loso", "selection": selection, "schema": SCHEMA_VERSION, "chosen_by": regime(selection).chosen_by,
+        "protocol": evaluation_of(dataset).describe(), "selection": selection, "schema": SCHEMA_VERSION, "chosen_by": regime(selection).chosen_by,
         **{k: metrics[k] for k in ("metric", "f1_avg", "f1_fold_mean", "per_au_f1", "f1", "interval", "per_au_auc", "n_masked", "mer",
-                                   "n_samples")},
+                                   "n_samples", "by_release") if k in metrics},
         "n_folds": int(frame["fold"].nunique()), "duration_s": round(duration_s, 3), "device": device,
         "versions": versions(), "git_commit": git_commit(), "data_fingerprint": data["fingerprint"],
         "data": data, "backbone": backbone_provenance(hparams), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

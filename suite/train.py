@@ -1,4 +1,5 @@
-"""python -m suite.train: train and evaluate one method on one dataset under the LOSO protocol.
+"""python -m suite.train: train and evaluate one method on one dataset under the LOSO protocol, or
+across releases (--protocol transfer:SRC->DST | composite:A+B).
 
 Prints a per-AU table (both F1 variants, AUC, masked labels) and the pooled averages with their
 subject-bootstrap intervals, writes one JSON record per seed and its predictions file under
@@ -8,6 +9,7 @@ examples:
   python -m suite.train --method micro_au_clip --dataset casme2
   python -m suite.train --method clip_global --dataset samm --data-root /data/SAMM --seeds 3 --set epochs=30
   python -m suite.train --from-search gsd --dataset casme2 --seeds 3
+  python -m suite.train --method clip_global --protocol 'transfer:casme2->samm' --set selection=inner
   python -m suite.train --list-methods
 """
 from __future__ import annotations
@@ -57,8 +59,11 @@ def parse_sets(items: list[str]) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m suite.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", help="a registered method, see --list-methods (default: micro_au_clip, or the searched one with --from-search)")
-    p.add_argument("--dataset", default="casme2", choices=DATASETS, help="(default: %(default)s)")
-    p.add_argument("--data-root", type=Path, help="the release folder, e.g. /data/CASME2 (default: the synthetic release, generated on first use)")
+    p.add_argument("--dataset", choices=DATASETS, help="the release, under --protocol loso (default: casme2)")
+    p.add_argument("--protocol", default="loso", help="loso (on --dataset) | transfer:SRC->DST | composite:A+B[+C] (docs/protocol.md; "
+                                                     "default: %(default)s)")
+    p.add_argument("--data-root", help="the release folder, e.g. /data/CASME2; across releases a folder holding each release's "
+                                       "folder, or casme2=PATH,samm=PATH (default: the synthetic releases, generated on first use)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a hyper-parameter, repeatable, e.g. --set epochs=30; the protocol settings (not "
                         "hyper-parameters) too: --set selection=inner (epochs and thresholds chosen on inner-validation "
@@ -95,6 +100,11 @@ def main(argv=None) -> int:
         return 0
     command = "python -m suite.train " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
+        from .evaluation import parse_protocol
+
+        if args.protocol.strip() != "loso" and args.dataset:
+            raise ValueError(f"--dataset applies to --protocol loso; --protocol {args.protocol} names its own releases")
+        args.dataset = parse_protocol(args.protocol, [args.dataset or "casme2"])[0].key
         method, copied = args.method or "micro_au_clip", {}
         if args.from_search:
             from .paths import results_dir

@@ -24,7 +24,7 @@ def test_record_is_complete_and_recomputable_from_predictions(train):
     [path] = train()
     record = load_record(path)
     assert set(RECORD_KEYS) <= set(record)
-    assert record["source"] == "measured" and record["protocol"] == "loso" and record["selection"] == "fixed_epochs"
+    assert record["source"] == "measured" and record["protocol"]["name"] == "loso" and record["protocol"]["aus"][0] == "AU1" and record["selection"] == "fixed_epochs"
     assert record["schema"] == 2 and record["chosen_by"]["epochs_thresholds"] == "fixed (threshold 0.5)"
     assert record["aus"] == ["AU1", "AU2", "AU4", "AU7", "AU12", "AU14", "AU15", "AU17"]
     frame = pd.read_parquet(path.with_name(record["predictions"]))

@@ -42,7 +42,8 @@ def _cache(tmp: Path, dataset: str) -> Path:
     (root.parent / "truth" / "spec.json").write_text(json.dumps({"seed": 3, "scale": "small"}))
     cache = tmp / "cache" / dataset
     cache.mkdir(parents=True, exist_ok=True)
-    (cache / "meta.json").write_text(json.dumps({"root": str(root), "sheet": str(root / "labels.xlsx"), "fingerprint": f"fp-{dataset}"}))
+    (cache / "meta.json").write_text(json.dumps({"dataset": dataset, "root": str(root), "sheet": str(root / "labels.xlsx"),
+                                                "fingerprint": f"fp-{dataset}"}))
     return cache
 
 

@@ -60,6 +60,7 @@ def test_the_inner_split_follows_the_protocol_object(synthetic, tmp_path):
     folds and the folds of a run carrying that protocol are split with it, not with the default."""
     from suite.data import load_cache, prepare
     from suite.engine import DatasetTensors
+    from suite.evaluation import Evaluation
     from suite.search.driver import DatasetSearch
     from suite.search.options import SearchOptions
     from suite.search.trial import TaskRunner
@@ -71,7 +72,8 @@ def test_the_inner_split_follows_the_protocol_object(synthetic, tmp_path):
     cache = prepare("casme2", synthetic / "CASME2", results)
     opts = SearchOptions(space=str(path), datasets=("casme2",), trials=1, round_size=1, final_seeds=0, baselines=(), metric="macro",
                          name="share", results=results, seed=4)
-    search = DatasetSearch(space, "casme2", synthetic / "CASME2", cache, None, opts, results, results / "searches" / "share", None)
+    search = DatasetSearch(space, Evaluation("loso", ("casme2",)), {"casme2": synthetic / "CASME2"}, {"casme2": cache}, None, opts, results,
+                           results / "searches" / "share", None)
     assert search.protocol == Protocol(selection="inner", inner_val_fraction=0.67, metric="macro")
     ctx = search.context(results / "out", None)
     assert ctx.protocol == search.protocol and "metric" not in ctx.fixed
@@ -83,3 +85,4 @@ def test_the_inner_split_follows_the_protocol_object(synthetic, tmp_path):
     assert any(len(f.inner_val) != len(g.inner_val) for f, g in zip(expected, default))  # the share made a difference
     assert Protocol.of(runner.hparams({"lr": 0.002})) == search.protocol == Protocol.of(search.hparams({"lr": 0.002}))
     assert [f.index for f in search.protocol.folds(data.subject, 4)] == search.folds
+    assert [f.index for f in search.evaluation.folds(data.subject, search.protocol, 4)] == search.folds

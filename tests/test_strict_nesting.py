@@ -13,6 +13,7 @@ import torch
 
 from suite.data import load_cache, prepare
 from suite.engine import DatasetTensors
+from suite.evaluation import Evaluation
 from suite.search.driver import DatasetSearch
 from suite.search.options import SearchOptions
 from suite.search.trial import in_process_executor
@@ -34,8 +35,8 @@ def _search(synthetic, tmp_path, selection, flip_subject=None, sampler="tpe"):
     if flip_subject is not None:
         rows = data.subject == flip_subject
         data.labels[rows] = 1 - data.labels[rows]
-    search = DatasetSearch(space, "casme2", synthetic / "CASME2", cache, None, opts, results, results / "searches" / "inv",
-                           in_process_executor(data))
+    search = DatasetSearch(space, Evaluation("loso", ("casme2",)), {"casme2": synthetic / "CASME2"}, {"casme2": cache}, None, opts, results,
+                           results / "searches" / "inv", in_process_executor(data))
     search.data = data  # selection reads the same (altered) labels
     summary = search.run(lambda jobs: lambda: [])()
     tasks = [t for p in sorted((results / "searches" / "inv" / "casme2" / "rounds").glob("*.json"))

@@ -13,6 +13,7 @@ from suite.engine import DatasetTensors
 from suite.folds import FoldRunner, FoldTask
 from suite.protocol import loso_folds
 from suite.registry import get_method, resolve_hparams
+from suite.evaluation import Evaluation
 from suite.runs import evaluate_folds
 
 AUS = DATASET_AUS["casme2"]
@@ -52,7 +53,7 @@ def test_final_seeds_with_a_choice_per_fold_equal_each_choice_run_on_its_own(dat
     spec = get_method("micro_au_clip")
     choice = {f: resolve_hparams(spec, {**BASE, **VARIANTS[4 * f % len(VARIANTS)]}) for f in range(len(set(data.subject)))}  # fold 1: a tower
     seeds = [1, 2]
-    by_seed, engine, _ = evaluate_folds("micro_au_clip", lambda f: choice[f], data, seeds, None)
+    by_seed, engine, _ = evaluate_folds("micro_au_clip", Evaluation("loso", ("casme2",)), lambda f: choice[f], data, seeds, None)
     assert engine == "batched, sequential"  # backbone_mode full is never batched: both engines took part
     for seed in seeds:
         folds = loso_folds(data.subject, 0.25, seed)

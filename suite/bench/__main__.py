@@ -39,6 +39,7 @@ examples:
   python -m suite.bench --scale full --trial-only --epochs 5       # the fold-batched engine on CPU
   python -m suite.bench --clip ViT-B-16 --image-size 224 --scale full   # on a GPU
   python -m suite.bench --scale full --nested-search 64 --round-size 16 --epochs 40   # the search's rounds
+  python -m suite.bench --scale full --nested-search 8 --round-size 4 --sequential-configs 0 --protocol 'transfer:casme2->samm'
 """
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ from pathlib import Path
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m suite.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
-    a("--dataset", default="casme2", choices=["casme2", "samm"], help="dataset (default: %(default)s)")
+    a("--dataset", default="casme2", help="a registered release: casme2, samm, casme3, … (default: %(default)s)")
+    a("--protocol", default="loso", help="--nested-search: loso (on --dataset) | transfer:SRC->DST | composite:A+B (default: %(default)s)")
     a("--clip", default="tiny", help="open_clip model: tiny (random init, CPU) or e.g. ViT-B-16 (default: %(default)s)")
     a("--image-size", type=int, default=112, help="input size in pixels (default: %(default)s)")
     a("--scale", default="small", choices=["small", "full"], help="synthetic release size; full has the real counts (default: %(default)s)")

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..aus import DATASET_AUS
 from ..data import load_cache, prepare, read_release, synthetic_root
 from ..engine import DatasetTensors, SequentialEngine, get_accelerator
+from ..evaluation import Evaluation, load_tensors, parse_protocol
 from ..folds import FoldRunner, FoldTask
 from ..paths import results_dir, search_dir
 from ..protocol import loso_folds
@@ -182,9 +183,10 @@ def trials_per_hour(dataset: str, root: Path, packing: int, n_trials: int, fixed
             "resources": " ".join(resources)}
 
 
-def nested_search(dataset: str, root: Path, cache, configs: int, round_size: int, fixed: dict, engine: str,
+def nested_search(evaluation, roots: dict, caches: dict, configs: int, round_size: int, fixed: dict, engine: str,
                   processes: int | None = None) -> dict:
-    """The strictly nested ``gsd`` search's rounds on one dataset without Ray (Optuna's ask/tell
+    """The strictly nested ``gsd`` search's rounds on one evaluation (``suite.evaluation``: a
+    release under LOSO, a transfer, a composite; ``roots``/``caches`` per release) without Ray (Optuna's ask/tell
     for every fold study as ``suite.search`` does it), on frozen tokens computed before the clock
     starts. Every slice in this process, one after another: times the whole, the slices (the
     engine), what is left (Optuna's ask/tell, its journal, bookkeeping) and each slice. With
@@ -205,7 +207,7 @@ def nested_search(dataset: str, root: Path, cache, configs: int, round_size: int
     slice_seconds, close = {}, None
     with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
         results = Path(tmp)
-        opts = SearchOptions(space="gsd", datasets=(dataset,), trials=configs, round_size=round_size, final_seeds=0, baselines=(),
+        opts = SearchOptions(space="gsd", datasets=evaluation.releases, protocol=evaluation.spec, trials=configs, round_size=round_size, final_seeds=0, baselines=(),
                              engine=engine, name=f"bench-{engine}", results=results, gpus_per_trial=1 if on_gpu else 0)
         if processes:
             execute, close = process_pool_executor(processes, on_gpu)
@@ -223,9 +225,9 @@ def nested_search(dataset: str, root: Path, cache, configs: int, round_size: int
                     print(f"  {engine} engine, round {s.round + 1} slice {s.proposal + 1}: {slice_seconds[(s.round, s.proposal)]:.1f} s", flush=True)
                 return out
 
-        search = DatasetSearch(space, dataset, root, cache, None, opts, results, search_dir(results, opts.name), execute)
+        search = DatasetSearch(space, evaluation, roots, caches, None, opts, results, search_dir(results, opts.name), execute)
         spec = get_method(space.method)
-        data = DatasetTensors.from_cache(load_cache(cache.path)[0], search.aus, acc.device, cache.fingerprint)
+        data = load_tensors(evaluation, {r: (c.path, c.fingerprint) for r, c in caches.items()}, acc.device)
         SequentialEngine(spec, search.hparams({}), data, search.aus, opts.seed, acc, feature_cache=token_cache_dir(results))  # tokens, before the clock
         start = time.perf_counter()
         try:
@@ -236,7 +238,8 @@ def nested_search(dataset: str, root: Path, cache, configs: int, round_size: int
         seconds = time.perf_counter() - start
     engines = sorted({t["engine"] for d in docs for t in d["tasks"]})
     report = {"engine": "+".join(engines), "configurations": configs, "round_size": round_size, "epochs": space.fixed["epochs"],
-              "folds": len(search.folds), "seconds": seconds, "proposals": [d["tasks"][0]["params"] for d in docs]}
+              "folds": len(search.folds), "clips": len(search.data), "subjects": len(set(search.data.subject.tolist())),
+              "protocol": evaluation.spec, "evaluation": evaluation.key, "seconds": seconds, "proposals": [d["tasks"][0]["params"] for d in docs]}
     if processes:  # which processes ran the slices
         return {**report, "processes": processes, "pids": sorted({t["pid"] for d in docs for t in d["tasks"]})}
     return {**report, "slices_seconds": sum(slice_seconds.values()), "slice_seconds": [slice_seconds[k] for k in sorted(slice_seconds)],
@@ -251,7 +254,8 @@ def trial_packing_report(args, dataset_root: Path, cache) -> dict:
     fixed = {"clip_model": args.clip, "image_size": args.image_size, "epochs": args.epochs}
     n, runs = args.packing_trials, []
     for k in (1, args.trial_packing):
-        r = nested_search(args.dataset, dataset_root, cache, n, n, fixed, "auto", processes=k)
+        r = nested_search(Evaluation("loso", (args.dataset,)), {args.dataset: dataset_root}, {args.dataset: cache}, n, n, fixed, "auto",
+                          processes=k)
         runs.append({"per_device": k, "trials": n, "seconds": r["seconds"], "trials_per_hour": 3600 * n / r["seconds"], "engine": r["engine"],
                      "worker_pids": r["pids"]})
         print(f"{k} trial process(es) sharing the device: {n} trials ({r['engine']} engine) in {r['seconds']:.1f} s = "
@@ -268,28 +272,30 @@ def trial_packing_report(args, dataset_root: Path, cache) -> dict:
     return report
 
 
-def nested_search_report(args, dataset_root: Path, cache) -> dict:
+def nested_search_report(args, evaluation, roots: dict, caches: dict) -> dict:
     """``--nested-search N``: the N-configuration search with the automatic (fold-batched) engine,
-    then the first ``--sequential-configs`` proposals with the sequential engine — the same
+    then the first ``--sequential-configs`` proposals (0: none) with the sequential engine — the same
     configurations (proposals depend on the seed and their numbers alone) — compared slice by slice."""
     fixed = {"clip_model": args.clip, "image_size": args.image_size, "epochs": args.epochs}
-    batched = nested_search(args.dataset, dataset_root, cache, args.nested_search, args.round_size, fixed, "auto")
+    batched = nested_search(evaluation, roots, caches, args.nested_search, args.round_size, fixed, "auto")
     m = min(args.sequential_configs, args.nested_search)
-    sequential = nested_search(args.dataset, dataset_root, cache, m, m, fixed, "sequential")
-    ratio = sum(sequential["slice_seconds"]) / sum(batched["slice_seconds"][:m])
-    report = {"nested_search": {"batched": batched, "sequential": sequential},
-              "ratios": {f"search slices 1–{m}: sequential / {batched['engine']}": ratio},
+    sequential = nested_search(evaluation, roots, caches, m, m, fixed, "sequential") if m else None
+    ratios = {f"search slices 1–{m}: sequential / {batched['engine']}": sum(sequential["slice_seconds"]) / sum(batched["slice_seconds"][:m])} \
+        if m else {}
+    report = {"nested_search": {"batched": batched, "sequential": sequential}, "ratios": ratios,
               "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)",
-              "dataset": args.dataset, "scale": args.scale, "clip": args.clip, "image_size": args.image_size, "versions": versions()}
+              "dataset": evaluation.key, "protocol": evaluation.spec, "scale": args.scale, "clip": args.clip, "image_size": args.image_size,
+              "versions": versions()}
     b = batched
-    print(f"strictly nested gsd search, {args.dataset} {args.scale} ({b['folds']} folds), {args.clip} {args.image_size}px tokens computed "
-          f"beforehand, {b['configurations']} configurations per fold study in rounds of {b['round_size']}, {b['epochs']} epochs, "
-          f"no Ray; device {report['device']}")
+    print(f"strictly nested gsd search, {evaluation.spec} {evaluation.key} {args.scale} ({b['folds']} folds, {b['subjects']} subjects, "
+          f"{b['clips']} clips), {args.clip} {args.image_size}px tokens computed beforehand, {b['configurations']} configurations per fold "
+          f"study in rounds of {b['round_size']}, {b['epochs']} epochs, no Ray; device {report['device']}")
     print(f"  {b['engine']} engine: {b['seconds']:.1f} s = {b['slices_seconds']:.1f} s in slices + {b['outside_slices_seconds']:.1f} s "
           f"outside them (Optuna ask/tell, its journal, bookkeeping)")
-    print(f"  sequential engine, the first {m} configuration(s): {sum(sequential['slice_seconds']):.1f} s against "
-          f"{sum(b['slice_seconds'][:m]):.1f} s batched → {ratio:.1f}×")
-    out = args.out or results_dir() / "bench" / f"nested-search-{args.dataset}-{args.scale}-{args.clip}.json"
+    if m:
+        print(f"  sequential engine, the first {m} configuration(s): {sum(sequential['slice_seconds']):.1f} s against "
+              f"{sum(b['slice_seconds'][:m]):.1f} s batched → {next(iter(ratios.values())):.1f}×")
+    out = args.out or results_dir() / "bench" / f"nested-search-{evaluation.key}-{args.scale}-{args.clip}.json"
     write_json(out, report)
     print(out)
     return report
@@ -299,12 +305,16 @@ def benchmark(args) -> dict:
     """Every measurement ``python -m suite.bench`` asks for (``args``: its parsed options); prints
     the table, writes the JSON report and returns it."""
     results = results_dir()
+    if args.nested_search:
+        evaluation = parse_protocol(args.protocol, [args.dataset])[0]
+        roots = {r: (args.data_root if len(evaluation.releases) == 1 and args.data_root else synthetic_root(r, results, scale=args.scale))
+                 for r in evaluation.releases}
+        caches = {r: prepare(r, roots[r], results, image_size=args.image_size) for r in evaluation.releases}
+        return nested_search_report(args, evaluation, roots, caches)
     root = args.data_root or synthetic_root(args.dataset, results, scale=args.scale)
     release = read_release(args.dataset, root)
     cache = prepare(args.dataset, root, results, image_size=args.image_size)
     aus = DATASET_AUS[args.dataset]
-    if args.nested_search:
-        return nested_search_report(args, root, cache)
     if args.trial_packing:
         return trial_packing_report(args, root, cache)
     acc = get_accelerator()

@@ -21,7 +21,7 @@ RELEASE_FOLDER = ReleaseTable("folder")
 SHEET_PATTERN = ReleaseTable("sheet_pattern")
 
 __all__ = ["DATASETS", "DataError", "Problem", "Release", "Sample", "CacheResult", "build_cache", "load_cache",
-           "read_release", "synthetic_root", "prepare", "is_release", "ReaderOptions", "ReleaseSpec", "get_release",
+           "read_release", "release_roots", "synthetic_root", "prepare", "is_release", "ReaderOptions", "ReleaseSpec", "get_release",
            "register", "releases"]
 
 
@@ -35,6 +35,34 @@ def read_samm(*args, **kwargs) -> Release:
     from .samm import read_samm as read
 
     return read(*args, **kwargs)
+
+
+def release_roots(datasets, data_root) -> dict[str, Path | None]:
+    """``--data-root``: one release folder (one release), a folder holding each release's
+    conventional folder (CASME2/, SAMM/, …), or ``casme2=PATH,samm=PATH`` (a mapping is taken as
+    it is). None → the synthetic default for every release."""
+    if not data_root:
+        return {d: None for d in datasets}
+    if isinstance(data_root, dict):
+        missing = [d for d in datasets if d not in data_root]
+        if missing:
+            raise DataError(f"no release folder given for {missing}")
+        return {d: Path(data_root[d]) if data_root[d] else None for d in datasets}
+    if "=" in str(data_root):
+        pairs = dict(item.split("=", 1) for item in str(data_root).split(","))
+        missing = [d for d in datasets if d not in pairs]
+        if missing:
+            raise DataError(f"--data-root names no folder for {missing}")
+        return {d: Path(pairs[d]) for d in datasets}
+    root = Path(data_root)
+    if len(datasets) == 1 and is_release(datasets[0], root):  # the release itself (SAMM's holds a SAMM/ frames folder)
+        return {datasets[0]: root}
+    if all((root / RELEASE_FOLDER[d]).is_dir() for d in datasets):
+        return {d: root / RELEASE_FOLDER[d] for d in datasets}
+    if len(datasets) == 1:
+        return {datasets[0]: root}
+    raise DataError(f"--data-root {root}: expected subfolders {[RELEASE_FOLDER[d] for d in datasets]} or "
+                    + ",".join(f"{d}=PATH" for d in datasets))
 
 
 def is_release(dataset: str, root: Path) -> bool:

@@ -154,16 +154,21 @@ class ReleaseNames(Sequence):
 
 
 class ReleaseTable(Mapping):
-    """A name → value view computed from the registry on each access (``RELEASE_FOLDER``, ``SHEET_PATTERN``)."""
+    """A name → value view computed from the registry on each access (``RELEASE_FOLDER``,
+    ``SHEET_PATTERN``). ``of_key``: how a name that is no release (an evaluation key) is answered;
+    it raises ``KeyError`` for names it does not know."""
 
-    def __init__(self, attribute: str):
-        self._attribute = attribute
+    def __init__(self, attribute: str, of_key: Callable[[str], Any] | None = None):
+        self._attribute, self._of_key = attribute, of_key
 
     def _table(self) -> dict:
         return {n: getattr(r, self._attribute) for n, r in releases().items()}
 
     def __getitem__(self, name):
-        return self._table()[name]
+        table = self._table()
+        if name in table or self._of_key is None:
+            return table[name]
+        return self._of_key(name)
 
     def __iter__(self):
         return iter(self._table())

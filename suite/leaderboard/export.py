@@ -26,7 +26,7 @@ from ..provenance import not_comparable
 from ..stats import INTERVAL_LABEL
 from ..regimes import short, title
 from .records import DATASET_NAMES, aus_text
-from .table import MIXED_METRICS_NOTE, Row, cell_parts, chose_with, interval_notes, measured_views, mixed_metrics
+from .table import MIXED_METRICS_NOTE, Row, cell_parts, chose_with, cross_sections, interval_notes, measured_views, mixed_metrics
 
 FORMATS = ("latex", "csv", "md")
 MARK = "†"  # a row with a warning (LaTeX: the regime cell; the caption says what)
@@ -57,25 +57,44 @@ def warnings_text(rows: list[Row], variant: str, kept: list[dict], flagged: list
     return " ".join(out)
 
 
-def intervals_text(rows: list[Row], datasets: list[str], variant: str) -> str:
+def intervals_text(rows: list[Row], datasets: list[str], variant: str, names=DATASET_NAMES) -> str:
     """The page's interval legend, per dataset (``table.interval_notes``)."""
     notes = interval_notes(rows, datasets, variant)
     return "subject-bootstrap interval, conditional on the chosen models (" + \
-        "; ".join(f"{DATASET_NAMES[d]}: {n}" for d, n in notes.items()) + ")" if notes else INTERVAL_LABEL
+        "; ".join(f"{names[d]}: {n}" for d, n in notes.items()) + ")" if notes else INTERVAL_LABEL
 
 
-def caption(variant: str, datasets: list[str], rows: list[Row], kept: list[dict], flagged: list[dict], fmt: str = "latex") -> str:
+def loso_sentence(datasets: list[str]) -> str:
+    return (f"per AU on test predictions pooled over leave-one-subject-out folds, averaged over the dataset's AUs ({aus_text(datasets)})")
+
+
+def cross_sentence(evaluation) -> str:
+    """What a cross-dataset section's figures are, for its caption (the page says the same)."""
+    names = lambda rs: " and ".join(DATASET_NAMES[r] for r in rs)  # noqa: E731
+    aus = ", ".join(f"AU{a}" for a in evaluation.aus)
+    if evaluation.kind == "transfer":
+        return (f"trained on every {names(evaluation.train_releases)} subject and tested on every {names(evaluation.test_releases)} "
+                f"clip (cross-dataset transfer; every choice on {names(evaluation.train_releases)}'s subjects only), per AU on the "
+                f"test predictions, averaged over the AUs both evaluate ({aus}); the interval resamples "
+                f"{names(evaluation.test_releases)}'s subjects")
+    return (f"per AU on test predictions pooled over leave-one-subject-out folds over the union of {names(evaluation.releases)} "
+            f"(composite; subjects namespaced by release), averaged over the AUs every release evaluates ({aus}); "
+            "ranked on the pooled column, each release's part shown unranked")
+
+
+def caption(variant: str, datasets: list[str], rows: list[Row], kept: list[dict], flagged: list[dict], fmt: str = "latex",
+            names=DATASET_NAMES, what: str | None = None) -> str:
+    """``what``: the protocol sentence (default: leave-one-subject-out on each dataset, ``loso_sentence``)."""
     regimes = [s for s in dict.fromkeys(r.selection for r in rows)]
     if fmt == "latex":
         cells = ("Each cell: mean ± sd over seeds (sd from two seeds on), below it in brackets the "
-                 f"{intervals_text(rows, datasets, variant)}; n: seeds; avg.: mean over the datasets. Regime: " + "; ".join(f"{short(s)}: {title(s)}" for s in regimes)
+                 f"{intervals_text(rows, datasets, variant, names)}; n: seeds; avg.: mean over the datasets. Regime: " + "; ".join(f"{short(s)}: {title(s)}" for s in regimes)
                  + ". Bold: best, underlined: second.")
     else:
-        cells = (f"Each cell: mean ± sd over seeds (sd from two seeds on), in brackets the {intervals_text(rows, datasets, variant)}; seeds: their number."
+        cells = (f"Each cell: mean ± sd over seeds (sd from two seeds on), in brackets the {intervals_text(rows, datasets, variant, names)}; seeds: their number."
                  + (" Bold: best, italic: second." if fmt == "md" else ""))
-    return (f"Micro-AU detection, {F1_LABELS[variant]}, in %, per AU on test predictions pooled over leave-one-subject-out folds, "
-            f"averaged over the dataset's AUs ({aus_text(datasets)}). {cells} One row per method, ranked (rank: mean over the "
-            f"datasets of the row's rank); no test subject's labels chose any configuration, epoch count or threshold. "
+    return (f"Micro-AU detection, {F1_LABELS[variant]}, in %, {what or loso_sentence(datasets)}. {cells} One row per method, ranked "
+            f"(rank: mean over the ranked columns of the row's rank); no test subject's labels chose any configuration, epoch count or threshold. "
             + warnings_text(rows, variant, kept, flagged, MARK if fmt == "latex" else "")).strip()
 
 
@@ -85,7 +104,7 @@ def au_caption(variant: str, rows: list[Row], kept: list[dict], flagged: list[di
             + warnings_text(rows, variant, kept, flagged, MARK if fmt == "latex" else "")).strip()
 
 
-def detection_frame(rows: list[Row], datasets: list[str], numeric: bool, variant: str | None = None) -> pd.DataFrame:
+def detection_frame(rows: list[Row], datasets: list[str], numeric: bool, variant: str | None = None, names=DATASET_NAMES) -> pd.DataFrame:
     """CSV (``numeric``: numbers, a ``warnings`` column) and Markdown (cells as on the page,
     best in bold and second in italics, the selection labelled as on the page)."""
     out = []
@@ -96,7 +115,7 @@ def detection_frame(rows: list[Row], datasets: list[str], numeric: bool, variant
         row = {"method": r.method, "selection": label if numeric or not chose else f"{label} ({chose})"}
         for d in datasets:
             c = r.cells.get(d)
-            name = DATASET_NAMES[d]
+            name = names[d]
             if numeric:
                 row.update({f"{name} F1": c.mean if c else np.nan, f"{name} sd": c.std if c and c.std is not None else np.nan,
                             f"{name} CI low": c.lo if c and c.lo is not None else np.nan,
@@ -118,7 +137,7 @@ def detection_frame(rows: list[Row], datasets: list[str], numeric: bool, variant
     return pd.DataFrame(out)
 
 
-def per_au_frame(rows: list[Row], datasets: list[str], variant: str) -> pd.DataFrame:
+def per_au_frame(rows: list[Row], datasets: list[str], variant: str, names=DATASET_NAMES) -> pd.DataFrame:
     """Per dataset and method, the per-AU F1 (%) of the variant, mean over the row's seeds."""
     out = []
     for r in rows:
@@ -126,7 +145,7 @@ def per_au_frame(rows: list[Row], datasets: list[str], variant: str) -> pd.DataF
             recs = [x for x in r.records if x["dataset"] == d and "f1" in x]
             if recs:
                 aus = [f"AU{a}" for a in DATASET_AUS[d]]
-                out.append({"dataset": DATASET_NAMES[d], "method": r.method,
+                out.append({"dataset": names[d], "method": r.method,
                             **{a: 100 * float(np.mean([x["f1"][variant]["per_au"][a] for x in recs])) for a in aus}})
     return pd.DataFrame(out)
 
@@ -135,7 +154,8 @@ def per_au_frame(rows: list[Row], datasets: list[str], variant: str) -> pd.DataF
 
 TEX_CHARS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
              "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}",
-             "—": "---", "–": "--", "±": r"$\pm$", MARK: r"$^\dagger$"}
+             "—": "---", "–": "--", "±": r"$\pm$", MARK: r"$^\dagger$",
+             "→": r"$\rightarrow$", "³": r"\textsuperscript{3}", "≥": r"$\geq$"}
 
 
 def tex(text: str) -> str:
@@ -155,9 +175,9 @@ def _table(body: list[str], columns: str, cap: str, label: str, tabcolsep: str |
                       rf"\begin{{tabular}}{{{columns}}}", r"\toprule", *body, r"\bottomrule", r"\end{tabular}", r"\end{table}", ""])
 
 
-def detection_latex(rows: list[Row], datasets: list[str], variant: str, cap: str, label: str) -> str:
+def detection_latex(rows: list[Row], datasets: list[str], variant: str, cap: str, label: str, names=DATASET_NAMES) -> str:
     """method | regime | per dataset: F1 (two lines: mean ± sd, the interval) and n | average | rank."""
-    names = [DATASET_NAMES[d] for d in datasets]
+    names = [names[d] for d in datasets]
     body = [" & & " + " & ".join(rf"\multicolumn{{2}}{{c}}{{{tex(n)}}}" for n in names) + r" & & \\",
             "".join(rf"\cmidrule(lr){{{3 + 2 * i}-{4 + 2 * i}}}" for i in range(len(names))),
             "method & regime & " + " & ".join("F1 & n" for _ in names) + r" & avg. & rank \\", r"\midrule"]
@@ -175,7 +195,7 @@ def detection_latex(rows: list[Row], datasets: list[str], variant: str, cap: str
     return _table(body, "@{}ll" + "rr" * len(datasets) + "rr@{}", cap, label, tabcolsep="5pt")
 
 
-def per_au_latex(rows: list[Row], datasets: list[str], variant: str, cap: str, label: str) -> str:
+def per_au_latex(rows: list[Row], datasets: list[str], variant: str, cap: str, label: str, names=DATASET_NAMES) -> str:
     """method | one column per AU number (of any dataset); a row group per dataset."""
     aus = sorted({a for d in datasets for a in DATASET_AUS[d]})
     ncol = 1 + len(aus)
@@ -190,39 +210,54 @@ def per_au_latex(rows: list[Row], datasets: list[str], variant: str, cap: str, l
                         for a in aus]
                 group.append(" & ".join([tex(r.method) + (tex(MARK) if chose_with(r, variant) else ""), *vals]) + r" \\")
         if group:
-            body += [r"\midrule", rf"\multicolumn{{{ncol}}}{{@{{}}l}}{{\textit{{{tex(DATASET_NAMES[d])}}}}} \\", *group]
+            body += [r"\midrule", rf"\multicolumn{{{ncol}}}{{@{{}}l}}{{\textit{{{tex(names[d])}}}}} \\", *group]
     return _table(body, "@{}l" + "r" * len(aus) + "@{}", cap, label)
 
 
 def export(results: Path, fmt: str, out: Path, variant: str | None = None) -> list[Path]:
-    """Write the detection table (``out``) and the per-AU table (``out`` with ``-per-au``);
-    ``variant`` defaults to the page's headline variant. Returns the files written."""
+    """Write the leave-one-subject-out detection table (``out``) and its per-AU table (``out`` with
+    ``-per-au``), and the same pair for each cross-dataset evaluation with records (``out`` with
+    ``-<key>``: one protocol per table, never ranked together); ``variant`` defaults to the page's
+    headline variant. Returns the files written."""
     from ..results import write_atomic
 
     if fmt not in FORMATS:
         raise ValueError(f"--format {fmt!r}: choose one of {FORMATS}")
     _, kept, flagged, views, datasets = measured_views(results)
-    view = next((v for v in views if v["variant"] == variant), None) if variant else views[0]
-    if view is None:
+    if variant and variant not in [v["variant"] for v in views]:
         raise ValueError(f"--variant {variant!r}: choose one of {[v['variant'] for v in views]}")
-    v, rows = view["variant"], view["rows"]
-    au_out = out.with_name(out.stem + "-per-au" + out.suffix)
-    if fmt == "latex":
-        bodies = [(out, detection_latex(rows, datasets, v, caption(v, datasets, rows, kept, flagged), f"tab:micro-au-{out.stem}")),
-                  (au_out, per_au_latex(rows, datasets, v, au_caption(v, rows, kept, flagged), f"tab:micro-au-{au_out.stem}"))]
-    elif fmt == "csv":
-        au = per_au_frame(rows, datasets, v)
-        if len(au):
-            by_key = {(DATASET_NAMES[d], r.method): "; ".join(row_warnings(r, v)) for r in rows for d in datasets}
-            au["warnings"] = [by_key.get((d, m), "") for d, m in zip(au["dataset"], au["method"])]
-        bodies = [(out, detection_frame(rows, datasets, numeric=True, variant=v).to_csv(index=False, float_format="%.1f")),
-                  (au_out, au.to_csv(index=False, float_format="%.1f"))]
-    else:
-        md = [(out, detection_frame(rows, datasets, numeric=False, variant=v), caption(v, datasets, rows, kept, flagged, "md")),
-              (au_out, per_au_frame(rows, datasets, v), au_caption(v, rows, kept, flagged, "md"))]
-        bodies = [(p, f"{cap}\n\n" + frame.to_markdown(index=False, floatfmt=".1f", missingval="–") + "\n") for p, frame, cap in md]
+    pick = lambda vs: next(v for v in vs if v["variant"] == variant) if variant else vs[0]  # noqa: E731
+    sections = [(out, pick(views), datasets, datasets, DATASET_NAMES, None)]
+    for x in cross_sections(kept):
+        sections.append((out.with_name(f"{out.stem}-{x['key']}{out.suffix}"), pick(x["views"]), x["columns"], [x["key"]], x["names"],
+                         cross_sentence(x["evaluation"])))
+    bodies = []
+    for path, view, columns, au_columns, names, what in sections:
+        bodies += _tables(fmt, path, view, columns, au_columns, names, what, kept, flagged)
     written = []
     for path, body in bodies:
         write_atomic(path, body.encode())
         written.append(path)
     return written
+
+
+def _tables(fmt: str, out: Path, view: dict, datasets: list[str], au_columns: list[str], names, what: str | None, kept: list[dict],
+            flagged: list[dict]) -> list[tuple[Path, str]]:
+    """(path, text) of one section's detection table and per-AU table in ``fmt``."""
+    v, rows = view["variant"], view["rows"]
+    au_out = out.with_name(out.stem + "-per-au" + out.suffix)
+    if fmt == "latex":
+        return [(out, detection_latex(rows, datasets, v, caption(v, datasets, rows, kept, flagged, names=names, what=what),
+                                      f"tab:micro-au-{out.stem}", names)),
+                (au_out, per_au_latex(rows, au_columns, v, au_caption(v, rows, kept, flagged), f"tab:micro-au-{au_out.stem}", names))]
+    if fmt == "csv":
+        au = per_au_frame(rows, au_columns, v, names)
+        if len(au):
+            by_key = {(names[d], r.method): "; ".join(row_warnings(r, v)) for r in rows for d in au_columns}
+            au["warnings"] = [by_key.get((d, m), "") for d, m in zip(au["dataset"], au["method"])]
+        return [(out, detection_frame(rows, datasets, numeric=True, variant=v, names=names).to_csv(index=False, float_format="%.1f")),
+                (au_out, au.to_csv(index=False, float_format="%.1f"))]
+    md = [(out, detection_frame(rows, datasets, numeric=False, variant=v, names=names),
+           caption(v, datasets, rows, kept, flagged, "md", names=names, what=what)),
+          (au_out, per_au_frame(rows, au_columns, v, names), au_caption(v, rows, kept, flagged, "md"))]
+    return [(p, f"{cap}\n\n" + frame.to_markdown(index=False, floatfmt=".1f", missingval="–") + "\n") for p, frame, cap in md]

@@ -24,7 +24,7 @@ from ..stats import INTERVAL_LABEL
 from .figures import heatmap
 from .records import DATASET_NAMES, aus_text, provenance
 from .searches import search_sections
-from .table import HEADLINE_METHOD, MIXED_METRICS_NOTE, cell_parts, chose_with, measured_views, mer_rows, mixed_metrics
+from .table import HEADLINE_METHOD, MIXED_METRICS_NOTE, cell_parts, chose_with, cross_sections, measured_views, mer_rows, mixed_metrics
 
 TASK_LABELS = {"emotion5": "CASME II emotions (5), rule table", "objective": "objective classes, rule table",
                "emotion5_prompt": "CASME II emotions (5), text prompts", "objective_prompt": "objective classes, text prompts"}
@@ -45,6 +45,37 @@ PROTOCOL_TEXT = (
 )
 
 
+CROSS_TEXT = {
+    "transfer": ("Cross-dataset transfer",
+                 "Trained on every subject of {train}, tested on every clip of {test} (one outer fold). Epochs, thresholds and a "
+                 "search's choices were made on {train}'s subjects alone (inner validation by subject inside {train}); {test}'s "
+                 "labels chose nothing. F1 per AU on the {test} predictions, averaged over the AUs both releases evaluate ({aus}). "
+                 "The interval resamples {test}'s subjects. These figures are ranked only against each other, never with another "
+                 "protocol's."),
+    "composite": ("Composite leave-one-subject-out",
+                  "Leave-one-subject-out over the union of {releases}: one fold per subject, subjects namespaced by release (an "
+                  "id that exists in two releases is two subjects). AUs: those every release evaluates ({aus}) — shared AUs, not "
+                  "per-release masks. The pooled column is F1 over every clip and is the one ranked; each release's part is the "
+                  "same predictions scored on that release's clips (not ranked). Never ranked with another protocol's figures."),
+}
+
+
+def cross_context(kept: list[dict]) -> list[dict]:
+    """The page's cross-dataset sections (``table.cross_sections``) with their protocol text."""
+    out = []
+    for x in cross_sections(kept):
+        e = x["evaluation"]
+        kind_title, text = CROSS_TEXT[e.kind]
+        names = lambda rs: " and ".join(DATASET_NAMES[r] for r in rs)  # noqa: E731
+        out.append({**x, "kind_title": kind_title,
+                    "text": text.format(train=names(e.train_releases), test=names(e.test_releases), releases=names(e.releases),
+                                        aus=", ".join(f"AU{a}" for a in e.aus)),
+                    "rank_note": "Rank and marks: on the pooled column only." if e.kind == "composite" else "Rank: within this column."})
+        for v in out[-1]["views"]:
+            v["heatmaps"] = [(x["names"][x["key"]], heatmap(v["rows"], x["key"], v["variant"]))] if v["rows"] else []
+    return out
+
+
 def load_reported() -> list[dict]:
     return yaml.safe_load(REPORTED_FILE.read_text())
 
@@ -56,10 +87,14 @@ def build_context(results: Path) -> dict:
     main = views[0]
     ablation = [r for r in main["all_rows"] if r.method in ABLATIONS and r.selection == "fixed_epochs" and not r.legacy]
     reported = load_reported()
-    table_data = {v["variant"]: [{"method": r.method, "selection": r.selection, "config": r.config, "rank": r.rank, "win_rate": r.win_rate,
-                                  "average": r.average, "legacy": r.legacy, "ranked": r in v["rows"],
-                                  **{d: {k: x for k, x in vars(r.cells[d]).items() if k != "counts"} for d in r.cells}}
-                                 for r in v["all_rows"]] for v in views}
+    def rows_json(v: dict) -> list[dict]:
+        return [{"method": r.method, "selection": r.selection, "config": r.config, "rank": r.rank, "win_rate": r.win_rate,
+                 "average": r.average, "legacy": r.legacy, "ranked": r in v["rows"],
+                 **{d: {k: x for k, x in vars(r.cells[d]).items() if k != "counts"} for d in r.cells}} for r in v["all_rows"]]
+
+    cross = cross_context(kept)
+    table_data = {v["variant"]: rows_json(v) for v in views}  # leave-one-subject-out
+    cross_data = {x["evaluation"].spec: {v["variant"]: rows_json(v) for v in x["views"]} for x in cross}
     return {
         "empty": not records,
         "datasets": datasets, "dataset_names": DATASET_NAMES, "views": views, "rows": main["rows"],
@@ -69,9 +104,9 @@ def build_context(results: Path) -> dict:
         "reported_recognition": [x for x in reported if x["task"] == "recognition"],
         "ablation": ablation if len({r.method for r in ablation}) > 1 else [],
         "mer": mer_rows(main["rows"], datasets), "searches": search_sections(results), "flagged": flagged,
-        "provenance": provenance(kept), "protocol": PROTOCOL_TEXT.format(aus=aus_text(datasets)),
+        "provenance": provenance(kept), "protocol": PROTOCOL_TEXT.format(aus=aus_text(datasets)), "cross": cross,
         # '<' escaped as \u003c: still valid JSON, and no string can close the <script> element.
-        "data_json": json.dumps({"detection": table_data, "reported": reported}, default=str).replace("<", "\\u003c"),
+        "data_json": json.dumps({"detection": table_data, "cross_dataset": cross_data, "reported": reported}, default=str).replace("<", "\\u003c"),
         "n_records": len(records), "rendered": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
 

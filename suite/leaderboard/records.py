@@ -19,7 +19,17 @@ from ..provenance import not_comparable
 from ..selection import SCHEMA_VERSION
 from ..stats import subject_counts
 
-DATASET_NAMES = ReleaseTable("title")  # release name → how pages name it, from the release registry
+def _evaluation_title(key: str) -> str:
+    from ..evaluation import EvaluationError, evaluation_of
+
+    try:
+        return evaluation_of(key).title
+    except EvaluationError:
+        raise KeyError(key) from None
+
+
+# release name → how pages name it, from the release registry; an evaluation key → its title ("CASME II → SAMM")
+DATASET_NAMES = ReleaseTable("title", _evaluation_title)
 
 
 def aus_text(datasets: list[str]) -> str:
@@ -108,14 +118,30 @@ def f1_of(record: dict, variant: str, key: str = "pooled") -> float | None:
     return None
 
 
+def part_key(key: str, release: str) -> str:
+    """The column of one release's part of a composite evaluation ``key``."""
+    return f"{key}@{release}"
+
+
+def release_parts(record: dict, releases) -> list[dict]:
+    """A composite record's figures on each release's clips (its ``by_release``), as records of
+    the column ``part_key`` — the same predictions, counted over that release's subjects only."""
+    return [{**record, "dataset": part_key(record["dataset"], r), "_release": r, **record["by_release"][r]}
+            for r in releases if r in record.get("by_release", {})]
+
+
 def record_counts(record: dict) -> np.ndarray | None:
     """Per-subject confusion counts [S, K, 4] from the record's predictions (None: an older file
-    without per-AU label masks)."""
+    without per-AU label masks); a composite's release part: that release's subjects only."""
     import pandas as pd
 
     if "_counts" not in record:
         path = Path(record["_path"]).with_name(record["predictions"])
         frame = pd.read_parquet(path) if path.exists() else None
+        if frame is not None and record.get("_release"):
+            from ..evaluation import release_of
+
+            frame = frame[release_of(frame["subject"].to_numpy()) == record["_release"]]
         ok = frame is not None and all(f"known_{a}" in frame.columns for a in record["aus"])
         record["_counts"] = subject_counts(frame, [int(a[2:]) for a in record["aus"]])[1] if ok else None
     return record["_counts"]

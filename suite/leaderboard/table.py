@@ -18,7 +18,8 @@ from ..metrics import F1_LABELS, F1_VARIANTS
 from ..regimes import RANKED, UNRANKED
 from ..stats import bootstrap_interval, holm, interval_label, interval_reliable, paired_test
 from ..data.registry import default_releases
-from .records import DATASET_NAMES, f1_of, load_records, record_counts, split_fingerprints
+from ..evaluation import evaluation_of
+from .records import DATASET_NAMES, f1_of, load_records, part_key, record_counts, release_parts, split_fingerprints
 
 # the warnings a detection table carries where records chose with different F1 variants (page and exports)
 MIXED_METRICS_NOTE = "records here chose with different variants — each such row is labelled"
@@ -100,9 +101,10 @@ def mixed_metrics(records: list[dict]) -> bool:
     return len({r.get("metric") or "binary" for r in records}) > 1
 
 
-def detection_rows(records: list[dict], datasets: list[str], variant: str = "binary") -> list[Row]:
+def detection_rows(records: list[dict], datasets: list[str], variant: str = "binary", average: bool = True) -> list[Row]:
     """One row per (method, selection, config or search), F1 in ``variant``; a search's per-fold
-    choices re-run with final seeds replace its search-seed record in the row."""
+    choices re-run with final seeds replace its search-seed record in the row. ``average``: the
+    row's mean over the columns (off where the columns are parts of one figure: a composite's releases)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
         groups[(*_row_key(r), bool(r.get("_legacy")))].append(r)
@@ -121,7 +123,7 @@ def detection_rows(records: list[dict], datasets: list[str], variant: str = "bin
                 lo, hi = (100 * x for x in bootstrap_interval(stacked, variant)) if stacked is not None else (None, None)
                 row.cells[d] = Cell(float(f1.mean()), std, len(vals), float(np.mean([f1_of(r, variant, "fold_mean") for r in vals]) * 100),
                                     lo, hi, stacked)
-        if all(d in row.cells for d in datasets):
+        if average and all(d in row.cells for d in datasets):
             row.average = float(np.mean([row.cells[d].mean for d in datasets]))
         rows.append(row)
     return rows
@@ -193,7 +195,7 @@ def paired_comparisons(rows: list[Row], datasets: list[str], variant: str) -> li
             if r is head or b is None or b.counts is None or b.counts.shape[1:] != a.counts.shape[1:]:
                 continue
             seeds = lambda row: sorted(x.get("seed") for x in row.records if x["dataset"] == d)
-            found.append({"dataset": DATASET_NAMES[d], "against": r, "same_seeds": seeds(head) == seeds(r),
+            found.append({"column": d, "against": r, "same_seeds": seeds(head) == seeds(r),
                           **paired_test(a.counts, b.counts, variant)})
         for c, p in zip(found, holm([c["p"] for c in found])):
             c["p_holm"] = p
@@ -201,27 +203,62 @@ def paired_comparisons(rows: list[Row], datasets: list[str], variant: str) -> li
     return out
 
 
-def detection_view(kept: list[dict], datasets: list[str], variant: str) -> dict:
-    """Every detection table of the page in one F1 variant (the page adds its figures)."""
-    rows = detection_rows(kept, datasets, variant)
-    headline, others, optimistic, legacy = split_regimes(rows, datasets)
+def detection_view(kept: list[dict], datasets: list[str], variant: str, ranked_columns: list[str] | None = None,
+                   average: bool = True) -> dict:
+    """Every detection table of one protocol section in one F1 variant (the page adds its
+    figures); ``ranked_columns``: the columns ranks and marks are computed over (default: all)."""
+    rows = detection_rows(kept, datasets, variant, average)
+    headline, others, optimistic, legacy = split_regimes(rows, ranked_columns or datasets)
     return {"variant": variant, "label": F1_LABELS[variant], "rows": headline, "other_rows": others, "optimistic": optimistic,
             "legacy_rows": legacy, "comparisons": paired_comparisons(headline, datasets, variant), "all_rows": rows,
             "interval_notes": interval_notes(rows, datasets, variant)}
 
 
-def measured_views(results: Path) -> tuple[list[dict], list[dict], list[dict], list[dict], list[str]]:
-    """(all records, the kept ones, the flagged ones, one ``detection_view`` per F1 variant — the
-    variant the records chose with first —, the datasets): what the page and the exports show."""
-    records = load_records(results)
-    kept, flagged = split_fingerprints(records)
-    measured = {r["dataset"] for r in records}
-    # the default releases' columns always (a missing one shows as a gap), any other release's when it has records
-    datasets = [d for d in DATASET_NAMES if d in default_releases() or d in measured]
+def _variants(kept: list[dict]) -> list[str]:
+    """The F1 variants, the one the records chose with first."""
     chosen_with = Counter(r.get("metric", "binary") for r in kept)
     headline_variant = max(F1_VARIANTS, key=lambda v: (chosen_with[v], v == "binary"))
-    views = [detection_view(kept, datasets, v) for v in sorted(F1_VARIANTS, key=lambda v: v != headline_variant)]
+    return sorted(F1_VARIANTS, key=lambda v: v != headline_variant)
+
+
+def measured_views(results: Path) -> tuple[list[dict], list[dict], list[dict], list[dict], list[str]]:
+    """(all records, the kept ones, the flagged ones, one ``detection_view`` per F1 variant of the
+    leave-one-subject-out section — the variant the records chose with first —, its datasets):
+    what the page and the exports show first. Cross-dataset evaluations: ``cross_sections``."""
+    records = load_records(results)
+    kept, flagged = split_fingerprints(records)
+    loso = [r for r in kept if section_of(r) == "loso"]
+    measured = {r["dataset"] for r in records if section_of(r) == "loso"}
+    # the default releases' columns always (a missing one shows as a gap), any other release's when it has records
+    datasets = [d for d in DATASET_NAMES if d in default_releases() or d in measured]
+    views = [detection_view(loso, datasets, v) for v in _variants(kept)]
     return records, kept, flagged, views, datasets
+
+
+def section_of(record: dict) -> str:
+    """The protocol section a record's figures belong to: ``loso`` for every release under
+    leave-one-subject-out, else its cross-dataset evaluation's key (``suite.evaluation``)."""
+    return evaluation_of(record["dataset"]).section
+
+
+def cross_sections(kept: list[dict]) -> list[dict]:
+    """One section per cross-dataset evaluation with records (a transfer, a composite), never
+    ranked with another: its columns (a composite: pooled, then each release's part of the same
+    predictions, ranked on the pooled column only), their names, and one ``detection_view`` per
+    F1 variant."""
+    out = []
+    for key in sorted({r["dataset"] for r in kept if section_of(r) != "loso"}):
+        evaluation = evaluation_of(key)
+        records = [r for r in kept if r["dataset"] == key]
+        columns, names = [key], {key: f"{evaluation.title}" + (", pooled" if evaluation.kind == "composite" else "")}
+        if evaluation.kind == "composite":
+            for release in evaluation.releases:
+                columns.append(part_key(key, release))
+                names[part_key(key, release)] = f"{DATASET_NAMES[release]} part"
+            records = records + [part for r in records for part in release_parts(r, evaluation.releases)]
+        out.append({"key": key, "evaluation": evaluation, "columns": columns, "names": names, "n_records": len(records),
+                    "views": [detection_view(records, columns, v, ranked_columns=[key], average=False) for v in _variants(kept)]})
+    return out
 
 
 def mer_rows(rows: list[Row], datasets: list[str]) -> list[dict]:

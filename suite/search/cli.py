@@ -22,6 +22,8 @@ examples:
   python -m suite.search --space gsd
   python -m suite.search --space full --datasets casme2,samm \\
       --data-root casme2=/data/CASME2,samm=/data/SAMM --trials 64 --gpus-per-trial 0.25
+  python -m suite.search --space gsd --protocol 'transfer:casme2->samm'
+  python -m suite.search --space gsd --protocol composite:casme2+samm
 """
 
 
@@ -31,7 +33,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     d = SearchOptions(space="gsd")
     a = p.add_argument
     a("--space", default="gsd", help="a space in search_spaces/ (gsd, miaucl, lsi, full, ablation, a baseline) or a YAML path (default: gsd)")
-    a("--datasets", default=",".join(d.datasets), help="comma-separated: casme2, samm (default: %(default)s)")
+    a("--datasets", help="comma-separated registered releases (casme2, samm, casme3, …) for --protocol loso "
+                         f"(default: {','.join(d.datasets)}; other protocols name their releases)")
+    a("--protocol", default=d.protocol,
+      help="loso: leave-one-subject-out on each --datasets release; transfer:SRC->DST: train on every SRC subject, test on "
+           "every DST clip over the AUs both evaluate, every choice on SRC's subjects; composite:A+B[+C]: LOSO over the "
+           "union, subjects namespaced by release, the AUs every release evaluates, reported pooled and per release "
+           "(default: %(default)s)")
     a("--data-root", help="release folder(s): one folder for one dataset, a folder holding CASME2/ and SAMM/, or "
                           "casme2=PATH,samm=PATH (default: the synthetic releases, generated on first use)")
     a("--trials", type=int, default=d.trials, help="configurations per fold study (default: %(default)s)")
@@ -80,9 +88,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def datasets_of(args: argparse.Namespace) -> tuple[str, ...]:
+    """The releases a search reads: ``--datasets`` (under loso), or the ones its --protocol names."""
+    from ..evaluation import EvaluationError, parse_protocol
+
+    if args.protocol.strip() == "loso":
+        return tuple(x.strip() for x in args.datasets.split(",") if x.strip()) if args.datasets else SearchOptions(space="").datasets
+    if args.datasets:
+        raise SearchError(f"--datasets applies to --protocol loso; --protocol {args.protocol} names its own releases")
+    try:
+        return parse_protocol(args.protocol)[0].releases
+    except EvaluationError as e:
+        raise SearchError(str(e)) from None
+
+
 def options_from_args(args: argparse.Namespace, argv) -> SearchOptions:
     return SearchOptions(
-        space=args.space, datasets=tuple(x.strip() for x in args.datasets.split(",") if x.strip()), data_root=args.data_root,
+        space=args.space, datasets=datasets_of(args), protocol=args.protocol.strip(), data_root=args.data_root,
         trials=args.trials, round_size=args.round_size, startup_trials=args.startup_trials, selection=args.selection,
         sampler=args.sampler, seed=args.seed, final_seeds=args.final_seeds,
         baselines=tuple(b for b in args.baselines.split(",") if b), search_baselines=args.search_baselines, fidelity=args.fidelity, confirm_top=args.confirm_top,
@@ -102,4 +124,9 @@ def main(argv=None) -> int:
         return 2
     from .run import run_search
 
-    return run_search(options_from_args(args, argv))
+    try:
+        opts = options_from_args(args, argv)
+    except SearchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return run_search(opts)

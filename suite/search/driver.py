@@ -28,9 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..aus import DATASET_AUS
-from ..data import load_cache
 from ..engine import DatasetTensors
+from ..evaluation import Evaluation, load_tensors
 from ..folds import engine_label
 from ..metrics import confusion_counts, f1_per_au
 from ..paths import (confirm_dir, final_stem, rounds_dir, run_stem, runs_dir, search_dataset_dir, search_journal, search_record_stem,
@@ -117,21 +116,26 @@ def pooled_f1(cands: list[Candidate], data: DatasetTensors, metric: str) -> floa
 
 
 class DatasetSearch:
-    """The search of one dataset: its folds, studies, run context and outputs folder."""
+    """The search of one evaluation (``suite.evaluation``: a release under LOSO, a transfer, a
+    composite): its folds, studies, run context and outputs folder. ``roots``/``caches``: each of
+    its releases' folder (None: synthetic) and Arrow cache."""
 
-    def __init__(self, space, dataset: str, root, cache, fidelity, opts: SearchOptions, results: Path, search_dir: Path, execute):
+    def __init__(self, space, evaluation: Evaluation, roots: dict, caches: dict, fidelity, opts: SearchOptions, results: Path,
+                 search_dir: Path, execute):
         import torch
 
-        self.space, self.dataset, self.root, self.cache, self.fidelity = space, dataset, root, cache, fidelity
+        self.space, self.evaluation, self.dataset, self.fidelity = space, evaluation, evaluation.key, fidelity
+        self.roots = {r: roots[r] for r in evaluation.releases}
+        self.caches = {r: caches[r] for r in evaluation.releases}
         self.opts, self.results, self.search_dir, self.execute = opts, results, search_dir, execute
-        self.aus = DATASET_AUS[dataset]
-        self.data = DatasetTensors.from_cache(load_cache(cache.path)[0], self.aus, torch.device("cpu"), cache.fingerprint)
+        self.aus = evaluation.aus
+        self.data = load_tensors(evaluation, {r: (c.path, c.fingerprint) for r, c in self.caches.items()}, torch.device("cpu"))
         self.index_of = {str(s): i for i, s in enumerate(self.data.sample_id)}
         self.spec = get_method(space.method)
         self.protocol = search_protocol(space, opts)
-        self.folds = [f.index for f in self.protocol.folds(self.data.subject, opts.seed)]
-        self.out = search_dataset_dir(search_dir, dataset)
-        self.prefix = f"{opts.name}-{dataset}"
+        self.folds = [f.index for f in evaluation.folds(self.data.subject, self.protocol, opts.seed)]
+        self.out = search_dataset_dir(search_dir, self.dataset)
+        self.prefix = f"{opts.name}-{self.dataset}"
         self.engine = opts.engine_asked  # what every stage of this search asks for
         # baselines: sequential when the search is, else auto (a baseline without a batched form is not refused)
         self.baseline_engine = "sequential" if self.engine == "sequential" else "auto"
@@ -143,7 +147,8 @@ class DatasetSearch:
     def context(self, out_dir: Path, backbone: str | None) -> RunContext:
         o = self.opts
         return RunContext(method=self.space.method, fixed=fixed_values(self.space, o, backbone), protocol=self.protocol,
-                          dataset=self.dataset, cache=str(self.cache.path), fingerprint=self.cache.fingerprint, out_dir=str(out_dir),
+                          dataset=self.dataset, caches=tuple((r, str(c.path), c.fingerprint) for r, c in self.caches.items()),
+                          out_dir=str(out_dir),
                           seed=o.seed, token_cache=str(token_cache_dir(self.results)), cpus_per_trial=o.cpus_per_trial,
                           gpus_per_trial=o.gpus_per_trial or 0, fold_workers=o.fold_workers, compile=o.compile, engine=o.engine)
 
@@ -197,7 +202,7 @@ class DatasetSearch:
         return write_run(stem, predictions_frame(self.data, [c.payload["output"] for c in cands], self.aus), method=self.space.method,
                          dataset=self.dataset, aus=self.aus,
                          hparams=next(iter(hp.values())) if len(distinct) == 1 else {"per_fold": {str(k): v for k, v in hp.items()}},
-                         seed=self.opts.seed, selection=selection, cache_path=self.cache.path,
+                         seed=self.opts.seed, selection=selection, cache_path=[c.path for c in self.caches.values()],
                          device=", ".join(sorted({c.payload["task"].get("device", "?") for c in cands})),
                          duration_s=self.tune_seconds, extra=extra)
 
@@ -220,7 +225,7 @@ class DatasetSearch:
                 stems.append(stem)
         if not seeds:
             return []
-        return [FinalSeedsJob(self.space.method, self.dataset, self.root, hparams_by_fold, tuple(seeds), tuple(stems), label,
+        return [FinalSeedsJob(self.space.method, self.dataset, self.roots, hparams_by_fold, tuple(seeds), tuple(stems), label,
                               self.results, self.opts.compile, self.engine, self.opts.reader,
                               {**self.common_extra(0), "seed_role": "final"})]
 
@@ -235,7 +240,7 @@ class DatasetSearch:
         for name in self.opts.baselines:
             spec = get_method(name)
             hp = resolve_hparams(spec, {}, protocol)
-            cid = config_id(name, self.dataset, hp, self.cache.fingerprint, engine_label(self.baseline_engine, compile=self.opts.compile))
+            cid = config_id(name, self.dataset, hp, self.data.fingerprint, engine_label(self.baseline_engine, compile=self.opts.compile))
             missing = []
             for seed in seeds:
                 path = run_stem(runs_dir(self.results), self.dataset, name, cid, seed).with_suffix(".json")
@@ -244,7 +249,7 @@ class DatasetSearch:
                 else:
                     missing.append(seed)
             if missing:
-                jobs.append(BaselineJob(name, self.dataset, self.root, protocol, tuple(missing), self.results, self.opts.compile,
+                jobs.append(BaselineJob(name, self.dataset, self.roots, protocol, tuple(missing), self.results, self.opts.compile,
                                         self.baseline_engine, self.opts.reader))
         return jobs
 
@@ -274,7 +279,8 @@ class DatasetSearch:
         if missing:
             raise StageIncomplete(f"error: every task of fold(s) {missing} failed on {self.dataset}: {failed[:3]}", 1)
         common = common_candidates(all_cands, self.folds)
-        deploy_key = deployment_choice(common)
+        # a transfer has one fold: its choice, made on the source's subjects alone, is the deployment model
+        deploy_key = deployment_choice(common) if self.evaluation.kind != "transfer" else None
         test_key = chosen_on_test_folds(common, lambda cs: pooled_f1(cs, self.data, self.opts.metric))
         chosen = {str(f): {"number": c.number, "params": json.loads(c.params_key), "inner_f1": c.inner_f1} for f, c in choice.items()}
         records = {label: self.record(search_record_stem(self.out, label), list(choice.values()), label,
@@ -318,7 +324,8 @@ class DatasetSearch:
         deploy_f1 = [load_record(p)["f1_avg"] for p in sorted(deploys)]
         agree = sum(1 for c in choice.values() if c.params_key == deploy_key)
         return {
-            "dataset": self.dataset, "selection": label, "n_folds": len(self.folds), "tasks_finished": len(fold_cands),
+            "dataset": self.dataset, "protocol": self.evaluation.describe(), "interval": headline["interval"][headline["metric"]],
+            "selection": label, "n_folds": len(self.folds), "tasks_finished": len(fold_cands),
             "tasks_failed": failed, "headline_f1": f1[label], "headline_ci": headline["f1"][headline["metric"]]["ci95"],
             "selected_on_test_folds_f1": f1.get("selected_on_test_folds"),
             "selected_per_test_fold_f1": f1["selected_per_test_fold"],

@@ -17,8 +17,8 @@ class FinalSeedsJob:
     ``label`` re-run with ``seeds``, one record per seed at ``stems`` (``suite.runs.run_chosen``)."""
 
     method: str
-    dataset: str
-    data_root: Path | None
+    dataset: str  # the evaluation's key (suite.evaluation)
+    data_root: dict  # release → its folder (None: the synthetic default)
     hparams_by_fold: dict
     seeds: tuple[int, ...]
     stems: tuple[Path, ...]
@@ -46,8 +46,8 @@ class BaselineJob:
     selection, the search's metric) with ``seeds`` (``suite.runs.run``)."""
 
     method: str
-    dataset: str
-    data_root: Path | None
+    dataset: str  # the evaluation's key (suite.evaluation)
+    data_root: dict  # release → its folder (None: the synthetic default)
     protocol: Protocol
     seeds: tuple[int, ...]
     results: Path | None

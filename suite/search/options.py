@@ -21,7 +21,8 @@ class SearchError(Exception):
 @dataclass(frozen=True)
 class SearchOptions:
     space: str
-    datasets: tuple[str, ...] = ("casme2", "samm")
+    datasets: tuple[str, ...] = ("casme2", "samm")  # the releases read (under loso: one evaluation each)
+    protocol: str = "loso"  # suite.evaluation: loso | transfer:SRC->DST | composite:A+B[+C]
     data_root: str | None = None
     reader: ReaderOptions = ReaderOptions()  # how the releases are read (AU-string rules, frames, face boxes)
     # the default main job: 4 shared random start-up proposals (the common candidates), then 4 per
@@ -65,13 +66,20 @@ class SearchOptions:
         import hashlib
         import json
 
-        keys = ("datasets", "trials", "round_size", "startup_trials", "selection", "sampler", "seed", "final_seeds", "baselines",
+        keys = ("datasets", "protocol", "trials", "round_size", "startup_trials", "selection", "sampler", "seed", "final_seeds", "baselines",
                 "search_baselines", "fidelity", "confirm_top", "metric", "preset")
         from ..folds import PROTOCOL_VERSION
 
         blob = json.dumps({**{k: getattr(self, k) for k in keys}, "engine": self.engine_label, "protocol": PROTOCOL_VERSION, "space": space_text,
                            "roots": {d: str(r) for d, r in roots.items()}, "data": fingerprints}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def evaluations(self) -> list:
+        """The evaluations this search runs (``suite.evaluation.parse_protocol``), one study set each."""
+        from ..evaluation import parse_protocol
+
+        return parse_protocol(self.protocol, self.datasets)
 
     @property
     def engine_asked(self) -> str:
@@ -129,29 +137,6 @@ def token_auth_environment(address: str | None) -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
     elif mode == "token":
         del os.environ["RAY_AUTH_MODE"]
-
-
-def data_roots(datasets, data_root: str | None) -> dict[str, Path | None]:
-    """``--data-root``: one release folder (one dataset), a folder holding CASME2/ and SAMM/, or
-    ``casme2=PATH,samm=PATH``. None → the synthetic default."""
-    from ..data import RELEASE_FOLDER, is_release
-
-    if not data_root:
-        return {d: None for d in datasets}
-    if "=" in data_root:
-        pairs = dict(item.split("=", 1) for item in data_root.split(","))
-        missing = [d for d in datasets if d not in pairs]
-        if missing:
-            raise SearchError(f"--data-root names no folder for {missing}")
-        return {d: Path(pairs[d]) for d in datasets}
-    root = Path(data_root)
-    if len(datasets) == 1 and is_release(datasets[0], root):  # the release itself (SAMM's holds a SAMM/ frames folder)
-        return {datasets[0]: root}
-    if all((root / RELEASE_FOLDER[d]).is_dir() for d in datasets):
-        return {d: root / RELEASE_FOLDER[d] for d in datasets}
-    if len(datasets) == 1:
-        return {datasets[0]: root}
-    raise SearchError(f"--data-root {root}: expected subfolders {[RELEASE_FOLDER[d] for d in datasets]} or casme2=PATH,samm=PATH")
 
 
 def parse_fidelity(value: str | None, space, confirm_top: int, trials: int) -> tuple[str, str] | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..paths import all_rounds_dirs, search_data_file, search_dir, search_engine_file, search_journal, search_summary, search_summary_text
 from .driver import StageIncomplete
-from .options import SearchError, SearchOptions, check_counts, data_roots, parse_fidelity, token_auth_environment
+from .options import SearchError, SearchOptions, check_counts, parse_fidelity, token_auth_environment
 from .slices import slice_files
 
 
@@ -47,7 +47,8 @@ def _preflight(opts: SearchOptions) -> tuple[list[Plan], dict]:
     """Everything that can fail before any work: spaces, datasets, baselines, data, caches. The
     plans: the main space, then each searched baseline's (its name: ``<main name>-<baseline>``,
     the same budget and seeds, no baselines of its own); baselines left are run by the main one."""
-    from ..data import DATASETS
+    from ..data import DATASETS, release_roots
+    from ..evaluation import EvaluationError
     from ..paths import results_dir
     from ..registry import get_method
     from ..spaces import SPACES_DIR, load_space
@@ -57,6 +58,13 @@ def _preflight(opts: SearchOptions) -> tuple[list[Plan], dict]:
     unknown = [d for d in opts.datasets if d not in DATASETS]
     if unknown or not opts.datasets:
         raise SearchError(f"unknown dataset(s) {unknown}; choose from {list(DATASETS)}")
+    try:
+        evaluations = opts.evaluations
+    except EvaluationError as e:
+        raise SearchError(str(e)) from None
+    outside = sorted({r for e in evaluations for r in e.releases} - set(opts.datasets))
+    if outside:
+        raise SearchError(f"--protocol {opts.protocol}: reads {outside}, which --datasets does not list")
     for b in opts.baselines:
         get_method(b)
     results = results_dir(opts.results)
@@ -65,7 +73,9 @@ def _preflight(opts: SearchOptions) -> tuple[list[Plan], dict]:
     name = opts.name or (f"{space.name}-{fidelity[0]}-to-{fidelity[1]}" if fidelity else space.name) + (f"-{opts.preset}" if opts.preset else "")
     if opts.selection == "shared":
         name = opts.name or f"{name}-shared"
-    roots = data_roots(opts.datasets, opts.data_root)
+    if evaluations[0].kind != "loso":  # its own search folder: a LOSO search's summary is never replaced by a transfer's
+        name = opts.name or f"{name}-{evaluations[0].key}"
+    roots = release_roots(opts.datasets, opts.data_root)
     opts.reader.check(opts.datasets)
     searched = [b for b in opts.baselines if opts.search_baselines and (SPACES_DIR / f"{b}.yaml").exists()]
     main = opts.with_(name=name, results=results, baselines=tuple(b for b in opts.baselines if b not in searched))
@@ -302,8 +312,8 @@ def run_search(opts: SearchOptions) -> int:
         finishers = []  # a dataset's final seeds and baselines run while the next search is under way
         for plan in plans:
             o = plan.opts.with_(gpus_per_trial=opts.gpus_per_trial, concurrency=opts.concurrency)
-            for dataset in o.datasets:
-                search = DatasetSearch(plan.space, dataset, roots[dataset], plan.caches[dataset], plan.fidelity, o, o.results,
+            for evaluation in o.evaluations:
+                search = DatasetSearch(plan.space, evaluation, roots, plan.caches, plan.fidelity, o, o.results,
                                        search_dir(o.results, o.name), TuneExecutor(o, o.results))
                 finishers.append((plan, search.run(lambda jobs, o=o: submit_to_ray(jobs, o))))
         by_plan: dict[str, list] = {}
@@ -317,7 +327,7 @@ def run_search(opts: SearchOptions) -> int:
     for plan in plans:
         o, folder = plan.opts, search_dir(plan.opts.results, plan.opts.name)
         summary = {"name": o.name, "identity": _identity(plan, roots), "space": plan.space.name, "method": plan.space.method, "sampler": o.sampler, "selection": o.selection,
-                   "metric": o.metric, "trials": o.trials, "round_size": o.round_size, "startup_trials": o.startup_trials, "seed": o.seed,
+                   "protocol": o.protocol, "metric": o.metric, "trials": o.trials, "round_size": o.round_size, "startup_trials": o.startup_trials, "seed": o.seed,
                    "fidelity": o.fidelity, "confirm_top": o.confirm_top if plan.fidelity else None,
                    "wall_s": time.time() - start, "datasets": by_plan[o.name], "command": opts.command}
         write_json(search_summary(folder), summary)

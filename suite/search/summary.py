@@ -15,13 +15,18 @@ def pct(v: float | None) -> str:
 def format_summary(summary: dict) -> str:
     lines = [f"search {summary['name']} — space {summary['space']}, method {summary['method']}, sampler {summary['sampler']} "
              f"(Optuna), {summary['trials']} configurations per fold study, {summary['wall_s']:.0f} s",
-             f"F1: {summary.get('metric', 'binary')} F1 per AU on test predictions pooled over LOSO folds, averaged over the dataset's AUs (%); "
+             f"F1: {summary.get('metric', 'binary')} F1 per AU on test predictions pooled over the outer folds "
+             f"({'LOSO' if summary.get('protocol', 'loso') == 'loso' else summary['protocol']}), averaged over the evaluated AUs (%); "
              "[..]: subject-bootstrap interval, conditional on the chosen models (what it covered: per dataset below)"]
     width = 58
     for d in summary["datasets"]:
         lines.append(f"  {d['dataset']}: {d['n_folds']} folds, {d['tasks_finished']} fold tasks finished, {len(d['tasks_failed'])} failed "
                      f"({' + '.join(d.get('engines', []))} engine)")
-        lines.append(f"    [..]: {interval_label(d['n_folds'], summary.get('metric', 'binary'), d['dataset'])}")
+        if d.get("protocol", {}).get("name", "loso") != "loso":
+            p = d["protocol"]
+            lines.append(f"    {p['spec']}: trained on {' + '.join(p['train'])}, tested on {' + '.join(p['test'])}, AUs {', '.join(p['aus'])} "
+                         f"({p['aus_rule']}); every choice on {'the training release' if p['name'] == 'transfer' else 'inner-validation subjects'}")
+        lines.append(f"    [..]: {d.get('interval') or interval_label(d['n_folds'], summary.get('metric', 'binary'), d['dataset'])}")
         if d.get("screening"):
             sc = d["screening"]
             n = sum(c["role"] == "confirm" for c in sc["confirmed"])

@@ -24,9 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..aus import DATASET_AUS
-from ..data import load_cache
 from ..engine import DatasetTensors, FoldOutput, get_accelerator
+from ..evaluation import evaluation_of, load_tensors
 from ..folds import EngineChoiceError, FoldRunner, FoldTask, TaskOutcome, engine_request
 from ..protocol import Protocol, split_settings
 from ..registry import MethodSpec, get_method, resolve_hparams
@@ -50,14 +49,13 @@ def task_hparams(spec: MethodSpec, fixed: dict, params: dict, protocol: Protocol
 @dataclass(frozen=True)
 class RunContext:
     """Everything a trial process needs besides the slice it runs (the same for every slice of a
-    stage): method, the hyper-parameters the space fixes, the dataset's cache, the search seed,
-    where outputs go, and how to run (resources, engine)."""
+    stage): method, the hyper-parameters the space fixes, the evaluation and its releases' caches,
+    the search seed, where outputs go, and how to run (resources, engine)."""
 
     method: str
     fixed: dict  # the preset's values, the space's fixed values, the fidelity's backbone mode (no protocol setting)
-    dataset: str
-    cache: str
-    fingerprint: str
+    dataset: str  # the evaluation's key (suite.evaluation: a release under LOSO, SRC-to-DST, A+B)
+    caches: tuple  # ((release, cache path, cache fingerprint), …) in the evaluation's release order
     out_dir: str
     seed: int
     protocol: Protocol = SEARCH_PROTOCOL  # inner-validation share, selection inside a task, metric
@@ -78,7 +76,7 @@ class RunContext:
 
 
 class TaskRunner:
-    """A dataset resident on one device, its LOSO folds, and a ``FoldRunner`` that runs a slice's
+    """An evaluation's data resident on one device, its outer folds, and a ``FoldRunner`` that runs a slice's
     tasks (each configuration built from the search seed, so a task's outputs do not depend on
     which process or slice runs it)."""
 
@@ -90,10 +88,10 @@ class TaskRunner:
         self.ctx = ctx
         self.acc = get_accelerator(cpu=not on_gpu)  # trials without GPUs never touch one
         self.spec = get_method(ctx.method)
-        self.aus = DATASET_AUS[ctx.dataset]
-        self.data = data if data is not None else DatasetTensors.from_cache(
-            load_cache(Path(ctx.cache))[0], self.aus, self.acc.device, ctx.fingerprint)
-        self.folds = {f.index: f for f in ctx.protocol.folds(self.data.subject, ctx.seed)}
+        evaluation = evaluation_of(ctx.dataset)
+        self.aus = evaluation.aus
+        self.data = data if data is not None else load_tensors(evaluation, {r: (p, fp) for r, p, fp in ctx.caches}, self.acc.device)
+        self.folds = {f.index: f for f in evaluation.folds(self.data.subject, ctx.protocol, ctx.seed)}
         engine, reason = engine_request(ctx.engine, ctx.fold_workers, ctx.compile)
         self.runner = FoldRunner(self.spec, self.data, engine, reason, self.acc, Path(ctx.token_cache) if ctx.token_cache else None,
                                  ctx.compile)
