@@ -156,7 +156,10 @@ def parse_protocol(text: str, datasets=()) -> list[Evaluation]:
         parts = tuple(p.strip() for p in rest.split("+"))
         if not all(parts):
             raise EvaluationError(f"--protocol {text}: expected composite:A+B[+C], e.g. composite:casme2+samm")
-        return [Evaluation("composite", parts)]
+        from .data.registry import release_names
+
+        order = {name: i for i, name in enumerate(release_names())}  # one key per union: A+B and B+A are the same evaluation
+        return [Evaluation("composite", tuple(sorted(parts, key=lambda p: order.get(p, len(order)))))]
     raise EvaluationError(f"--protocol {text!r}: choose {PROTOCOL_HELP}")
 
 

@@ -77,7 +77,9 @@ def backbone_provenance(hparams: dict) -> dict:
 def not_comparable(record: dict) -> list[str]:
     """Why a record's numbers cannot be set beside published ones (empty: nothing known against it)."""
     why = []
-    if record.get("data", {}).get("kind") == "synthetic" or str(record.get("data_root", "")).startswith("synthetic"):
+    data = record.get("data") or {}
+    if data.get("kind") == "synthetic" or any(p.get("kind") == "synthetic" for p in data.get("parts", {}).values()) \
+            or str(record.get("data_root", "")).startswith("synthetic"):
         why.append("synthetic data")
     if record.get("backbone", {}).get("kind") == "random-init":
         why.append("a random-init CLIP backbone")

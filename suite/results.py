@@ -120,6 +120,8 @@ def metrics_from_predictions(frame: pd.DataFrame, dataset: str, aus, metric: str
 
 
 def _metrics(frame: pd.DataFrame, dataset: str, aus, metric: str) -> dict:
+    from .evaluation import evaluation_of
+
     cols = [f"AU{a}" for a in aus]
     known = frame[[f"known_{c}" for c in cols]].to_numpy(bool)
     scored = known.any(1)
@@ -135,7 +137,9 @@ def _metrics(frame: pd.DataFrame, dataset: str, aus, metric: str) -> dict:
     def sets(prefix):
         return [{a for a, v in zip(aus, row) if v} for row in frame[[f"{prefix}_{c}" for c in cols]].to_numpy()]
     prompted = {task: frame[f"prompt_{task}"].tolist() for task, _ in RECOGNITION_CLASSES if f"prompt_{task}" in frame.columns}
-    out["mer"] = recognition_metrics(dataset, sets("pred"), frame["emotion"].tolist(), frame["objective_class"].tolist(), sets("true"),
+    # recognition's class sets are a release's: a cross-dataset test set of one release scores as that release
+    tested = evaluation_of(dataset).test_releases
+    out["mer"] = recognition_metrics(tested[0] if len(tested) == 1 else dataset, sets("pred"), frame["emotion"].tolist(), frame["objective_class"].tolist(), sets("true"),
                                      prompted)
     out["n_samples"] = int(scored.sum())
     return out
@@ -215,6 +219,12 @@ def deployment_configuration(results: Path, search: str, dataset: str) -> tuple[
         raise ValueError(f"--from-search {search}: it searched {', '.join(d['dataset'] for d in summary['datasets'])}, "
                          f"not {dataset} ({path})")
     records = entry["records"].get("deployment") or []
+    if entry.get("protocol", {}).get("name") == "transfer":
+        p = entry["protocol"]
+        raise ValueError(f"--from-search {search}: a transfer ({p['spec']}) has one outer fold, so its one choice — made on "
+                         f"{' + '.join(p['train'])}'s subjects — is the deployed model, re-run by the search's own final seeds "
+                         f"({entry['records'].get('final') or 'none asked'}); --from-search copies a LOSO or composite search's "
+                         "deployment configuration")
     if not records:
         raise ValueError(f"--from-search {search}: no deployment configuration was re-run on {dataset} "
                          "(a search with no common candidates or no final seeds has none)")

@@ -38,7 +38,11 @@ def au_table(record: dict) -> str:
         lo, hi = f1[variant]["ci95"]
         lines.append(f"pooled {variant} F1 {100 * f1[variant]['pooled']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]  "
                      f"(per-fold mean {100 * f1[variant]['fold_mean']:.1f})")
-    lines.append(f"[..]: {record['interval']}")
+    for release, part in record.get("by_release", {}).items():  # a composite: each release's clips of the same predictions
+        lo, hi = part["f1"][head]["ci95"]
+        lines.append(f"  {release} part: pooled {head} F1 {100 * part['f1'][head]['pooled']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] "
+                     f"({part['n_samples']} clips)")
+    lines.append(f"[..]: {record['interval'][head]}")
     for name, m in record["mer"].items():
         oracle = f"  (oracle UF1 {100 * m['oracle']['uf1']:.1f})" if "oracle" in m else ""
         lines.append(f"recognition {name}: UF1 {100 * m['uf1']:.1f}  UAR {100 * m['uar']:.1f}  WF1 {100 * m['wf1']:.1f}  "

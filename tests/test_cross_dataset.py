@@ -223,3 +223,58 @@ def test_page_and_exports_give_each_protocol_its_own_section_and_rank(tmp_path):
         proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=doc.parent,
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stdout[-2000:]
+
+
+def _one(results: Path, key: str, method: str, selection: str, hp: dict, seed: int = 1, extra: dict | None = None) -> None:
+    """One record of ``key`` (fabricated predictions, the real record writer)."""
+    from test_exports import _cache
+
+    evaluation = evaluation_of(key)
+    rng = np.random.default_rng(seed)
+    rows = [{"sample_id": f"{r}/{s}/{c}", "subject": f"{r}/{s:02d}", "fold": 0 if evaluation.kind == "transfer" else s, "emotion": "x",
+             "objective_class": 1, **{f"{k}_AU{a}": v for a in evaluation.aus
+                                      for k, v in zip(("prob", "pred", "true", "known"), (0.7, 1, int(rng.random() < 0.5), True))}}
+            for r in evaluation.test_releases for s in range(4) for c in range(6)]
+    stem = results / "runs" / key / method / f"{selection}-{seed}" / "seed1"
+    write_run(stem, pd.DataFrame(rows), method=method, dataset=key, aus=evaluation.aus, hparams=hp, seed=seed, selection=selection,
+              cache_path=[_cache(results.parent, r) for r in evaluation.releases], device="cpu", duration_s=1.0, extra=extra)
+
+
+def test_a_configuration_chosen_with_a_releases_labels_is_a_copy_under_every_protocol_that_tests_there(tmp_path):
+    """A SAMM search's deployment configuration re-run as a transfer to SAMM or in a composite with
+    SAMM, and a CASME II → SAMM search's choice (made on CASME II) re-run under LOSO on CASME II, are
+    copies (not ranked); the same configuration tested on a release whose labels did not choose it is not."""
+    from suite.leaderboard.records import load_records
+
+    results = tmp_path / "results"
+    chosen = {"lr": 0.003, "lambda_gd": 0.5}
+    other = {"lr": 0.004, "lambda_gd": 0.2}
+    _one(results, "samm", "micro_au_clip", "deployment", chosen, extra={"search": "s"})
+    _one(results, "casme2-to-samm", "micro_au_clip", "strict_nested", other, extra={"search": "t"})
+    for i, (key, hp) in enumerate((("casme2-to-samm", chosen), ("casme2+samm", chosen), ("casme2", chosen), ("casme2", other), ("samm", other))):
+        _one(results, key, "micro_au_clip", "inner_validation", hp, seed=10 + i)
+    labels = {(r["dataset"], json.dumps(r["hparams"], sort_keys=True)): r["selection"] for r in load_records(results)
+              if r.get("search") is None}
+    assert labels == {("casme2-to-samm", json.dumps(chosen, sort_keys=True)): "deployment_copy",  # tested on SAMM, chosen by SAMM
+                      ("casme2+samm", json.dumps(chosen, sort_keys=True)): "deployment_copy",
+                      ("casme2", json.dumps(chosen, sort_keys=True)): "inner_validation",  # CASME II's labels did not choose it
+                      ("casme2", json.dumps(other, sort_keys=True)): "deployment_copy",  # the transfer chose it on CASME II
+                      ("samm", json.dumps(other, sort_keys=True)): "inner_validation"}
+
+
+def test_composite_parts_keep_their_own_subjects_and_unknown_releases_do_not_break_the_page(tmp_path):
+    from suite.leaderboard import render
+    from suite.leaderboard.table import cross_sections
+    from suite.leaderboard.records import load_records
+
+    results = tmp_path / "results"
+    _one(results, "casme2+samm", "constant", "inner_validation", {"lr": 0.001})
+    gone = json.loads(next(results.rglob("seed1.json")).read_text()) | {"dataset": "retired_release"}
+    (results / "runs" / "retired.json").write_text(json.dumps(gone))
+    records = load_records(results)
+    assert [r["dataset"] for r in records] == ["casme2+samm"]  # the retired release's record is not shown
+    first, second = (cross_sections(records)[0]["views"][0]["rows"][0].cells for _ in range(2))
+    for cells in (first, second):
+        assert cells["casme2+samm"].counts.shape[1] == 8 and cells["casme2+samm@casme2"].counts.shape[1] == 4
+    assert (first["casme2+samm@samm"].lo, first["casme2+samm@samm"].hi) == (second["casme2+samm@samm"].lo, second["casme2+samm@samm"].hi)
+    assert render(results).exists()

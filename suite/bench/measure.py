@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..aus import DATASET_AUS
-from ..data import load_cache, prepare, read_release, synthetic_root
+from ..data import load_cache, prepare, read_release, release_roots, synthetic_root
 from ..engine import DatasetTensors, SequentialEngine, get_accelerator
 from ..evaluation import Evaluation, load_tensors, parse_protocol
 from ..folds import FoldRunner, FoldTask
@@ -305,10 +305,13 @@ def benchmark(args) -> dict:
     """Every measurement ``python -m suite.bench`` asks for (``args``: its parsed options); prints
     the table, writes the JSON report and returns it."""
     results = results_dir()
+    if args.protocol != "loso" and not args.nested_search:
+        raise SystemExit("error: --protocol applies to --nested-search only")
     if args.nested_search:
         evaluation = parse_protocol(args.protocol, [args.dataset])[0]
-        roots = {r: (args.data_root if len(evaluation.releases) == 1 and args.data_root else synthetic_root(r, results, scale=args.scale))
-                 for r in evaluation.releases}
+        if evaluation.kind != "loso" and args.dataset != "casme2":
+            raise SystemExit(f"error: --dataset applies to --protocol loso; {args.protocol} names its releases")
+        roots = {r: root or synthetic_root(r, results, scale=args.scale) for r, root in release_roots(evaluation.releases, args.data_root).items()}
         caches = {r: prepare(r, roots[r], results, image_size=args.image_size) for r in evaluation.releases}
         return nested_search_report(args, evaluation, roots, caches)
     root = args.data_root or synthetic_root(args.dataset, results, scale=args.scale)

@@ -26,7 +26,7 @@ from ..provenance import not_comparable
 from ..stats import INTERVAL_LABEL
 from ..regimes import short, title
 from .records import DATASET_NAMES, aus_text
-from .table import MIXED_METRICS_NOTE, Row, cell_parts, chose_with, cross_sections, interval_notes, measured_views, mixed_metrics
+from .table import MIXED_METRICS_NOTE, Row, cell_parts, chose_with, cross_sections, interval_notes, measured_views, mixed_metrics, section_of
 
 FORMATS = ("latex", "csv", "md")
 MARK = "†"  # a row with a warning (LaTeX: the regime cell; the caption says what)
@@ -227,13 +227,17 @@ def export(results: Path, fmt: str, out: Path, variant: str | None = None) -> li
     if variant and variant not in [v["variant"] for v in views]:
         raise ValueError(f"--variant {variant!r}: choose one of {[v['variant'] for v in views]}")
     pick = lambda vs: next(v for v in vs if v["variant"] == variant) if variant else vs[0]  # noqa: E731
-    sections = [(out, pick(views), datasets, datasets, DATASET_NAMES, None)]
-    for x in cross_sections(kept):
+    mine = lambda key, rs: [r for r in rs if section_of(r) == key]  # noqa: E731  a section's captions warn about its own records
+    cross = cross_sections(kept)
+    sections = [(out, pick(views), datasets, datasets, DATASET_NAMES, None, mine("loso", kept), mine("loso", flagged))]
+    if cross and not sections[0][6]:
+        sections = []  # no leave-one-subject-out record: no empty table
+    for x in cross:
         sections.append((out.with_name(f"{out.stem}-{x['key']}{out.suffix}"), pick(x["views"]), x["columns"], [x["key"]], x["names"],
-                         cross_sentence(x["evaluation"])))
+                         cross_sentence(x["evaluation"]), mine(x["key"], kept), mine(x["key"], flagged)))
     bodies = []
-    for path, view, columns, au_columns, names, what in sections:
-        bodies += _tables(fmt, path, view, columns, au_columns, names, what, kept, flagged)
+    for path, view, columns, au_columns, names, what, own, own_flagged in sections:
+        bodies += _tables(fmt, path, view, columns, au_columns, names, what, own, own_flagged)
     written = []
     for path, body in bodies:
         write_atomic(path, body.encode())

@@ -83,13 +83,13 @@ def optuna_plots(journal: Path) -> list[dict]:
     import matplotlib.pyplot as plt
     import optuna
     from matplotlib.ticker import MaxNLocator
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
     from optuna.visualization import matplotlib as ovm
+
+    from ..search.studies import journal_storage
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    storage = JournalStorage(JournalFileBackend(str(journal)))
+    storage = journal_storage(journal)
     plots = []
     # no custom ``target``: with one, Optuna drops the best-value line, reverses the colour scale and (its
     # default PED-ANOVA evaluator) ranks parameters by how they reach *low* values — low F1 here

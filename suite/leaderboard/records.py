@@ -12,6 +12,7 @@ import numpy as np
 
 from ..aus import DATASET_AUS
 from ..data.registry import ReleaseTable
+from ..evaluation import EvaluationError, evaluation_of
 from ..paths import record_paths
 from ..protocol import PROTOCOL_KEYS
 from ..registry import get_method
@@ -20,8 +21,6 @@ from ..selection import SCHEMA_VERSION
 from ..stats import subject_counts
 
 def _evaluation_title(key: str) -> str:
-    from ..evaluation import EvaluationError, evaluation_of
-
     try:
         return evaluation_of(key).title
     except EvaluationError:
@@ -38,16 +37,26 @@ def aus_text(datasets: list[str]) -> str:
 
 
 def load_records(results: Path) -> list[dict]:
+    """Every record under ``results`` whose dataset names an evaluation of registered releases
+    (a record of a release no longer registered, or a test's toy release, is not shown)."""
     records = []
     for path in record_paths(results):
         try:
             record = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if {"method", "dataset", "f1_avg", "data_fingerprint"} <= set(record):
+        if {"method", "dataset", "f1_avg", "data_fingerprint"} <= set(record) and _known(record["dataset"]):
             record["_path"] = str(path)
             records.append(relabel(record))
     return mark_deployment_copies(records)
+
+
+def _known(key: str) -> bool:
+    try:
+        evaluation_of(key)
+    except EvaluationError:
+        return False
+    return True
 
 
 def _printed(value):
@@ -56,31 +65,60 @@ def _printed(value):
     return float(f"{value:.3g}") if isinstance(value, float) else value
 
 
+def release_fingerprints(record: dict) -> dict[str, str]:
+    """Release → the data fingerprint a record's predictions were made on (a cross-dataset record:
+    each release's part, ``suite.provenance.data_provenance``)."""
+    parts = (record.get("data") or {}).get("parts")
+    if parts:
+        return {r: p["fingerprint"] for r, p in parts.items()}
+    return {record["dataset"]: record["data_fingerprint"]}
+
+
+def chose_with_labels_of(record: dict) -> set[str]:
+    """The releases whose labels chose a search record's configuration in a way that makes a re-run
+    optimistic on them: a deployment configuration or one selected on the test folds — every
+    release of its evaluation; a transfer's own choice — its source (never tested there)."""
+    evaluation = evaluation_of(record["dataset"])
+    if record.get("selection") in ("deployment", "selected_on_test_folds"):
+        return set(evaluation.releases)
+    if evaluation.kind == "transfer" and record.get("search") and record.get("selection") in ("strict_nested", "shared_nested",
+                                                                                               "shared_nested_data_independent"):
+        return set(evaluation.train_releases)
+    return set()
+
+
 def mark_deployment_copies(records: list[dict]) -> list[dict]:
     """A fixed-configuration run (``suite.train``) whose model hyper-parameters equal — at the
-    printed precision, whatever its protocol settings — a configuration a search chose with every
-    subject's labels (its deployment configuration, chosen on all subjects, or the one it selected
-    on the test folds) on the same data is that configuration re-run, however it was typed:
-    labelled ``deployment_copy`` (not ranked), with the search and the regime it copies."""
+    printed precision, whatever its protocol settings — a configuration a search chose with the
+    labels of a release it tests on (a deployment configuration, chosen on all subjects; one
+    selected on the test folds; a transfer's choice, made on its source, re-run on the source) on
+    the same data of that release is that configuration re-run, however it was typed and under
+    whichever protocol: labelled ``deployment_copy`` (not ranked), with the search and the regime
+    it copies."""
     def model_hp(hp: dict) -> str:
         return json.dumps({k: _printed(v) for k, v in hp.items() if k not in PROTOCOL_KEYS}, sort_keys=True, default=str)
-
-    def key(r):
-        return r["method"], r["dataset"], r["data_fingerprint"], model_hp(r.get("hparams") or {})
 
     def defaults(r) -> bool:
         """The method's declared defaults: nobody chose them, even when a search's choice equals them."""
         try:
-            return model_hp(get_method(r["method"]).defaults) == key(r)[3]
+            return model_hp(get_method(r["method"]).defaults) == model_hp(r.get("hparams") or {})
         except KeyError:  # a method not registered here
             return False
 
-    chosen = {key(r): (r.get("search"), r["selection"]) for r in records
-              if r.get("selection") in ("deployment", "selected_on_test_folds") and "per_fold" not in (r.get("hparams") or {})}
+    chosen = defaultdict(list)  # (method, model hparams) → (release → fingerprint its labels chose on, search, regime)
     for r in records:
-        if r.get("selection") in ("inner_validation", "fixed_epochs") and key(r) in chosen and not defaults(r):
-            r["selection"], r["from_search"] = "deployment_copy", chosen[key(r)][0]
-            r["copied_regime"] = chosen[key(r)][1]
+        releases = chose_with_labels_of(r)
+        if releases and "per_fold" not in (r.get("hparams") or {}):
+            fps = release_fingerprints(r)
+            chosen[r["method"], model_hp(r.get("hparams") or {})].append(({x: fps.get(x) for x in releases}, r.get("search"), r["selection"]))
+    for r in records:
+        if r.get("selection") not in ("inner_validation", "fixed_epochs") or defaults(r):
+            continue
+        tested = {x: fp for x, fp in release_fingerprints(r).items() if x in evaluation_of(r["dataset"]).test_releases}
+        for by, search, regime in chosen.get((r["method"], model_hp(r.get("hparams") or {})), []):
+            if any(by.get(x) == fp for x, fp in tested.items()):
+                r["selection"], r["from_search"], r["copied_regime"] = "deployment_copy", search, regime
+                break
     return records
 
 
@@ -126,7 +164,8 @@ def part_key(key: str, release: str) -> str:
 def release_parts(record: dict, releases) -> list[dict]:
     """A composite record's figures on each release's clips (its ``by_release``), as records of
     the column ``part_key`` — the same predictions, counted over that release's subjects only."""
-    return [{**record, "dataset": part_key(record["dataset"], r), "_release": r, **record["by_release"][r]}
+    whole = {k: v for k, v in record.items() if k != "_counts"}  # the pooled record's subject counts are not the part's
+    return [{**whole, "dataset": part_key(record["dataset"], r), "_release": r, **record["by_release"][r]}
             for r in releases if r in record.get("by_release", {})]
 
 

@@ -183,7 +183,7 @@ class DatasetSearch:
                                     for f in self.folds if len(tops.get(f, [])) > i))
                   for i in range(self.opts.confirm_top)]
         slices = [s for s in slices if s.tasks]
-        if deployment is not None:
+        if deployment is not None and self.evaluation.kind != "transfer":  # a transfer's one choice is its deployed model
             number = min(c.number for c in cands if c.params_key == deployment)
             slices.append(Slice(0, len(slices), tuple(Task(f, number, json.loads(deployment), "deployment") for f in self.folds)))
         done = self.execute(slices, self.context(confirm_dir(self.out), self.fidelity[1]), f"{self.prefix}-confirm")

@@ -296,12 +296,15 @@ def run_search(opts: SearchOptions) -> int:
 
     from ..results import write_atomic, write_json
     from .driver import DatasetSearch
+    from .nodes import check_shared_folders
     from .summary import format_summary
     from .tune_rounds import TuneExecutor, submit_to_ray
 
     try:
         start_ray(opts.address)
         opts = _resources(opts)
+        # every node must reach the results and data folders before any work is scheduled there
+        check_shared_folders(opts.results, sorted({Path(r) for r in roots.values() if r is not None}))
         for plan in plans:
             _record_data(plan)
     except SearchError as e:

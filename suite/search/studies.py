@@ -98,18 +98,27 @@ def make_sampler(name: str, seed: int, startup_trials: int | None = None):
     raise SearchError(f"unknown sampler {name!r}")
 
 
+def journal_storage(journal: Path):
+    """A search's Optuna journal, as everything in the suite opens it: an append-only file whose
+    writers take Optuna's symlink lock beside it (``JournalFileSymlinkLock``: a symlink is created
+    atomically on NFS too), so processes on several machines may append to one journal on the
+    shared folder. In a search only the driver writes it; the dashboard and the page read it."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+
+    return JournalStorage(JournalFileBackend(str(journal), lock_obj=JournalFileSymlinkLock(str(journal))))
+
+
 class Studies:
     """The studies of one search on one dataset, in one journal file."""
 
     def __init__(self, journal: Path, prefix: str, dataset: str, folds: list[int], space, opts: SearchOptions):
         import optuna
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         journal.parent.mkdir(parents=True, exist_ok=True)
         self.space, self.opts, self.dataset, self.folds = space, opts, dataset, list(folds)
-        storage = JournalStorage(JournalFileBackend(str(journal)))
+        storage = journal_storage(journal)
         keys = ["shared"] if opts.selection == "shared" else [f"fold{k}" for k in self.folds]
         self.names = {key: f"{prefix}-{key}" for key in keys}
         self.studies = {key: optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)

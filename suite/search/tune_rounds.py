@@ -21,10 +21,14 @@ from ray import tune
 
 from .driver import StageIncomplete
 from .jobs import Job
+from .nodes import LostNodes
 from .options import MAX_FAILURES, SearchOptions
 from .slices import read_slice, write_slice
 from .studies import Slice
 from .trial import RunContext, SliceRun, TaskRunner, trial_resources
+
+
+JOB_RETRIES = 3  # Ray re-runs a final-seeds or baseline job whose worker or machine died (not one that raised)
 
 
 class SliceTrainable(tune.Trainable):
@@ -54,13 +58,14 @@ class SliceTrainable(tune.Trainable):
         """Nothing to load: ``SliceRun`` reads the slice's partial file when the slice starts."""
 
     def step(self) -> dict:
-        if self.slice is None:
+        if self.slice is None:  # the first report says where the slice runs (SliceProgress names a lost node's slices)
             r, proposal = self.config["round"], self.config["proposal"]
             self.slice = SliceRun(self.runner, r, proposal, self.plan[proposal], ray.get_runtime_context().get_node_id())
+            return {**self.slice.progress(), "node_id": self.slice.node}
         if self.slice.complete or not self.slice.step() or self.slice.complete:
             self.slice.finish(self.trial_id)
-            return {**self.slice.progress(), "done": True}
-        return self.slice.progress()
+            return {**self.slice.progress(), "node_id": self.slice.node, "done": True}
+        return {**self.slice.progress(), "node_id": self.slice.node}
 
 
 class TuneExecutor:
@@ -111,10 +116,12 @@ class TuneExecutor:
 
 
 class SliceProgress(tune.Callback):
-    """One line per finished (or failed) slice of a round: what Tune's tables would say, briefly."""
+    """One line per finished (or failed) slice of a round: what Tune's tables would say, briefly;
+    a lost machine is one line naming it and the slices it held, which Tune retries elsewhere."""
 
     def __init__(self, name: str, total: int):
         self.name, self.total, self.done = name, total, 0
+        self.lost = LostNodes()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.done += 1
@@ -123,7 +130,19 @@ class SliceProgress(tune.Callback):
         print(f"  {self.name}: slice {self.done}/{self.total} done (proposal {trial.config.get('proposal')}{score})", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        print(f"  {self.name}: proposal {trial.config.get('proposal')} crashed; Tune retries it", flush=True)
+        node = (trial.last_result or {}).get("node_id")
+        if node in self.lost.known:
+            return  # its node's line named it
+        address = self.lost.lost(node)
+        if address is None:
+            print(f"  {self.name}: proposal {trial.config.get('proposal')} crashed; Tune retries it (at most {MAX_FAILURES} times; "
+                  f"the error: {trial.path}/error.txt)", flush=True)
+            return
+        self.lost.known.add(node)
+        held = [f"r{t.config['round']}-p{t.config['proposal']}" for t in trials
+                if (t.last_result or {}).get("node_id") == node and t.status != "TERMINATED"]
+        print(f"lost node {address}: slice(s) {', '.join(held)} of "
+              f"{self.name} are retried on the nodes left (their finished tasks are kept)", flush=True)
 
 
 def _train_remote(job: Job, gpu_fraction: float) -> list[str]:
@@ -142,14 +161,19 @@ def _train_remote(job: Job, gpu_fraction: float) -> list[str]:
 def submit_to_ray(jobs: list[Job], opts: SearchOptions):
     """Start the jobs as parallel Ray tasks; returns a function that waits for them and gives each
     job's record paths, in job order."""
-    task = ray.remote(num_cpus=opts.cpus_per_trial, num_gpus=opts.gpus_per_trial or 0)(_train_remote)
+    # a job whose machine is lost is run again elsewhere (its records are written once, at its end, atomically)
+    task = ray.remote(num_cpus=opts.cpus_per_trial, num_gpus=opts.gpus_per_trial or 0, max_retries=JOB_RETRIES)(_train_remote)
     futures = [task.remote(job, opts.gpus_per_trial or 0) for job in jobs]
     labels = {f: job.description for f, job in zip(futures, jobs)}
 
     def wait() -> list[list[Path]]:
-        pending = list(futures)
-        while pending:  # one line per job as it finishes
-            ready, pending = ray.wait(pending, num_returns=1)
-            print(f"  final seeds and baselines: {len(futures) - len(pending)}/{len(futures)} done ({labels[ready[0]]})", flush=True)
+        pending, lost = list(futures), LostNodes()
+        while pending:  # one line per job as it finishes, one per machine lost meanwhile
+            ready, pending = ray.wait(pending, num_returns=1, timeout=5)
+            for address in lost.newly_lost().values():
+                print(f"lost node {address} while final seeds and baselines ran: Ray retries the jobs it held on the nodes left "
+                      f"(still running: {', '.join(labels[f] for f in pending)})", flush=True)
+            if ready:
+                print(f"  final seeds and baselines: {len(futures) - len(pending)}/{len(futures)} done ({labels[ready[0]]})", flush=True)
         return [[Path(p) for p in paths] for paths in ray.get(futures)]
     return wait
