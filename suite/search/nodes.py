@@ -82,28 +82,42 @@ def check_shared_folders(results: Path, data_folders: list[Path]) -> None:
                           "nothing was scheduled")
 
 
+_NAMED: set[str] = set()  # node ids already named in this process (a search's driver): each machine is named once
+
+
 class LostNodes:
-    """Nodes that die while a stage runs, each named once: those already dead when it starts (lost
-    earlier, or before a resume) are not news."""
+    """Machines lost while a stage runs, each named once per search process: a node already dead
+    when the stage starts, or named by an earlier stage (its death may reach the cluster's node
+    table only later: the health checks take up to about a minute), is not news."""
 
     def __init__(self):
-        self.known = {n["NodeID"] for n in ray.nodes() if not n["Alive"]}
+        _NAMED.update(n["NodeID"] for n in ray.nodes() if not n["Alive"])
+
+    @staticmethod
+    def named(node_id: str | None) -> bool:
+        return node_id in _NAMED
+
+    @staticmethod
+    def name(node_id: str) -> None:
+        _NAMED.add(node_id)
 
     def newly_lost(self) -> dict[str, str]:
         """Node id → address of nodes the cluster counts dead that were not named yet (now named)."""
-        new = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if not n["Alive"] and n["NodeID"] not in self.known}
-        self.known |= set(new)
+        new = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if not n["Alive"] and n["NodeID"] not in _NAMED}
+        _NAMED.update(new)
         return new
 
-    def lost(self, node_id: str | None, seconds: float = 10) -> str | None:
-        """The address of ``node_id`` if the cluster counts it dead within ``seconds`` (its health
-        checks fail a few seconds after its processes vanish); None if it stays alive."""
-        deadline = time.monotonic() + seconds
-        while node_id is not None:
-            for n in ray.nodes():
-                if n["NodeID"] == node_id and not n["Alive"]:
-                    return n["NodeManagerAddress"]
-            if time.monotonic() > deadline:
-                break
-            time.sleep(1)
-        return None
+    @staticmethod
+    def address(node_id: str | None) -> str | None:
+        return next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id), None)
+
+    @staticmethod
+    def dead(node_id: str | None) -> bool:
+        return any(n["NodeID"] == node_id and not n["Alive"] for n in ray.nodes())
+
+
+def unreachable(error: BaseException | None) -> bool:
+    """Whether a trial's error says its process could not be reached (its machine or network gone),
+    not that it failed: Ray's actor-unavailable and node-died errors."""
+    kinds = tuple(getattr(ray.exceptions, k) for k in ("ActorUnavailableError", "NodeDiedError") if hasattr(ray.exceptions, k))
+    return isinstance(error, kinds) or "node" in str(error).lower() and "died" in str(error).lower()

@@ -245,6 +245,8 @@ def start_ray(address: str | None) -> None:
     # prints a header naming its placeholder search algorithm (Optuna proposes here) and a
     # TensorBoard hint; tune_rounds.SliceProgress reports instead
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    # nor a traceback per failed trial: tune_rounds.SliceProgress names a lost machine or the trial's error file
+    os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] = "0"
     ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":  # Ray sets it when it enables token auth
         ray.shutdown()

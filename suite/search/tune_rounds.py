@@ -21,7 +21,7 @@ from ray import tune
 
 from .driver import StageIncomplete
 from .jobs import Job
-from .nodes import LostNodes
+from .nodes import LostNodes, unreachable
 from .options import MAX_FAILURES, SearchOptions
 from .slices import read_slice, write_slice
 from .studies import Slice
@@ -129,20 +129,38 @@ class SliceProgress(tune.Callback):
         score = f", mean inner F1 {100 * result['inner_f1_mean']:.1f} %" if result.get("inner_f1_mean") is not None else ""
         print(f"  {self.name}: slice {self.done}/{self.total} done (proposal {trial.config.get('proposal')}{score})", flush=True)
 
-    def on_trial_error(self, iteration, trials, trial, **info):
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        """A slice whose trial failed and will be retried: a lost machine is named once with every
+        slice it held; any other crash is one line with where its error is."""
         node = (trial.last_result or {}).get("node_id")
-        if node in self.lost.known:
-            return  # its node's line named it
-        address = self.lost.lost(node)
-        if address is None:
-            print(f"  {self.name}: proposal {trial.config.get('proposal')} crashed; Tune retries it (at most {MAX_FAILURES} times; "
-                  f"the error: {trial.path}/error.txt)", flush=True)
+        if self.lost.named(node):
+            return  # its machine's line named it
+        error = _trial_error(trial)
+        if node is not None and (self.lost.dead(node) or unreachable(error)):
+            self.lost.name(node)
+            held = [f"r{t.config['round']}-p{t.config['proposal']}" for t in trials
+                    if (t.last_result or {}).get("node_id") == node and t.status != "TERMINATED"]
+            print(f"lost node {self.lost.address(node)}: slice(s) {', '.join(held)} of {self.name} are retried on the nodes left "
+                  "(their finished tasks are kept)", flush=True)
             return
-        self.lost.known.add(node)
-        held = [f"r{t.config['round']}-p{t.config['proposal']}" for t in trials
-                if (t.last_result or {}).get("node_id") == node and t.status != "TERMINATED"]
-        print(f"lost node {address}: slice(s) {', '.join(held)} of "
-              f"{self.name} are retried on the nodes left (their finished tasks are kept)", flush=True)
+        print(f"  {self.name}: proposal {trial.config.get('proposal')} crashed; Tune retries it (at most {MAX_FAILURES} times; "
+              f"the error: {trial.error_file})", flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        print(f"  {self.name}: proposal {trial.config.get('proposal')} failed {MAX_FAILURES + 1} times; its tasks are recorded as "
+              f"failed (the error: {trial.error_file})", flush=True)
+
+
+def _trial_error(trial) -> BaseException | None:
+    """The exception a trial failed with, from the pickle Tune keeps beside the driver (None: not
+    picklable; its text file stays)."""
+    import cloudpickle
+
+    try:
+        with open(trial.pickled_error_file, "rb") as f:
+            return cloudpickle.load(f)
+    except Exception:  # noqa: BLE001  no file, or an error that does not unpickle here
+        return None
 
 
 def _train_remote(job: Job, gpu_fraction: float) -> list[str]:
