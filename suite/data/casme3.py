@@ -9,10 +9,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from .au_strings import AURules, cell_to_text
-from .faces import attach_face_boxes
+from .faces import attach_face_boxes, detect_face
 from .records import Release
 from .registry import ReleaseSpec, register
 from .release import attach_frames, read_sheet, rows_to_samples
@@ -136,7 +137,7 @@ def write_casme3(root: Path, spec, rng: np.random.Generator, scale: str | None =
 
     from tqdm import tqdm
 
-    from .synthetic import ClipTruth, _clip_frames, _identity, _jpeg, _pick_emotion, _pose, _subjects_clip_counts, _write_xlsx, coded_objective_class
+    from .synthetic import JPEG_QUALITY, ClipTruth, _clip_frames, _identity, _jpeg, _pick_emotion, _pose, _subjects_clip_counts, _write_xlsx, coded_objective_class
 
     scale = scale or (spec.scale_name() if spec.scale_name() in SCALES else "small")
     n_subjects, n_clips, lengths = SCALES[scale]
@@ -201,12 +202,20 @@ def write_casme3(root: Path, spec, rng: np.random.Generator, scale: str | None =
             amp = {au: rng.uniform(0.7, 1.1) for au in aus}
             pose = _pose(rng)
             fx, fy = rng.uniform(120, W - face_w - 120), rng.uniform(20, H - face_w * 1.15 - 20)
-            box = (fx, fy, float(face_w), face_w * 1.15)
             skip = set()
             if row in missing_frames:  # some frames are missing from the released clips (never onset or apex)
                 inner = [f for f in range(onset + 1, offset) if f != render_apex]
                 skip = set(inner[: 1 + int(rng.integers(0, 2))])
-            for frame, img, _ in _clip_frames(rng, identity, amp, onset, render_apex, offset, (W, H), box, False, pose):
+            for attempt in range(5):  # a pose and place whose onset frame the reader's face detector finds (redrawn otherwise)
+                if attempt:
+                    pose = _pose(rng)
+                    fx, fy = rng.uniform(120, W - face_w - 120), rng.uniform(20, H - face_w * 1.15 - 20)
+                box = (fx, fy, float(face_w), face_w * 1.15)
+                frames = list(_clip_frames(rng, identity, amp, onset, render_apex, offset, (W, H), box, False, pose))
+                written = cv2.imencode(".jpg", frames[0][1], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1]  # as the reader will see it
+                if detect_face(cv2.imdecode(written, cv2.IMREAD_GRAYSCALE)) is not None:
+                    break
+            for frame, img, _ in frames:
                 if frame not in skip:
                     _jpeg(folder / f"{frame}.jpg", img)
             if drop:

@@ -422,9 +422,12 @@ def _frame_range(rng: np.random.Generator, spec: SyntheticSpec, width: int) -> t
     return onset, apex, onset + length - 1
 
 
+JPEG_QUALITY = 94  # every synthetic frame's
+
+
 def _jpeg(path: Path, img: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, 94]):
+    if not cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
         raise OSError(f"could not write {path}")
 
 
