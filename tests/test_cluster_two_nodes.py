@@ -146,7 +146,6 @@ def test_two_machine_cluster_loses_a_machine_mid_search(tmp_path, synthetic):
     # the worker's /mnt/shared is a mount, but not of the export: `ray up`'s mountpoint check passes, the search's must not
     head, worker = Machine(t, "head", HEAD), Machine(t, "worker", WORKER, shared=False)
     timings = {}
-    clock = time.monotonic()
 
     def step(name: str, argv: list[str], timeout: float = 900, ok: bool = True):
         proc = laptop.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
@@ -220,6 +219,7 @@ def test_two_machine_cluster_loses_a_machine_mid_search(tmp_path, synthetic):
         lost = [line for line in out.splitlines() if line.startswith("lost node")]
         assert len(lost) == 1 and WORKER in lost[0], out[-6000:]  # one line naming the node and its slices, no traceback wall
         assert "Traceback" not in out, out[-6000:]
+        assert seen is not None, out[-6000:]  # the line came while the search went on
         timings["kill → the lost-node line"] = seen
         after = _slices(searches / "lostworker")
         assert len(after) == TRIALS and {s["node_ip"] for s in after if s not in before} == {HEAD}

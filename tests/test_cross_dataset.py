@@ -6,7 +6,6 @@ import json
 import re
 import subprocess
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from suite.data import load_cache, prepare
-from suite.engine import DatasetTensors
+from suite.data import prepare
 from suite.evaluation import Evaluation, EvaluationError, evaluation_of, load_tensors, parse_protocol
 from suite.protocol import Protocol, loso_folds
 from suite.results import write_run
@@ -125,22 +123,21 @@ def test_a_composite_run_keeps_shared_ids_apart_and_reports_each_release(synthet
     """The toy release (``test_registry``) holds CASME II's rows: the same subject ids in another release."""
     from suite.train import main as train_cli
 
-    for fixture in (toy,):
-        assert train_cli(["--method", "constant", "--protocol", "composite:casme2+toyme", "--data-root",
-                          f"casme2={synthetic / 'CASME2'},toyme={fixture}", "--results", str(tmp_path / "results")]) == 0
-        path = Path(capsys.readouterr().out.strip().splitlines()[-1])
-        record = json.loads(path.read_text())
-        frame = pd.read_parquet(path.with_name(record["predictions"]))
-        ids = {s.split("/", 1)[1] for s in frame["subject"]}
-        assert {f"casme2/{i}" for i in ids} | {f"toyme/{i}" for i in ids} == set(frame["subject"])
-        assert record["n_folds"] == 2 * len(ids) == frame["fold"].nunique()
-        assert all(frame[frame["fold"] == f]["subject"].nunique() == 1 for f in frame["fold"].unique())
-        assert record["protocol"]["name"] == "composite" and record["protocol"]["aus"] == ["AU4", "AU12"]
-        assert set(record["by_release"]) == {"casme2", "toyme"}
-        part = frame[frame["subject"].str.startswith("toyme/")]
-        from suite.results import metrics_from_predictions
+    assert train_cli(["--method", "constant", "--protocol", "composite:casme2+toyme", "--data-root",
+                      f"casme2={synthetic / 'CASME2'},toyme={toy}", "--results", str(tmp_path / "results")]) == 0
+    path = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    record = json.loads(path.read_text())
+    frame = pd.read_parquet(path.with_name(record["predictions"]))
+    ids = {s.split("/", 1)[1] for s in frame["subject"]}
+    assert {f"casme2/{i}" for i in ids} | {f"toyme/{i}" for i in ids} == set(frame["subject"])
+    assert record["n_folds"] == 2 * len(ids) == frame["fold"].nunique()
+    assert all(frame[frame["fold"] == f]["subject"].nunique() == 1 for f in frame["fold"].unique())
+    assert record["protocol"]["name"] == "composite" and record["protocol"]["aus"] == ["AU4", "AU12"]
+    assert set(record["by_release"]) == {"casme2", "toyme"}
+    part = frame[frame["subject"].str.startswith("toyme/")]
+    from suite.results import metrics_from_predictions
 
-        assert record["by_release"]["toyme"]["f1_avg"] == pytest.approx(metrics_from_predictions(part, "toyme", (4, 12))["f1_avg"])
+    assert record["by_release"]["toyme"]["f1_avg"] == pytest.approx(metrics_from_predictions(part, "toyme", (4, 12))["f1_avg"])
 
 
 # --- the page and the exports: one section per protocol, never one rank --------------------------

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from suite.evaluation import Evaluation
 from suite.search.driver import DatasetSearch
 from suite.search.options import DATA_INDEPENDENT_SAMPLERS, SAMPLERS, SELECTIONS, SearchOptions
 from suite.regimes import RANKED, REGIMES, regime
@@ -51,7 +50,6 @@ def test_a_folds_confirmation_set_is_chosen_by_its_own_inner_f1(selection):
         search = object.__new__(DatasetSearch)
         search.opts = SearchOptions(space="gsd", selection=selection, sampler="random", fidelity="frozen:full", confirm_top=2)
         search.folds, search.index_of, search.fidelity, search.prefix = [0, 1, 2], {}, ("frozen", "full"), "t"
-        search.evaluation = Evaluation("loso", ("casme2",))
         search.out = Path("/nonexistent")
         search.context = lambda out, backbone: None
         seen = {}

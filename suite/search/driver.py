@@ -183,7 +183,7 @@ class DatasetSearch:
                                     for f in self.folds if len(tops.get(f, [])) > i))
                   for i in range(self.opts.confirm_top)]
         slices = [s for s in slices if s.tasks]
-        if deployment is not None and self.evaluation.kind != "transfer":  # a transfer's one choice is its deployed model
+        if deployment is not None and len(self.folds) > 1:  # with one outer fold (a transfer) its choice is the deployed model
             number = min(c.number for c in cands if c.params_key == deployment)
             slices.append(Slice(0, len(slices), tuple(Task(f, number, json.loads(deployment), "deployment") for f in self.folds)))
         done = self.execute(slices, self.context(confirm_dir(self.out), self.fidelity[1]), f"{self.prefix}-confirm")
@@ -279,8 +279,8 @@ class DatasetSearch:
         if missing:
             raise StageIncomplete(f"error: every task of fold(s) {missing} failed on {self.dataset}: {failed[:3]}", 1)
         common = common_candidates(all_cands, self.folds)
-        # a transfer has one fold: its choice, made on the source's subjects alone, is the deployment model
-        deploy_key = deployment_choice(common) if self.evaluation.kind != "transfer" else None
+        # with one outer fold (a transfer) its choice, made on the training subjects alone, is the deployment model
+        deploy_key = deployment_choice(common) if len(self.folds) > 1 else None
         test_key = chosen_on_test_folds(common, lambda cs: pooled_f1(cs, self.data, self.opts.metric))
         chosen = {str(f): {"number": c.number, "params": json.loads(c.params_key), "inner_f1": c.inner_f1} for f, c in choice.items()}
         records = {label: self.record(search_record_stem(self.out, label), list(choice.values()), label,
